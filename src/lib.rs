@@ -4,5 +4,22 @@
 //! (access, local records, policy, cache/forward, respond), [`events`] hands the outcome to
 //! metrics and the query log.
 
+pub mod access;
+pub mod answer;
+pub mod cache;
 pub mod category;
+pub mod check;
+pub mod config;
 pub mod events;
+pub mod explain;
+pub mod handler;
+pub mod lists;
+pub mod local;
+pub mod logging;
+pub mod matcher;
+pub mod metrics;
+pub mod policy;
+pub mod reload;
+pub mod server;
+pub mod sources;
+pub mod upstream;

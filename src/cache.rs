@@ -1,0 +1,227 @@
+//! The answer cache: upstream answers by question, shared by all clients (policy is applied
+//! after the cache, so one client's block never leaks into another's answer).
+//!
+//! Entries outlive their TTL by the serve-stale window (RFC 8767): when every upstream fails,
+//! a stale answer beats SERVFAIL. `quick_cache` does the bounded, sharded storage; lookups
+//! borrow the query name, so a hit allocates nothing for the key.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, RecordType};
+use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
+
+use crate::upstream::UpstreamAnswer;
+
+/// Longest time any answer is cached, whatever its TTL.
+const MAX_TTL: u32 = 86_400;
+/// Negative answers without an SOA are cached this long.
+const DEFAULT_NEGATIVE_TTL: u32 = 60;
+/// Longest time a negative answer is cached (RFC 2308 suggests 1–3 hours at most).
+const MAX_NEGATIVE_TTL: u32 = 3_600;
+
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    name: LowerName,
+    qtype: RecordType,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        KeyRef {
+            name: &self.name,
+            qtype: self.qtype,
+        }
+        .hash(state)
+    }
+}
+
+/// The borrowed form of [`Key`], for lookups.
+struct KeyRef<'a> {
+    name: &'a LowerName,
+    qtype: RecordType,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        u16::from(self.qtype).hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.qtype == key.qtype && *self.name == key.name
+    }
+}
+
+/// One cached answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub answer: UpstreamAnswer,
+    stored: Instant,
+    ttl: u32,
+}
+
+impl Entry {
+    /// Seconds since the answer was stored: subtract from its records' TTLs.
+    pub fn age(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.stored).as_secs() as u32
+    }
+
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.age(now) < self.ttl
+    }
+}
+
+pub enum Lookup {
+    Fresh(Arc<Entry>),
+    /// Expired, but within the serve-stale window.
+    Stale(Arc<Entry>),
+    Miss,
+}
+
+pub struct AnswerCache {
+    cache: Option<Cache<Key, Arc<Entry>>>,
+    serve_stale: Duration,
+}
+
+impl AnswerCache {
+    /// `entries` = 0 disables caching.
+    pub fn new(entries: usize, serve_stale: Duration) -> Self {
+        AnswerCache {
+            cache: (entries > 0).then(|| Cache::new(entries)),
+            serve_stale,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, name: &LowerName, qtype: RecordType, now: Instant) -> Lookup {
+        let Some(cache) = &self.cache else {
+            return Lookup::Miss;
+        };
+        match cache.get(&KeyRef { name, qtype }) {
+            None => Lookup::Miss,
+            Some(e) if e.is_fresh(now) => Lookup::Fresh(e),
+            Some(e) => {
+                let expired_for = now.saturating_duration_since(e.stored)
+                    - Duration::from_secs(e.ttl as u64);
+                if expired_for <= self.serve_stale {
+                    Lookup::Stale(e)
+                } else {
+                    Lookup::Miss
+                }
+            }
+        }
+    }
+
+    /// Stores an upstream answer for as long as its records allow.
+    pub fn insert(&self, name: &LowerName, qtype: RecordType, answer: UpstreamAnswer) {
+        let Some(cache) = &self.cache else { return };
+        let Some(ttl) = cache_ttl(&answer) else { return };
+        if ttl == 0 {
+            return;
+        }
+        let key = Key {
+            name: name.clone(),
+            qtype,
+        };
+        cache.insert(
+            key,
+            Arc::new(Entry {
+                answer,
+                stored: Instant::now(),
+                ttl,
+            }),
+        );
+    }
+
+    pub fn clear(&self) {
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+    }
+}
+
+/// How long an answer may be cached; `None` when it must not be (errors, truncation).
+fn cache_ttl(a: &UpstreamAnswer) -> Option<u32> {
+    match a.rcode {
+        ResponseCode::NoError if !a.answers.is_empty() => {
+            a.answers.iter().map(|r| r.ttl).min().map(|t| t.min(MAX_TTL))
+        }
+        ResponseCode::NoError | ResponseCode::NXDomain => {
+            let soa_ttl = a
+                .authorities
+                .iter()
+                .find_map(|r| match &r.data {
+                    hickory_proto::rr::RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
+                    _ => None,
+                });
+            Some(
+                a.negative_ttl
+                    .or(soa_ttl)
+                    .unwrap_or(DEFAULT_NEGATIVE_TTL)
+                    .min(MAX_NEGATIVE_TTL),
+            )
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::{RData, Record};
+    use std::str::FromStr;
+
+    fn answer(ttl: u32) -> UpstreamAnswer {
+        UpstreamAnswer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Record::from_rdata(
+                hickory_proto::rr::Name::from_ascii("a.example.").unwrap(),
+                ttl,
+                RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into()),
+            )],
+            authorities: vec![],
+            additionals: vec![],
+            negative_ttl: None,
+        }
+    }
+
+    #[test]
+    fn fresh_then_stale_then_gone() {
+        let c = AnswerCache::new(100, Duration::from_secs(30));
+        let n = LowerName::from_str("A.Example.").unwrap();
+        c.insert(&n, RecordType::A, answer(10));
+        let now = Instant::now();
+        assert!(matches!(c.get(&n, RecordType::A, now), Lookup::Fresh(_)));
+        assert!(matches!(c.get(&n, RecordType::AAAA, now), Lookup::Miss));
+        let later = now + Duration::from_secs(20);
+        assert!(matches!(c.get(&n, RecordType::A, later), Lookup::Stale(_)));
+        let much_later = now + Duration::from_secs(60);
+        assert!(matches!(c.get(&n, RecordType::A, much_later), Lookup::Miss));
+    }
+
+    #[test]
+    fn case_insensitive_key_and_no_cache_for_errors() {
+        let c = AnswerCache::new(100, Duration::ZERO);
+        c.insert(&LowerName::from_str("a.example.").unwrap(), RecordType::A, answer(10));
+        let upper = LowerName::from_str("A.EXAMPLE.").unwrap();
+        assert!(matches!(c.get(&upper, RecordType::A, Instant::now()), Lookup::Fresh(_)));
+        let mut fail = answer(10);
+        fail.rcode = ResponseCode::ServFail;
+        let n = LowerName::from_str("b.example.").unwrap();
+        c.insert(&n, RecordType::A, fail);
+        assert!(matches!(c.get(&n, RecordType::A, Instant::now()), Lookup::Miss));
+    }
+}

@@ -1,0 +1,121 @@
+//! `telesink check`: load the config and every list without serving, and report.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::policy::{ListKind, Policy};
+
+/// How many skipped lines to show per list.
+const SHOW_SKIPPED: usize = 5;
+
+pub fn run(config_path: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telesink: invalid configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let policy = match Policy::build(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("telesink: {}: {e}", config.path.display());
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report(&config, &policy));
+    ExitCode::SUCCESS
+}
+
+pub fn report(config: &Config, policy: &Policy) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "config {}: valid", config.path.display());
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "lists:");
+    for l in &policy.lists {
+        let cats: Vec<&str> = policy.categories.names(l.categories).map(|c| &**c).collect();
+        let kind = match l.kind {
+            ListKind::Block => format!("categories: {}", cats.join(", ")),
+            ListKind::Allow => "allow exceptions".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<20} {rules:>9} entries  {kind}  ({source}, format {format})",
+            name = l.name,
+            rules = l.stats.rules,
+            source = l.source,
+            format = l.format,
+        );
+        if l.stats.allow_rules > 0 && l.kind == ListKind::Block {
+            let _ = writeln!(out, "  {:<20} {:>9} of them exceptions (@@)", "", l.stats.allow_rules);
+        }
+        if l.stats.ignored > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>9} lines ignored (localhost entries, zone preamble)",
+                "", l.stats.ignored
+            );
+        }
+        if l.stats.skipped > 0 {
+            let _ = writeln!(out, "  {:<20} {:>9} lines skipped:", "", l.stats.skipped);
+            let file = l
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| l.source.clone());
+            for s in l.stats.first_skipped.iter().take(SHOW_SKIPPED) {
+                let _ = writeln!(out, "      {file}:{}: {} ({})", s.line, s.text.trim(), s.reason);
+            }
+            if l.stats.skipped > SHOW_SKIPPED {
+                let _ = writeln!(out, "      … and {} more", l.stats.skipped - SHOW_SKIPPED);
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{} distinct names in the matcher ({} KiB), built in {} ms",
+        policy.names(),
+        policy.matcher_heap_bytes() / 1024,
+        policy.built_in.as_millis()
+    );
+    let all: Vec<&str> = policy.categories.all().map(|(_, n)| &**n).collect();
+    let _ = writeln!(out, "categories: {}", all.join(", "));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "groups (first match in file order wins):");
+    for g in &policy.groups {
+        let _ = writeln!(
+            out,
+            "  {:<20} blocks: {}; observes: {}",
+            g.name,
+            names_or_none(policy, g.block),
+            names_or_none(policy, g.observe)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<20} blocks: {}; observes: {}",
+        "[default]",
+        names_or_none(policy, policy.default_block),
+        names_or_none(policy, policy.default_observe)
+    );
+    out
+}
+
+pub fn names_or_none(policy: &Policy, set: crate::category::CategorySet) -> String {
+    if set.is_empty() {
+        "nothing".into()
+    } else {
+        policy
+            .categories
+            .names(set)
+            .map(|c| &**c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

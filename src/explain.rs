@@ -1,0 +1,195 @@
+//! `telesink explain DOMAIN`: which lists, lines and categories match a name or one of its
+//! parents, and what a client's group does with it.
+//!
+//! The matcher keeps hashes, not text, so this re-reads the lists: a command, not the query
+//! path, so the extra second is fine.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::category::Action;
+use crate::check::names_or_none;
+use crate::config::Config;
+use crate::lists::{self, ParseOptions, Pattern, RuleAction};
+use crate::policy::{ClientMatch, ListKind, Policy};
+
+pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telesink: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = match Policy::build(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("telesink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = match lists::normalize_domain(domain) {
+        Ok(n) => n.into_owned(),
+        Err(e) => {
+            eprintln!("telesink: {domain:?} is not a domain name: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match client.map(|c| resolve_client(&config, c)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telesink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", explain(&policy, &name, client));
+    ExitCode::SUCCESS
+}
+
+/// A client given as an address or as a `[[client]]` name.
+fn resolve_client(config: &Config, s: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let c = config.clients.iter().find(|c| c.name == s).ok_or_else(|| {
+        let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+        format!(
+            "--client {s:?} is neither an address nor a [[client]] name (clients: {})",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )
+    })?;
+    c.addresses
+        .first()
+        .map(|n| n.addr())
+        .ok_or_else(|| format!("client {s:?} has no addresses"))
+}
+
+pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{name}");
+    let verdict = policy.classify_str(name);
+
+    // Lines that match, list by list.
+    let mut any = false;
+    for l in &policy.lists {
+        let Some(path) = &l.path else {
+            if l.kind == ListKind::Allow && l.source == "[allow] domains" && verdict.exception {
+                // `[allow] domains` has no file; the classify result says whether it matched.
+            }
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let opts = ParseOptions {
+            format: l.format,
+            subdomains: l.subdomains,
+        };
+        let mut hits = Vec::new();
+        lists::parse_list(&text, &opts, |rule| {
+            let matched = match &rule.pattern {
+                Pattern::Domain { name: rule_name, subdomains } => {
+                    name == rule_name.as_ref()
+                        || (*subdomains
+                            && name.len() > rule_name.len()
+                            && name.ends_with(rule_name.as_ref())
+                            && name.as_bytes()[name.len() - rule_name.len() - 1] == b'.')
+                }
+                Pattern::Regex(re) => regex::Regex::new(re).is_ok_and(|r| r.is_match(name)),
+            };
+            if matched {
+                let allow = l.kind == ListKind::Allow || rule.action == RuleAction::Allow;
+                hits.push((rule.line, allow));
+            }
+        });
+        for (line, allow) in hits {
+            any = true;
+            let text_line = text.lines().nth(line as usize - 1).unwrap_or("").trim();
+            let what = if allow {
+                "allow exception".to_string()
+            } else {
+                format!("categories: {}", names_or_none(policy, l.categories))
+            };
+            let _ = writeln!(
+                out,
+                "  matched  list {:<16} {}:{}  {}  → {}",
+                l.name,
+                path.display(),
+                line,
+                text_line,
+                what
+            );
+        }
+    }
+    if policy.lists.iter().any(|l| l.source == "[allow] domains") {
+        let allow_hit = policy
+            .lists
+            .iter()
+            .filter(|l| l.source == "[allow] domains")
+            .count()
+            > 0
+            && verdict.exception;
+        if allow_hit && !any {
+            any = true;
+            let _ = writeln!(out, "  matched  [allow] domains in the config → allow exception");
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "  no list names it or a parent");
+    }
+    if !verdict.categories.is_empty() {
+        let _ = writeln!(out, "  categories: {}", names_or_none(policy, verdict.categories));
+    }
+
+    let describe = |m: ClientMatch| -> String {
+        let (block, observe) = policy.group_sets(m);
+        let group = policy
+            .group_name(m)
+            .map(|g| format!("group {g}"))
+            .unwrap_or_else(|| "[default]".into());
+        let action = match policy.action(m, &verdict) {
+            None => "forwarded (no category matched)".to_string(),
+            Some(Action::Blocked) => format!(
+                "blocked: answered {} with TTL {}",
+                crate::handler::describe_block_mode(policy.blocking.mode),
+                policy.blocking.ttl
+            ),
+            Some(Action::Observed) => "observed: forwarded, and recorded as a telemetry attempt".into(),
+            Some(Action::Allowed) if verdict.exception => {
+                "allowed: an allow exception matches; forwarded".into()
+            }
+            Some(Action::Allowed) => "allowed: the group neither blocks nor observes these categories; forwarded and noted".into(),
+        };
+        format!(
+            "{group} (blocks {}; observes {})\n  action   {action}",
+            names_or_none(policy, block),
+            names_or_none(policy, observe)
+        )
+    };
+
+    match client {
+        Some(addr) => {
+            let m = policy.client(addr);
+            let who = policy
+                .client_name(m)
+                .map(|n| format!("{addr} ({n})"))
+                .unwrap_or_else(|| addr.to_string());
+            let _ = writeln!(out, "  client   {who}: {}", describe(m));
+        }
+        None => {
+            for (i, g) in policy.groups.iter().enumerate() {
+                let m = ClientMatch {
+                    client: None,
+                    group: Some(crate::policy::GroupId(i as u32)),
+                };
+                let _ = writeln!(out, "  clients in group {}: {}", g.name, describe(m));
+            }
+            let m = ClientMatch {
+                client: None,
+                group: None,
+            };
+            let _ = writeln!(out, "  other clients: {}", describe(m));
+        }
+    }
+    out
+}

@@ -1,0 +1,546 @@
+//! The request handler: the path of one query, top to bottom.
+//!
+//! 1. [`access`](Handler::access): `allow_networks` and the rate limit → REFUSED.
+//! 2. [`local`](Handler::local): `[[record]]`s, special-use and private-reverse names.
+//! 3. [`policy`](Handler::policy): bypass defences, lists and the client's group → block answer.
+//! 4. [`resolve`](Handler::resolve): cache, else upstream; CNAME/HTTPS targets re-checked.
+//! 5. [`respond`](Handler::respond): encode (truncating for UDP), send, hand the event to sinks.
+//!
+//! Each step returns either a final answer or lets the query go on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Metadata, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use crate::access::{Access, AccessDecision};
+use crate::answer::{self, ede, Reply};
+use crate::cache::{AnswerCache, Lookup};
+use crate::category::{Action, CategorySet};
+use crate::config::BlockMode;
+use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+use crate::local::LocalAnswer;
+use crate::policy::{ClientMatch, Policy, Verdict};
+use crate::upstream::Upstreams;
+
+/// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+/// TTL of stale answers (RFC 8767 recommends 30 s).
+const STALE_TTL: u32 = 30;
+
+/// What the query path reads: swapped whole on reload.
+pub struct Live {
+    pub policy: Policy,
+    pub access: Access,
+}
+
+/// The handler's shared state. Cheap to clone (all `Arc`).
+#[derive(Clone)]
+pub struct Handler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Arc<ArcSwap<Live>>,
+    cache: AnswerCache,
+    upstreams: Upstreams,
+    sinks: Vec<Arc<dyn QuerySink>>,
+}
+
+/// The query as the pipeline sees it.
+struct Question<'a> {
+    name: &'a LowerName,
+    /// Lower-case name without the trailing dot, for regexes, events and EDE texts.
+    text: &'a str,
+    qtype: RecordType,
+}
+
+/// What happened, for the event.
+struct Outcome {
+    result: QueryResult,
+    verdict: Verdict,
+    action: Option<Action>,
+    upstream_time: Option<std::time::Duration>,
+}
+
+impl Outcome {
+    fn new(result: QueryResult) -> Outcome {
+        Outcome {
+            result,
+            verdict: Verdict::default(),
+            action: None,
+            upstream_time: None,
+        }
+    }
+}
+
+/// Names that devices use to detect or route around a filtering resolver.
+enum Bypass {
+    NxDomain,
+    NoData,
+}
+
+fn bypass_rule(name: &str) -> Option<Bypass> {
+    match name {
+        // Firefox turns DoH off only when its canary does not resolve.
+        "use-application-dns.net" => Some(Bypass::NxDomain),
+        // iCloud Private Relay: Apple devices fall back to the network's DNS on NXDOMAIN.
+        "mask.icloud.com" | "mask-h2.icloud.com" => Some(Bypass::NxDomain),
+        // RFC 9462 Discovery of Designated Resolvers: no designated encrypted resolver.
+        "_dns.resolver.arpa" => Some(Bypass::NoData),
+        _ => None,
+    }
+}
+
+impl Handler {
+    pub fn new(
+        live: Arc<ArcSwap<Live>>,
+        cache: AnswerCache,
+        upstreams: Upstreams,
+        sinks: Vec<Arc<dyn QuerySink>>,
+    ) -> Handler {
+        Handler {
+            inner: Arc::new(Inner {
+                live,
+                cache,
+                upstreams,
+                sinks,
+            }),
+        }
+    }
+
+    pub fn cache(&self) -> &AnswerCache {
+        &self.inner.cache
+    }
+
+    /// Answers one query: the whole pipeline, transport-independent.
+    async fn answer(
+        &self,
+        live: &Live,
+        client_addr: IpAddr,
+        client: ClientMatch,
+        q: &Question<'_>,
+        original: &hickory_proto::op::Query,
+    ) -> (Reply, Outcome) {
+        if let Some(r) = self.access(live, client_addr) {
+            return r;
+        }
+        if let Some(r) = self.local(live, q) {
+            return r;
+        }
+        let (verdict, action) = match self.policy(live, client, q) {
+            Ok(r) => return r,
+            Err(v) => v,
+        };
+        self.resolve(live, client, q, original, verdict, action).await
+    }
+
+    /// Step 1: access list and rate limit.
+    fn access(&self, live: &Live, addr: IpAddr) -> Option<(Reply, Outcome)> {
+        match live.access.check(addr) {
+            AccessDecision::Allowed => None,
+            AccessDecision::Denied => Some((
+                Reply::rcode(ResponseCode::Refused)
+                    .with_ede(ede::PROHIBITED, "client not in allow_networks"),
+                Outcome::new(QueryResult::Refused),
+            )),
+            AccessDecision::RateLimited => Some((
+                Reply::rcode(ResponseCode::Refused).with_ede(ede::PROHIBITED, "rate limited"),
+                Outcome::new(QueryResult::Refused),
+            )),
+        }
+    }
+
+    /// Step 2: local records, special-use names, private reverse zones.
+    fn local(&self, live: &Live, q: &Question<'_>) -> Option<(Reply, Outcome)> {
+        let ttl = live.policy.blocking.ttl;
+        let reply = match live.policy.local.answer(q.name, q.qtype)? {
+            LocalAnswer::Records(records) => {
+                let mut r = Reply::rcode(ResponseCode::NoError);
+                r.answers = records;
+                r
+            }
+            LocalAnswer::NoData { zone } => answer::nodata(&zone, ttl),
+            LocalAnswer::NxDomain { zone } => answer::nxdomain(&zone, ttl),
+        };
+        let mut reply = reply;
+        reply.authoritative = true;
+        Some((reply, Outcome::new(QueryResult::Local)))
+    }
+
+    /// Step 3: the policy. `Ok` is a final (blocked) answer; `Err` lets the query go on with
+    /// what the lists said.
+    fn policy(
+        &self,
+        live: &Live,
+        client: ClientMatch,
+        q: &Question<'_>,
+    ) -> Result<(Reply, Outcome), (Verdict, Option<Action>)> {
+        let policy = &live.policy;
+        let mut verdict = policy.classify(q.name.iter(), Some(q.text.as_bytes()));
+
+        if let Some(rule) = bypass_rule(q.text) {
+            if !verdict.exception {
+                verdict.categories.insert(policy.bypass);
+                let ttl = policy.blocking.ttl;
+                let zone = Name::from(q.name.clone());
+                let reply = match rule {
+                    Bypass::NxDomain => answer::nxdomain(&zone, ttl),
+                    Bypass::NoData => answer::nodata(&zone, ttl),
+                };
+                let reply = reply.with_ede(ede::BLOCKED, "bypass defence (category bypass)");
+                return Ok((
+                    reply,
+                    Outcome {
+                        result: QueryResult::Blocked,
+                        verdict,
+                        action: Some(Action::Blocked),
+                        upstream_time: None,
+                    },
+                ));
+            }
+        }
+
+        let action = policy.action(client, &verdict);
+        if action == Some(Action::Blocked) {
+            let reply = block_reply(policy, q.name, q.qtype, &verdict);
+            return Ok((
+                reply,
+                Outcome {
+                    result: QueryResult::Blocked,
+                    verdict,
+                    action,
+                    upstream_time: None,
+                },
+            ));
+        }
+        Err((verdict, action))
+    }
+
+    /// Step 4: cache, else upstream; then CNAME-cloaking inspection for this client.
+    async fn resolve(
+        &self,
+        live: &Live,
+        client: ClientMatch,
+        q: &Question<'_>,
+        original: &hickory_proto::op::Query,
+        verdict: Verdict,
+        action: Option<Action>,
+    ) -> (Reply, Outcome) {
+        let now = Instant::now();
+        let stale = match self.inner.cache.get(q.name, q.qtype, now) {
+            Lookup::Fresh(entry) => {
+                let reply = from_cache(&entry, now, None);
+                return self.inspect(live, client, q, reply, verdict, action, QueryResult::Cached, None);
+            }
+            Lookup::Stale(entry) => Some(entry),
+            Lookup::Miss => None,
+        };
+
+        let started = Instant::now();
+        let forwarded = self.inner.upstreams.forward(original).await;
+        let upstream_time = Some(started.elapsed());
+        match forwarded {
+            Ok(answer) => {
+                self.inner.cache.insert(q.name, q.qtype, answer.clone());
+                let mut reply = Reply::rcode(answer.rcode);
+                reply.answers = answer.answers;
+                reply.authorities = answer.authorities;
+                reply.additionals = answer.additionals;
+                self.inspect(live, client, q, reply, verdict, action, QueryResult::Forwarded, upstream_time)
+            }
+            Err(e) => {
+                tracing::debug!(name = q.text, error = %e, "forwarding failed");
+                if let Some(entry) = stale {
+                    let reply = from_cache(&entry, now, Some(STALE_TTL))
+                        .with_ede(ede::STALE_ANSWER, "upstreams unreachable; stale answer");
+                    return self.inspect(live, client, q, reply, verdict, action, QueryResult::Cached, upstream_time);
+                }
+                let reply = Reply::rcode(ResponseCode::ServFail)
+                    .with_ede(ede::NETWORK_ERROR, e.to_string());
+                let mut outcome = Outcome::new(QueryResult::Failed);
+                outcome.verdict = verdict;
+                outcome.action = action;
+                outcome.upstream_time = upstream_time;
+                (reply, outcome)
+            }
+        }
+    }
+
+    /// CNAME cloaking: an answer whose CNAME chain or HTTPS/SVCB target reaches a name this
+    /// client's policy blocks is replaced by the block answer.
+    #[allow(clippy::too_many_arguments)]
+    fn inspect(
+        &self,
+        live: &Live,
+        client: ClientMatch,
+        q: &Question<'_>,
+        reply: Reply,
+        verdict: Verdict,
+        action: Option<Action>,
+        result: QueryResult,
+        upstream_time: Option<std::time::Duration>,
+    ) -> (Reply, Outcome) {
+        let policy = &live.policy;
+        let mut chain = Verdict::default();
+        let mut buf = [0u8; 256];
+        for record in &reply.answers {
+            let target = match &record.data {
+                RData::CNAME(c) => Some(&c.0),
+                RData::HTTPS(h) => Some(&h.0.target_name),
+                RData::SVCB(s) => Some(&s.target_name),
+                _ => None,
+            };
+            let Some(target) = target.filter(|t| !t.is_root()) else { continue };
+            let lower = target.to_lowercase();
+            let text = dotted(&lower, &mut buf);
+            chain.merge(policy.classify(lower.iter(), Some(text.as_bytes())));
+        }
+        if chain.matched() {
+            let mut merged = verdict;
+            merged.merge(chain);
+            let merged_action = policy.action(client, &merged);
+            if merged_action == Some(Action::Blocked) {
+                let reply = block_reply(policy, q.name, q.qtype, &merged);
+                return (
+                    reply,
+                    Outcome {
+                        result: QueryResult::Blocked,
+                        verdict: merged,
+                        action: merged_action,
+                        upstream_time,
+                    },
+                );
+            }
+            return (
+                reply,
+                Outcome {
+                    result,
+                    verdict: merged,
+                    action: merged_action,
+                    upstream_time,
+                },
+            );
+        }
+        (
+            reply,
+            Outcome {
+                result,
+                verdict,
+                action,
+                upstream_time,
+            },
+        )
+    }
+}
+
+fn block_reply(policy: &Policy, name: &LowerName, qtype: RecordType, verdict: &Verdict) -> Reply {
+    let settings = policy.blocking;
+    let reply = answer::blocked(&Name::from(name.clone()), qtype, settings.mode, settings.ttl);
+    let mut text = String::with_capacity(64);
+    text.push_str("blocked");
+    if let Some(list) = verdict.list {
+        text.push_str(" by list ");
+        text.push_str(&policy.list(list).name);
+    }
+    let cats: Vec<&str> = policy
+        .categories
+        .names(verdict.categories)
+        .map(|c| &**c)
+        .collect();
+    if !cats.is_empty() {
+        text.push_str(" (category ");
+        text.push_str(&cats.join(", "));
+        text.push(')');
+    }
+    reply.with_ede(ede::BLOCKED, text)
+}
+
+fn from_cache(entry: &crate::cache::Entry, now: Instant, fixed_ttl: Option<u32>) -> Reply {
+    let age = entry.age(now);
+    let a = &entry.answer;
+    let adjust = |records: &[hickory_proto::rr::Record]| {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = fixed_ttl.unwrap_or_else(|| r.ttl.saturating_sub(age));
+                r
+            })
+            .collect()
+    };
+    let mut reply = Reply::rcode(a.rcode);
+    reply.answers = adjust(&a.answers);
+    reply.authorities = adjust(&a.authorities);
+    reply.additionals = adjust(&a.additionals);
+    reply
+}
+
+/// Writes `name` as lower-case dotted text without the trailing dot into `buf`.
+fn dotted<'b>(name: &Name, buf: &'b mut [u8; 256]) -> &'b str {
+    let mut len = 0;
+    for label in name.iter() {
+        if len > 0 && len < buf.len() {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let n = label.len().min(buf.len() - len);
+        for (i, b) in label[..n].iter().enumerate() {
+            buf[len + i] = b.to_ascii_lowercase();
+        }
+        len += n;
+    }
+    // Binary labels are legal DNS but not text; they match no list anyway.
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let started = Instant::now();
+        let src: SocketAddr = request.src();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = true;
+
+        // The response's OPT: present only when the query had one; its payload size is the
+        // limit hickory enforces when encoding for UDP (TC is set past it).
+        let mut edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e
+        });
+
+        let live = self.inner.live.load();
+        let policy = &live.policy;
+
+        let info = match request.request_info() {
+            Ok(info) => info,
+            Err(_) => {
+                // Not exactly one question.
+                metadata.response_code = ResponseCode::FormErr;
+                return send(&mut response_handle, request, metadata, None, &Reply::rcode(ResponseCode::FormErr)).await;
+            }
+        };
+        if request.metadata.op_code != hickory_proto::op::OpCode::Query {
+            let reply = Reply::rcode(ResponseCode::NotImp);
+            metadata.response_code = ResponseCode::NotImp;
+            return send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+        }
+        if let Some(req_edns) = &request.edns {
+            if req_edns.version() > 0 {
+                // RFC 6891: unknown EDNS version → BADVERS.
+                let reply = Reply::rcode(ResponseCode::BADVERS);
+                metadata.response_code = ResponseCode::BADVERS;
+                return send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+            }
+        }
+
+        let query = info.query;
+        let mut buf = [0u8; 256];
+        let text = dotted(query.name(), &mut buf);
+        let question = Question {
+            name: query.name(),
+            text,
+            qtype: query.query_type(),
+        };
+        let client = policy.client(src.ip());
+
+        let (reply, outcome) = self
+            .answer(&live, src.ip(), client, &question, query.original())
+            .await;
+
+        metadata.response_code = reply.rcode;
+        metadata.authoritative = reply.authoritative;
+        if let (Some(e), Some((code, text))) = (edns.as_mut(), &reply.ede) {
+            let mut data = Vec::with_capacity(2 + text.len());
+            data.extend_from_slice(&code.to_be_bytes());
+            data.extend_from_slice(text.as_bytes());
+            e.options_mut()
+                .insert(EdnsOption::Unknown(u16::from(EdnsCode::Unknown(15)), data));
+        }
+        let info = send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+
+        if !self.inner.sinks.is_empty() {
+            let client_info = ClientInfo {
+                addr: crate::policy::canonical(src.ip()),
+                name: policy.client_name(client).cloned(),
+                group: policy.group_name(client).cloned(),
+            };
+            let list = outcome.verdict.list.map(|l| &*policy.list(l).name);
+            let event = QueryEvent {
+                time: SystemTime::now(),
+                client: &client_info,
+                name: question.text,
+                qtype: question.qtype,
+                result: outcome.result,
+                categories: outcome.verdict.categories,
+                category_table: &policy.categories,
+                list,
+                action: if outcome.verdict.categories == CategorySet::EMPTY && !outcome.verdict.exception {
+                    None
+                } else {
+                    outcome.action
+                },
+                rcode: reply.rcode,
+                upstream_time: outcome.upstream_time,
+                elapsed: started.elapsed(),
+            };
+            for sink in &self.inner.sinks {
+                sink.record(&event);
+            }
+        }
+        info
+    }
+}
+
+async fn send<R: ResponseHandler>(
+    handle: &mut R,
+    request: &Request,
+    metadata: Metadata,
+    edns: Option<&Edns>,
+    reply: &Reply,
+) -> ResponseInfo {
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(e) = edns {
+        builder.edns(e);
+    }
+    let response = builder.build(
+        metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    );
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(error = %e, "failed to send response");
+            let mut metadata = metadata;
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            })
+        }
+    }
+}
+
+/// Used by `explain`: the answer a client would get from the policy alone.
+pub fn describe_block_mode(mode: BlockMode) -> &'static str {
+    match mode {
+        BlockMode::Null => "0.0.0.0 / :: (null)",
+        BlockMode::Nxdomain => "NXDOMAIN",
+        BlockMode::Refused => "REFUSED",
+    }
+}

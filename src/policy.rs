@@ -1,0 +1,584 @@
+//! The policy: everything a query's answer depends on, built from the config and the lists in
+//! one go and then never changed. A reload builds a new `Policy` beside the old one and swaps
+//! the pointer (see `reload`), so the query path never sees a half-built policy and takes no
+//! lock to read it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use regex::bytes::RegexSet;
+
+use crate::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
+use crate::config::{BlockMode, ClientRef, Config, ListSource};
+use crate::lists::{self, Format, ParseOptions, ParseStats, Pattern, RuleAction};
+use crate::local::LocalZone;
+use crate::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, Scope};
+
+/// Lists get one bit ("slot") each in the matcher's hit masks.
+const SLOTS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("list \"{list}\": cannot read {path}: {source}")]
+    ReadList {
+        list: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("list \"{list}\": {message}")]
+    List { list: String, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where a list's rules came from, for `check`, `explain` and the metrics.
+#[derive(Debug, Clone)]
+pub struct ListInfo {
+    pub id: ListId,
+    pub name: Arc<str>,
+    /// The path or URL as configured.
+    pub source: String,
+    /// The file actually read (for URL lists, the cached copy), if any.
+    pub path: Option<PathBuf>,
+    pub categories: CategorySet,
+    pub kind: ListKind,
+    pub format: Format,
+    pub subdomains: bool,
+    pub stats: ParseStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// A `[[list]]`: its rules block (adblock `@@` rules in it are exceptions).
+    Block,
+    /// `[allow] lists` or `[allow] domains`: every rule is an exception.
+    Allow,
+}
+
+/// A client's resolved identity and policy group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientMatch {
+    /// Index into the configured clients.
+    pub client: Option<ClientId>,
+    /// Index into the groups; `None` is `[default]`.
+    pub group: Option<GroupId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(pub u32);
+
+#[derive(Debug)]
+pub struct Client {
+    pub name: Arc<str>,
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub name: Arc<str>,
+    pub block: CategorySet,
+    pub observe: CategorySet,
+    client_ids: Vec<ClientId>,
+    nets: Vec<IpNet>,
+}
+
+/// What the lists say about a name, before the client's group is considered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Every category whose lists name the query name or a parent.
+    pub categories: CategorySet,
+    /// An allow exception matched.
+    pub exception: bool,
+    /// The first list (in config order) whose block rule matched.
+    pub list: Option<ListId>,
+}
+
+impl Verdict {
+    pub fn merge(&mut self, other: Verdict) {
+        self.categories = self.categories.union(other.categories);
+        self.exception |= other.exception;
+        if self.list.is_none() {
+            self.list = other.list;
+        }
+    }
+
+    pub fn matched(&self) -> bool {
+        !self.categories.is_empty() || self.exception
+    }
+}
+
+/// How blocked queries are answered.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockSettings {
+    pub mode: BlockMode,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    categories: CategorySet,
+    first_list: Option<ListId>,
+}
+
+struct RegexRules {
+    set: RegexSet,
+    /// Per pattern: slot and whether it is an exception.
+    rules: Vec<(u8, bool)>,
+}
+
+pub struct Policy {
+    pub categories: CategoryTable,
+    pub lists: Vec<ListInfo>,
+    pub clients: Vec<Client>,
+    pub groups: Vec<Group>,
+    pub default_block: CategorySet,
+    pub default_observe: CategorySet,
+    pub local: LocalZone,
+    pub blocking: BlockSettings,
+    /// The built-in `bypass` category.
+    pub bypass: Category,
+    pub built_in: Duration,
+    matcher: DomainMatcher,
+    regex: Option<RegexRules>,
+    slots: [Slot; SLOTS],
+    client_by_addr: std::collections::HashMap<IpAddr, ClientId>,
+    client_nets: Vec<(IpNet, ClientId)>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("lists", &self.lists.len())
+            .field("names", &self.matcher.len())
+            .finish()
+    }
+}
+
+impl Policy {
+    /// Reads every list the config names and builds the policy.
+    pub fn build(config: &Config) -> Result<Policy, PolicyError> {
+        let started = Instant::now();
+        let mut categories = CategoryTable::new();
+        for name in config.categories() {
+            categories.intern(&name).ok_or_else(|| {
+                PolicyError::Config(format!(
+                    "more than {} categories; merge some",
+                    crate::category::MAX_CATEGORIES
+                ))
+            })?;
+        }
+        let bypass = categories
+            .intern(BYPASS)
+            .ok_or_else(|| PolicyError::Config("too many categories".into()))?;
+
+        let mut builder = MatcherBuilder::new();
+        let mut regexes: Vec<(String, u8, bool)> = Vec::new();
+        let mut slots = [Slot::default(); SLOTS];
+        let mut slot_keys: Vec<(CategorySet, ListKind)> = Vec::new();
+        let mut lists = Vec::new();
+
+        let mut sources: Vec<(String, ListSource, CategorySet, ListKind, Format, bool)> =
+            Vec::new();
+        for l in &config.lists {
+            let mut cats = CategorySet::EMPTY;
+            for c in &l.categories {
+                cats.insert(categories.intern(c).expect("interned above"));
+            }
+            let format: Format = l.format.parse().map_err(|_| PolicyError::List {
+                list: l.name.clone(),
+                message: format!("unknown format {:?}", l.format),
+            })?;
+            sources.push((
+                l.name.clone(),
+                l.source.clone(),
+                cats,
+                ListKind::Block,
+                format,
+                l.subdomains,
+            ));
+        }
+        for (i, src) in config.allow.lists.iter().enumerate() {
+            sources.push((
+                format!("allow-{}", i + 1),
+                src.clone(),
+                CategorySet::EMPTY,
+                ListKind::Allow,
+                Format::Auto,
+                true,
+            ));
+        }
+
+        for (name, source, cats, kind, format, subdomains) in sources {
+            let id = ListId(lists.len() as u16);
+            let slot = assign_slot(&mut slot_keys, &mut slots, cats, kind, id).ok_or_else(|| {
+                PolicyError::List {
+                    list: name.clone(),
+                    message: format!(
+                        "too many lists with distinct categories (at most {SLOTS}); \
+                         lists that share the same categories can be merged"
+                    ),
+                }
+            })?;
+            let (path, text) = read_source(&name, &source, &config.base_dir)?;
+            let opts = ParseOptions { format, subdomains };
+            let allow_list = kind == ListKind::Allow;
+            let stats = lists::parse_list(&text, &opts, |rule| {
+                let allow = allow_list || rule.action == RuleAction::Allow;
+                match rule.pattern {
+                    Pattern::Domain { name, subdomains } => {
+                        let scope = if subdomains {
+                            Scope::Subtree
+                        } else {
+                            Scope::Exact
+                        };
+                        builder.insert(&name, slot, scope, allow);
+                    }
+                    Pattern::Regex(re) => regexes.push((re.into_owned(), slot, allow)),
+                }
+            });
+            lists.push(ListInfo {
+                id,
+                name: Arc::from(name.as_str()),
+                source: source_display(&source),
+                path,
+                categories: cats,
+                kind,
+                format,
+                subdomains,
+                stats,
+            });
+        }
+
+        // `[allow] domains`: one more exception source.
+        if !config.allow.domains.is_empty() {
+            let id = ListId(lists.len() as u16);
+            let slot = assign_slot(
+                &mut slot_keys,
+                &mut slots,
+                CategorySet::EMPTY,
+                ListKind::Allow,
+                id,
+            )
+            .ok_or_else(|| PolicyError::Config("too many lists".into()))?;
+            for d in &config.allow.domains {
+                builder.insert(d, slot, Scope::Subtree, true);
+            }
+            lists.push(ListInfo {
+                id,
+                name: Arc::from("allow.domains"),
+                source: "[allow] domains".into(),
+                path: None,
+                categories: CategorySet::EMPTY,
+                kind: ListKind::Allow,
+                format: Format::Domains,
+                subdomains: true,
+                stats: ParseStats {
+                    rules: config.allow.domains.len(),
+                    allow_rules: config.allow.domains.len(),
+                    ..ParseStats::default()
+                },
+            });
+        }
+
+        let matcher = builder.build();
+        let regex = if regexes.is_empty() {
+            None
+        } else {
+            let set = RegexSet::new(regexes.iter().map(|(r, _, _)| r.as_str())).map_err(|e| {
+                PolicyError::Config(format!("regular expressions do not compile together: {e}"))
+            })?;
+            Some(RegexRules {
+                set,
+                rules: regexes.iter().map(|&(_, s, a)| (s, a)).collect(),
+            })
+        };
+
+        // Clients and groups.
+        let mut clients = Vec::new();
+        let mut client_by_addr = std::collections::HashMap::new();
+        let mut client_nets = Vec::new();
+        for (i, c) in config.clients.iter().enumerate() {
+            let id = ClientId(i as u32);
+            for net in &c.addresses {
+                if net.prefix_len() == net.max_prefix_len() {
+                    client_by_addr.insert(net.addr(), id);
+                } else {
+                    client_nets.push((*net, id));
+                }
+            }
+            clients.push(Client {
+                name: Arc::from(c.name.as_str()),
+                addresses: c.addresses.clone(),
+            });
+        }
+        let set_of = |names: &[String]| -> CategorySet {
+            let mut s = CategorySet::EMPTY;
+            for n in names {
+                if let Some(c) = categories.get(n) {
+                    s.insert(c);
+                }
+            }
+            s
+        };
+        let mut groups = Vec::new();
+        for g in &config.groups {
+            let mut client_ids = Vec::new();
+            let mut nets = Vec::new();
+            for r in &g.clients {
+                match r {
+                    ClientRef::Name(n) => {
+                        if let Some(i) = config.clients.iter().position(|c| &c.name == n) {
+                            client_ids.push(ClientId(i as u32));
+                        }
+                    }
+                    ClientRef::Net(net) => nets.push(*net),
+                }
+            }
+            groups.push(Group {
+                name: Arc::from(g.name.as_str()),
+                block: set_of(&g.block),
+                observe: set_of(&g.observe),
+                client_ids,
+                nets,
+            });
+        }
+
+        let local = LocalZone::build(&config.records, config.blocking.ttl)
+            .map_err(PolicyError::Config)?;
+
+        Ok(Policy {
+            default_block: set_of(&config.default.block),
+            default_observe: set_of(&config.default.observe),
+            categories,
+            lists,
+            clients,
+            groups,
+            local,
+            blocking: BlockSettings {
+                mode: config.blocking.mode,
+                ttl: config.blocking.ttl,
+            },
+            bypass,
+            built_in: started.elapsed(),
+            matcher,
+            regex,
+            slots,
+            client_by_addr,
+            client_nets,
+        })
+    }
+
+    /// Number of distinct names in the matcher (all lists).
+    pub fn names(&self) -> usize {
+        self.matcher.len()
+    }
+
+    pub fn matcher_heap_bytes(&self) -> usize {
+        self.matcher.heap_bytes()
+    }
+
+    pub fn list(&self, id: ListId) -> &ListInfo {
+        &self.lists[id.0 as usize]
+    }
+
+    /// Who `addr` is: the configured client and the first group (in file order) naming it.
+    pub fn client(&self, addr: IpAddr) -> ClientMatch {
+        let addr = canonical(addr);
+        let client = self.client_by_addr.get(&addr).copied().or_else(|| {
+            self.client_nets
+                .iter()
+                .find(|(net, _)| net.contains(&addr))
+                .map(|&(_, id)| id)
+        });
+        let group = self
+            .groups
+            .iter()
+            .position(|g| {
+                client.is_some_and(|c| g.client_ids.contains(&c))
+                    || g.nets.iter().any(|n| n.contains(&addr))
+            })
+            .map(|i| GroupId(i as u32));
+        ClientMatch { client, group }
+    }
+
+    pub fn client_name(&self, m: ClientMatch) -> Option<&Arc<str>> {
+        m.client.map(|c| &self.clients[c.0 as usize].name)
+    }
+
+    pub fn group_name(&self, m: ClientMatch) -> Option<&Arc<str>> {
+        m.group.map(|g| &self.groups[g.0 as usize].name)
+    }
+
+    /// What the lists say about `name` (labels left to right, lower case).
+    /// `dotted` is the same name as text, used only when regex rules exist.
+    pub fn classify<'a, I>(&self, labels: I, dotted: Option<&[u8]>) -> Verdict
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
+        let mut hits = self.matcher.lookup(labels);
+        if let Some(rx) = &self.regex {
+            if let Some(text) = dotted {
+                for i in rx.set.matches(text).iter() {
+                    let (slot, allow) = rx.rules[i];
+                    if allow {
+                        hits.allow |= 1 << slot;
+                    } else {
+                        hits.block |= 1 << slot;
+                    }
+                }
+            }
+        }
+        self.verdict(hits)
+    }
+
+    /// The same as [`classify`](Self::classify) for a dotted, normalised name.
+    pub fn classify_str(&self, name: &str) -> Verdict {
+        self.classify(crate::matcher::split_labels(name), Some(name.as_bytes()))
+    }
+
+    pub fn has_regex(&self) -> bool {
+        self.regex.is_some()
+    }
+
+    fn verdict(&self, hits: Hits) -> Verdict {
+        let mut v = Verdict {
+            exception: hits.allow != 0,
+            ..Verdict::default()
+        };
+        let mut bits = hits.block;
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let s = &self.slots[slot];
+            v.categories = v.categories.union(s.categories);
+            v.list = match (v.list, s.first_list) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        v
+    }
+
+    /// The action the client's group takes on a verdict: allow exception > observe > block.
+    /// `None` when no category matched and no exception applies.
+    pub fn action(&self, client: ClientMatch, verdict: &Verdict) -> Option<Action> {
+        if !verdict.matched() {
+            return None;
+        }
+        if verdict.exception {
+            return Some(Action::Allowed);
+        }
+        let (block, observe) = match client.group {
+            Some(g) => {
+                let g = &self.groups[g.0 as usize];
+                (g.block, g.observe)
+            }
+            None => (self.default_block, self.default_observe),
+        };
+        if verdict.categories.intersects(observe) {
+            Some(Action::Observed)
+        } else if verdict.categories.intersects(block) {
+            Some(Action::Blocked)
+        } else {
+            Some(Action::Allowed)
+        }
+    }
+
+    /// Categories the client's group blocks (for explain).
+    pub fn group_sets(&self, client: ClientMatch) -> (CategorySet, CategorySet) {
+        match client.group {
+            Some(g) => {
+                let g = &self.groups[g.0 as usize];
+                (g.block, g.observe)
+            }
+            None => (self.default_block, self.default_observe),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from dual-stack sockets) are their IPv4 address.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+fn assign_slot(
+    keys: &mut Vec<(CategorySet, ListKind)>,
+    slots: &mut [Slot; SLOTS],
+    cats: CategorySet,
+    kind: ListKind,
+    id: ListId,
+) -> Option<u8> {
+    // The first 48 lists get a slot of their own, so EDE texts and logs name the exact list;
+    // later lists share a slot with a list of the same categories.
+    let own = keys.len() < 48;
+    let slot = if own {
+        None
+    } else {
+        keys.iter().position(|k| *k == (cats, kind))
+    };
+    let slot = match slot {
+        Some(s) => s,
+        None => {
+            if keys.len() >= SLOTS {
+                return None;
+            }
+            keys.push((cats, kind));
+            keys.len() - 1
+        }
+    };
+    let s = &mut slots[slot];
+    s.categories = s.categories.union(cats);
+    if s.first_list.is_none() && kind == ListKind::Block {
+        s.first_list = Some(id);
+    }
+    Some(slot as u8)
+}
+
+fn source_display(s: &ListSource) -> String {
+    match s {
+        ListSource::File(p) => p.display().to_string(),
+        ListSource::Url(u) => u.clone(),
+    }
+}
+
+/// Reads a list's text. URL lists are read from their on-disk cache (see `sources`).
+fn read_source(
+    name: &str,
+    source: &ListSource,
+    base_dir: &std::path::Path,
+) -> Result<(Option<PathBuf>, String), PolicyError> {
+    let path = match source {
+        ListSource::File(p) => p.clone(),
+        ListSource::Url(url) => {
+            let p = crate::sources::cache_path(base_dir, url);
+            if !p.exists() {
+                tracing::warn!(list = name, %url, "no cached copy of this URL list yet; it is empty until the first download");
+                return Ok((None, String::new()));
+            }
+            p
+        }
+    };
+    let bytes = std::fs::read(&path).map_err(|e| PolicyError::ReadList {
+        list: name.to_string(),
+        path: path.clone(),
+        source: e,
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        // A stray invalid byte must not cost the whole list.
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    Ok((Some(path), text))
+}

@@ -1,0 +1,213 @@
+//! `telesink run`: binds the listeners, starts the handler, metrics and query log, and runs
+//! until SIGTERM or SIGINT. SIGHUP reloads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::access::Access;
+use crate::cache::AnswerCache;
+use crate::config::Config;
+use crate::events::QuerySink;
+use crate::handler::{Handler, Live};
+use crate::policy::Policy;
+use crate::upstream::{UpstreamObserver, Upstreams};
+
+/// Builds what the query path reads from a config: the policy and the access rules.
+pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
+    let policy = Policy::build(config)?;
+    let access = Access::new(
+        config.server.allow_networks.clone(),
+        config.server.rate_limit_qps,
+        config.server.rate_limit_burst,
+        previous.map(|p| &p.access),
+    );
+    Ok(Live { policy, access })
+}
+
+pub struct Running {
+    pub config_path: PathBuf,
+    pub live: Arc<ArcSwap<Live>>,
+    pub handler: Handler,
+}
+
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let live = build_live(&config, None)?;
+    log_policy(&live.policy);
+    let live = Arc::new(ArcSwap::from_pointee(live));
+
+    let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.max_clients));
+    publish_lists(&metrics, &live.load().policy);
+
+    let observer: Arc<dyn UpstreamObserver> = metrics.clone();
+    let upstreams = Upstreams::new(&config.upstream.servers, config.upstream.timeout, Some(observer))?;
+    let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale);
+
+    let sinks: Vec<Arc<dyn QuerySink>> = vec![metrics.clone()];
+
+    let handler = Handler::new(live.clone(), cache, upstreams, sinks);
+
+    let mut server = Server::new(handler.clone());
+    for addr in &config.server.listen {
+        let udp = bind_udp(*addr)?;
+        let tcp = bind_tcp(*addr)?;
+        server.register_socket(udp);
+        server.register_listener(tcp, config.server.tcp_idle_timeout, 64);
+        tracing::info!(%addr, "listening for DNS on UDP and TCP");
+    }
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listen) = config.metrics.listen {
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot serve metrics on {listen}: {}", bind_hint(listen))
+        })?;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let app = crate::metrics::router(metrics, ready);
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+        tracing::info!(%listen, "serving metrics on /metrics and health on /healthz");
+    }
+
+    // Housekeeping: cache size gauge and rate-limiter table.
+    {
+        let handler = handler.clone();
+        let live = live.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.set_cache_entries(handler.cache().len());
+                if let Some(l) = live.load().access.limiter() {
+                    l.housekeep();
+                }
+            }
+        });
+    }
+
+    let reloader = crate::reload::Reloader::start(
+        config_path.to_path_buf(),
+        config,
+        live.clone(),
+        metrics.clone(),
+    );
+
+    wait_for_shutdown(&reloader).await;
+    tracing::info!("shutting down: finishing queries in flight");
+    ready.store(false, Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
+    let _ = stop_tx.send(true);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown(reloader: &crate::reload::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                reloader.trigger();
+            }
+        }
+    }
+}
+
+/// Publishes each list's entry count as `telesink_list_entries`.
+pub fn publish_lists(metrics: &crate::metrics::Metrics, policy: &Policy) {
+    metrics.set_list_entries(
+        policy
+            .lists
+            .iter()
+            .map(|l| (&*l.name, l.stats.rules as u64)),
+    );
+}
+
+pub fn log_policy(policy: &Policy) {
+    for l in &policy.lists {
+        tracing::info!(
+            list = %l.name,
+            rules = l.stats.rules,
+            skipped = l.stats.skipped,
+            "list loaded"
+        );
+    }
+    tracing::info!(
+        names = policy.names(),
+        bytes = policy.matcher_heap_bytes(),
+        took_ms = policy.built_in.as_millis() as u64,
+        "policy built"
+    );
+}
+
+fn bind_hint(addr: SocketAddr) -> &'static str {
+    if addr.port() < 1024 {
+        "ports below 1024 need root or CAP_NET_BIND_SERVICE (run `sudo setcap cap_net_bind_service=+ep $(command -v telesink)`, or use deploy/systemd/telesink.service); if the address is in use, another DNS server (systemd-resolved, dnsmasq) is listening there: stop it or pick another address"
+    } else {
+        "is another program using this address? Pick a free port or stop it"
+    }
+}
+
+fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        // Lets "[::]:53" and "0.0.0.0:53" both be listed, as the default config does.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn explain_bind(addr: SocketAddr, kind: &str, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: run `sudo setcap cap_net_bind_service=+ep $(command -v telesink)`, use deploy/systemd/telesink.service, or test on a high port such as 127.0.0.1:5353"
+        }
+        std::io::ErrorKind::AddrInUse => {
+            "another program already listens there (often systemd-resolved or dnsmasq on port 53): stop it, or list a specific address in server.listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "this machine has no such address: check server.listen"
+        }
+        _ => "check server.listen in the config",
+    };
+    anyhow::anyhow!("cannot listen for DNS on {addr} ({kind}): {e}; {hint}")
+}
+
+pub fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+    let s = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+    // A larger receive buffer rides out bursts without drops.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into()).map_err(|e| explain_bind(addr, "UDP", e))?;
+    Ok(tokio::net::UdpSocket::from_std(s.into())?)
+}
+
+pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let s = socket_for(addr, Type::STREAM, Protocol::TCP)?;
+    s.bind(&addr.into()).map_err(|e| explain_bind(addr, "TCP", e))?;
+    s.listen(1024)?;
+    Ok(tokio::net::TcpListener::from_std(s.into())?)
+}

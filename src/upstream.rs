@@ -1,0 +1,246 @@
+//! Upstream forwarding, with hickory-resolver's name-server pools: plain UDP (TCP on
+//! truncation), DNS over TLS and DNS over HTTPS.
+//!
+//! Each configured upstream gets a pool of its own, tried in order within one overall
+//! `timeout_ms`, so that every answer is attributed to the upstream that gave it (the
+//! `upstream` label of `telesink_upstream_responses_total`). The pool also merges identical
+//! queries in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::FirstAnswer;
+use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
+use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+use hickory_resolver::proto::rr::Record;
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+
+use crate::config::Upstream;
+
+/// The `outcome` label of `telesink_upstream_responses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamOutcome {
+    Ok,
+    ServFail,
+    Timeout,
+    Error,
+}
+
+impl UpstreamOutcome {
+    pub const ALL: [UpstreamOutcome; 4] = [
+        UpstreamOutcome::Ok,
+        UpstreamOutcome::ServFail,
+        UpstreamOutcome::Timeout,
+        UpstreamOutcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::ServFail => "servfail",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+}
+
+/// Receives each upstream attempt's outcome (the metrics implement it).
+pub trait UpstreamObserver: Send + Sync {
+    fn upstream_outcome(&self, upstream: &str, outcome: UpstreamOutcome, rtt: Duration);
+}
+
+/// An upstream's answer, positive or negative (NXDOMAIN, NODATA).
+#[derive(Debug, Clone)]
+pub struct UpstreamAnswer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+    /// For negative answers: the SOA minimum (RFC 2308), if the upstream sent one.
+    pub negative_ttl: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no upstream answered within {0:?}")]
+    Timeout(Duration),
+    #[error("every upstream failed: {0}")]
+    Failed(String),
+}
+
+struct Server {
+    label: Arc<str>,
+    pool: NameServerPool<TokioRuntimeProvider>,
+}
+
+pub struct Upstreams {
+    servers: Vec<Server>,
+    timeout: Duration,
+    observer: Option<Arc<dyn UpstreamObserver>>,
+}
+
+impl Upstreams {
+    pub fn new(
+        upstreams: &[Upstream],
+        timeout: Duration,
+        observer: Option<Arc<dyn UpstreamObserver>>,
+    ) -> anyhow::Result<Upstreams> {
+        let mut servers = Vec::new();
+        for u in upstreams {
+            let mut opts = ResolverOpts::default();
+            opts.timeout = timeout;
+            opts.attempts = 1;
+            opts.edns0 = true;
+            opts.cache_size = 0;
+            let (addr, connections) = connections_for(u);
+            let ns = NameServerConfig::new(addr.ip(), true, connections);
+            let tls = TlsConfig::new().map_err(|e| anyhow::anyhow!("TLS set-up failed: {e}"))?;
+            let cx = Arc::new(PoolContext::new(opts, tls));
+            let pool = NameServerPool::from_config([ns], cx, TokioRuntimeProvider::default());
+            servers.push(Server {
+                label: Arc::from(u.label().as_str()),
+                pool,
+            });
+        }
+        Ok(Upstreams {
+            servers,
+            timeout,
+            observer,
+        })
+    }
+
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.servers.iter().map(|s| &*s.label)
+    }
+
+    /// Asks the upstreams in order until one answers, all within `timeout`.
+    pub async fn forward(&self, query: &Query) -> Result<UpstreamAnswer, ForwardError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last_error = String::from("no upstream configured");
+        let n = self.servers.len();
+        for (i, server) in self.servers.iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            // Leave the later upstreams a fair share of the time that is left.
+            let budget = remaining / (n - i) as u32;
+            let budget = if i + 1 == n { remaining } else { budget };
+            let started = Instant::now();
+            let mut opts = DnsRequestOptions::default();
+            opts.recursion_desired = true;
+            opts.use_edns = true;
+            opts.edns_payload_len = 1232;
+            let lookup = server.pool.lookup(query.clone(), opts).first_answer();
+            let result = tokio::time::timeout(budget, lookup).await;
+            let rtt = started.elapsed();
+            let (outcome, answer) = match result {
+                Err(_) => (UpstreamOutcome::Timeout, Err("timed out".to_string())),
+                Ok(Ok(response)) => {
+                    let negative_ttl = response.negative_ttl();
+                    let msg = response.into_message();
+                    (
+                        UpstreamOutcome::Ok,
+                        Ok(UpstreamAnswer {
+                            rcode: msg.metadata.response_code,
+                            answers: msg.answers,
+                            authorities: msg.authorities,
+                            additionals: msg
+                                .additionals
+                                .into_iter()
+                                .filter(|r| r.record_type() != hickory_resolver::proto::rr::RecordType::OPT)
+                                .collect(),
+                            negative_ttl,
+                        }),
+                    )
+                }
+                Ok(Err(e)) => classify_error(e),
+            };
+            if let Some(obs) = &self.observer {
+                obs.upstream_outcome(&server.label, outcome, rtt);
+            }
+            match answer {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
+                    last_error = format!("{}: {e}", server.label);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            Err(ForwardError::Timeout(self.timeout))
+        } else {
+            Err(ForwardError::Failed(last_error))
+        }
+    }
+}
+
+fn classify_error(e: NetError) -> (UpstreamOutcome, Result<UpstreamAnswer, String>) {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+            response_code,
+            soa,
+            negative_ttl,
+            authorities,
+            ..
+        })) if matches!(response_code, ResponseCode::NXDomain | ResponseCode::NoError) => {
+            let mut auth: Vec<Record> = authorities.map(|a| a.to_vec()).unwrap_or_default();
+            if auth.is_empty() {
+                if let Some(soa) = soa {
+                    auth.push(soa.into_record_of_rdata());
+                }
+            }
+            (
+                UpstreamOutcome::Ok,
+                Ok(UpstreamAnswer {
+                    rcode: response_code,
+                    answers: Vec::new(),
+                    authorities: auth,
+                    additionals: Vec::new(),
+                    negative_ttl,
+                }),
+            )
+        }
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, .. }))
+        | NetError::Dns(DnsError::ResponseCode(response_code)) => (
+            UpstreamOutcome::ServFail,
+            Err(format!("answered {response_code}")),
+        ),
+        NetError::Timeout => (UpstreamOutcome::Timeout, Err("timed out".into())),
+        other => (UpstreamOutcome::Error, Err(other.to_string())),
+    }
+}
+
+fn connections_for(u: &Upstream) -> (SocketAddr, Vec<ConnectionConfig>) {
+    match u {
+        Upstream::Plain(addr) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            (*addr, vec![udp, tcp])
+        }
+        Upstream::Tls { addr, server_name } => {
+            let mut c = ConnectionConfig::new(ProtocolConfig::Tls {
+                server_name: Arc::from(server_name.as_str()),
+            });
+            c.port = addr.port();
+            (*addr, vec![c])
+        }
+        Upstream::Https {
+            addr,
+            server_name,
+            path,
+        } => {
+            let mut c = ConnectionConfig::new(ProtocolConfig::Https {
+                server_name: Arc::from(server_name.as_str()),
+                path: Arc::from(path.as_str()),
+            });
+            c.port = addr.port();
+            (*addr, vec![c])
+        }
+    }
+}

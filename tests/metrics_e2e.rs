@@ -1,0 +1,755 @@
+//! Metrics end to end (SPEC "Metrics", issue 4): a real telesink answers traffic from several
+//! 127.0.0.x clients, a real Prometheus scrapes it every second, and every query of the shipped
+//! Grafana dashboard (`deploy/grafana/dashboards/telesink.json`) must return data through
+//! Prometheus's HTTP API. The counters must equal what the test sent, per client, and
+//! `promtool check metrics` must accept the exposition.
+//!
+//! Needs Debian's `prometheus` package (`prometheus` and `promtool` on PATH). Without it the
+//! Prometheus test is skipped with a message, except under CI (`CI` set), where it fails.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/grafana/dashboards/telesink.json"
+);
+
+const CONFIG: &str = r#"
+[[list]]
+name = "xiaomi"
+source = "xiaomi.txt"
+categories = ["telemetry", "xiaomi"]
+
+[[list]]
+name = "ads"
+source = "ads.txt"
+categories = ["ads"]
+
+[[client]]
+name = "anna-phone"
+addresses = ["127.0.0.2"]
+
+[[client]]
+name = "tv"
+addresses = ["127.0.0.3"]
+
+[[group]]
+name = "phones"
+clients = ["anna-phone"]
+block = ["telemetry"]
+observe = []
+
+[[group]]
+name = "watched"
+clients = ["tv"]
+block = []
+observe = ["xiaomi"]
+
+[default]
+block = ["telemetry"]
+observe = []
+"#;
+
+const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const UNNAMED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+/// Outside `allow_networks`: every query is refused.
+const OUTSIDER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+/// What one client should have in `telesink_queries_total{client,result}` and
+/// `telesink_category_queries_total{client,category,action}`.
+#[derive(Default, Debug)]
+struct Expected {
+    results: BTreeMap<&'static str, u64>,
+    categories: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+fn start_telesink(up: &TestUpstream, extra_metrics: &str) -> TelesinkProcess {
+    Telesink::new()
+        .upstream(up)
+        // 127.0.0.0/29 holds 127.0.0.1 to .7; 127.0.0.9 is refused.
+        .allow_networks(&["127.0.0.0/29"])
+        .metrics_toml(extra_metrics)
+        .file("xiaomi.txt", "tracking.miui.com\ndata.mistat.xiaomi.com\n")
+        .file("ads.txt", "ads.example\n")
+        .toml(CONFIG)
+        .start()
+}
+
+/// Sends the traffic and returns what each client label should count.
+fn send_traffic(ts: &TelesinkProcess) -> BTreeMap<&'static str, Expected> {
+    let mut want: BTreeMap<&'static str, Expected> = BTreeMap::new();
+    let a = RecordType::A;
+
+    // anna-phone: telemetry blocked 5 times; an ads name (a category nobody blocks: allowed)
+    // forwarded, then answered from the cache.
+    for _ in 0..5 {
+        let r = ts.query(ANNA, "tracking.miui.com.", a);
+        assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+    }
+    ts.query(ANNA, "ads.example.", a);
+    ts.query(ANNA, "ads.example.", a);
+    let e = want.entry("anna-phone").or_default();
+    e.results
+        .extend([("blocked", 5), ("forwarded", 1), ("cached", 1)]);
+    e.categories.extend([
+        (("telemetry", "blocked"), 5),
+        (("xiaomi", "blocked"), 5),
+        (("ads", "allowed"), 2),
+    ]);
+
+    // tv: its group observes xiaomi, so the same name is answered (forwarded once, then
+    // cached) and counted as observed.
+    for _ in 0..4 {
+        let r = ts.query(TV, "tracking.miui.com.", a);
+        assert_ne!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+    }
+    let e = want.entry("tv").or_default();
+    e.results.extend([("forwarded", 1), ("cached", 3)]);
+    e.categories
+        .extend([(("telemetry", "observed"), 4), (("xiaomi", "observed"), 4)]);
+
+    // An unnamed client: [default] blocks telemetry; a bypass attempt (Firefox's DoH canary);
+    // ordinary names forwarded and cached; a local name.
+    for _ in 0..3 {
+        ts.query(UNNAMED, "data.mistat.xiaomi.com.", a);
+    }
+    let r = ts.query(UNNAMED, "use-application-dns.net.", a);
+    assert_eq!(r.rcode(), ResponseCode::NXDomain, "{}", r.summary());
+    ts.query(UNNAMED, "example.org.", a);
+    ts.query(UNNAMED, "example.org.", a);
+    ts.query(UNNAMED, "localhost.", a);
+    let e = want.entry("127.0.0.4").or_default();
+    e.results.extend([
+        ("blocked", 4),
+        ("forwarded", 1),
+        ("cached", 1),
+        ("local", 1),
+    ]);
+    e.categories.extend([
+        (("telemetry", "blocked"), 3),
+        (("xiaomi", "blocked"), 3),
+        (("bypass", "blocked"), 1),
+    ]);
+
+    // Outside allow_networks.
+    for _ in 0..3 {
+        let r = ts.query(OUTSIDER, "example.org.", a);
+        assert_eq!(r.rcode(), ResponseCode::Refused, "{}", r.summary());
+    }
+    want.entry("127.0.0.9")
+        .or_default()
+        .results
+        .insert("refused", 3);
+    want
+}
+
+// ---- exposition parsing ----------------------------------------------------------------------
+
+/// One sample of the text exposition: name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = BTreeMap::new();
+                // Label values here never contain `",` (names, addresses, numbers).
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").expect("label pair");
+                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                }
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), BTreeMap::new()),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .find(|s| {
+            s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// Every client's counters in the exposition equal `want` (absent series count as 0, and no
+/// series of a listed client has a value that was not sent).
+fn assert_counts(samples: &[Sample], want: &BTreeMap<&'static str, Expected>, started: f64) {
+    for (client, e) in want {
+        for (result, n) in &e.results {
+            assert_eq!(
+                value_of(
+                    samples,
+                    "telesink_queries_total",
+                    &[("client", client), ("result", result)]
+                ),
+                Some(*n as f64),
+                "telesink_queries_total{{client={client:?},result={result:?}}}"
+            );
+        }
+        for s in samples.iter().filter(|s| {
+            s.labels.get("client").map(String::as_str) == Some(client)
+                && (s.name == "telesink_queries_total"
+                    || s.name == "telesink_category_queries_total")
+        }) {
+            let expected = if s.name == "telesink_queries_total" {
+                e.results.get(s.labels["result"].as_str())
+            } else {
+                e.categories
+                    .get(&(s.labels["category"].as_str(), s.labels["action"].as_str()))
+            };
+            assert_eq!(
+                s.value,
+                expected.copied().unwrap_or(0) as f64,
+                "{} {:?}: the test sent something else",
+                s.name,
+                s.labels
+            );
+        }
+        for ((category, action), n) in &e.categories {
+            assert_eq!(
+                value_of(
+                    samples,
+                    "telesink_category_queries_total",
+                    &[("client", client), ("category", category), ("action", action)]
+                ),
+                Some(*n as f64),
+                "telesink_category_queries_total{{client={client:?},category={category:?},action={action:?}}}"
+            );
+            let seen = value_of(
+                samples,
+                "telesink_category_last_seen_timestamp_seconds",
+                &[("client", client), ("category", category)],
+            )
+            .unwrap_or_else(|| panic!("no last-seen for {client}/{category}"));
+            assert!(
+                seen >= started - 1.0 && seen <= now_secs() + 1.0,
+                "last seen {seen} of {client}/{category} outside the test's run ({started})"
+            );
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+// ---- Prometheus ------------------------------------------------------------------------------
+
+/// A Prometheus server on a loopback port with a temporary config and TSDB; killed by PID on
+/// drop (its log is printed if the test failed).
+struct Prometheus {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(bin: &Path, target: SocketAddr) -> Prometheus {
+        let mut last = String::new();
+        for _ in 0..4 {
+            let dir = tempfile::Builder::new()
+                .prefix("telesink-prometheus-")
+                .tempdir()
+                .unwrap();
+            let config = dir.path().join("prometheus.yml");
+            fs::write(
+                &config,
+                format!(
+                    "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                     scrape_configs:\n  - job_name: telesink\n    static_configs:\n      - targets: [\"{target}\"]\n"
+                ),
+            )
+            .unwrap();
+            let port = free_port_tcp();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let log = dir.path().join("prometheus.log");
+            let child = Command::new(bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn")
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(&log).unwrap())
+                .stderr(fs::File::create(dir.path().join("prometheus.err")).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut p = Prometheus {
+                child: Some(child),
+                addr,
+                log: dir.path().join("prometheus.err"),
+                _dir: dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some(Ok(Some(st))) = p.child.as_mut().map(|c| c.try_wait()) {
+                    last = format!("prometheus exited with {st}:\n{}", p.logs());
+                    break;
+                }
+                if matches!(http_get(addr, "/-/ready"), Ok((200, _))) {
+                    return p;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if last.is_empty() {
+                last = format!("prometheus not ready within 30 s:\n{}", p.logs());
+            }
+            p.kill();
+            if !last.contains("address already in use") {
+                break;
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // By PID (Child::kill sends SIGKILL to this process only).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// GET an API path: the parsed JSON, or an error with the body.
+    fn api(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
+        let (status, body) = http_get(self.addr, path_and_query)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
+        if status != 200 || v["status"] != "success" {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(v)
+    }
+
+    /// An instant query: the result vector (or scalar, as a one-element list).
+    fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
+        let v = self.api(&format!("/api/v1/query?query={}", encode(promql)))?;
+        match v["data"]["resultType"].as_str() {
+            Some("vector") | Some("matrix") => {
+                Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+            }
+            Some("scalar") | Some("string") => Ok(vec![v["data"]["result"].clone()]),
+            other => Err(format!("unexpected result type {other:?}: {v}")),
+        }
+    }
+
+    /// The single value of an instant query, if it returned exactly one series.
+    fn value(&self, promql: &str) -> Option<f64> {
+        let r = self.query(promql).ok()?;
+        if r.len() != 1 {
+            return None;
+        }
+        r[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&Prometheus) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if ok(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("Prometheus: {what} not within {timeout:?}\n{}", self.logs());
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- prometheus log ---\n{}\n--- end ---", self.logs());
+        }
+        self.kill();
+    }
+}
+
+/// Percent-encoding of a URL query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Grafana's variables as the dashboard's "All" selection and a short test run give them.
+fn substitute(expr: &str) -> String {
+    let mut s = expr.to_string();
+    for (var, value) in [
+        ("client", ".*"),
+        ("category", ".*"),
+        ("__rate_interval", "1m"),
+        ("__range", "5m"),
+        ("__interval", "15s"),
+    ] {
+        s = s.replace(&format!("${{{var}}}"), value);
+        s = s.replace(&format!("${var}"), value);
+    }
+    s
+}
+
+/// Every Prometheus query of the dashboard: (where, expr), from panels (rows' nested panels
+/// too) and annotations.
+fn dashboard_queries(dash: &serde_json::Value) -> Vec<(String, String)> {
+    fn panels(list: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for p in list.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("?");
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = t["expr"].as_str() {
+                    out.push((
+                        format!("panel {title:?} {}", t["refId"].as_str().unwrap_or("")),
+                        expr.to_string(),
+                    ));
+                }
+            }
+            panels(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dash["panels"], &mut out);
+    for a in dash["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push((
+                format!("annotation {:?}", a["name"].as_str().unwrap_or("?")),
+                expr.to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn require_prometheus() -> Option<(PathBuf, PathBuf)> {
+    match (on_path("prometheus"), on_path("promtool")) {
+        (Some(p), Some(t)) => Some((p, t)),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "prometheus and promtool must be on PATH under CI: install Debian's `prometheus` package in .ci/run"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED dashboard_queries_return_data_in_prometheus: `prometheus`/`promtool` not on \
+                 PATH (apt-get install prometheus); under CI this test fails instead"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn dashboard_queries_return_data_in_prometheus() {
+    let Some((prometheus_bin, promtool)) = require_prometheus() else {
+        return;
+    };
+    let started = now_secs();
+    let up = TestUpstream::start();
+    let ts = start_telesink(&up, "");
+    let prom = Prometheus::start(&prometheus_bin, ts.metrics_addr());
+
+    // The opt-out mark that the dashboard draws as an annotation.
+    let cfg = ts.config_path().to_string_lossy().into_owned();
+    let mark = cli_in(
+        ts.dir(),
+        &[
+            "mark",
+            "--client",
+            "anna-phone",
+            "--note",
+            "e2e opt-out",
+            "-c",
+            &cfg,
+        ],
+    );
+    assert_eq!(mark.code, Some(0), "telesink mark: {mark}");
+
+    // Traffic only once Prometheus has a sample from before it, so rates see it.
+    prom.wait_for("first scrape of telesink", Duration::from_secs(30), |p| {
+        p.value(r#"up{job="telesink"}"#) == Some(1.0)
+            && p.value("count(telesink_build_info)") == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let want = send_traffic(&ts);
+
+    // The exposition, straight from telesink: counts per client, and promtool's lint.
+    let (status, body) = ts.metrics();
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&body);
+    assert_counts(&samples, &want, started);
+    let forwarded: f64 = samples
+        .iter()
+        .filter(|s| s.name == "telesink_queries_total" && s.labels["result"] == "forwarded")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_upstream_responses_total",
+            &[("upstream", &up.addr().to_string()), ("outcome", "ok")]
+        ),
+        Some(forwarded),
+        "one ok upstream outcome per forwarded query"
+    );
+    let mut lint = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics failed ({}):\n{}{}",
+        lint.status,
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // Prometheus holds the same values, per client.
+    prom.wait_for("the traffic's counters", Duration::from_secs(30), |p| {
+        want.iter().all(|(client, e)| {
+            e.results.iter().all(|(result, n)| {
+                p.value(&format!(
+                    r#"telesink_queries_total{{client="{client}",result="{result}"}}"#
+                )) == Some(*n as f64)
+            })
+        })
+    });
+    for (client, e) in &want {
+        for ((category, action), n) in &e.categories {
+            let q = format!(
+                r#"telesink_category_queries_total{{client="{client}",category="{category}",action="{action}"}}"#
+            );
+            assert_eq!(prom.value(&q), Some(*n as f64), "{q}");
+        }
+    }
+    let clients: BTreeSet<String> = prom
+        .query(r#"count by (client) (telesink_queries_total{client!="other"})"#)
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metric"]["client"].as_str().map(String::from))
+        .collect();
+    // 127.0.0.1 is the harness's readiness probe (`localhost.`, local).
+    let expected: BTreeSet<String> = want
+        .keys()
+        .map(|c| c.to_string())
+        .chain(["127.0.0.1".to_string()])
+        .collect();
+    assert_eq!(clients, expected, "client label values");
+
+    // The mark reaches Prometheus (the query log reports marks every few seconds).
+    prom.wait_for("the opt-out mark", Duration::from_secs(30), |p| {
+        p.value(r#"telesink_optout_mark_timestamp_seconds{client="anna-phone"}"#)
+            .is_some_and(|t| t >= started - 1.0)
+    });
+
+    // A few more scrapes, so every rate window holds samples after the traffic.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let dash: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(DASHBOARD).expect("dashboard JSON"))
+            .expect("dashboard is valid JSON");
+
+    // The templating variables: label_values(selector, label) through the label-values API.
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if v["type"] != "query" {
+            continue;
+        }
+        let def = v["definition"].as_str().expect("variable definition");
+        let inner = def
+            .strip_prefix("label_values(")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("variable {}: {def}", v["name"]));
+        let (selector, label) = inner.rsplit_once(',').unwrap();
+        let selector = substitute(selector.trim());
+        let r = prom
+            .api(&format!(
+                "/api/v1/label/{}/values?match[]={}",
+                label.trim(),
+                encode(&selector)
+            ))
+            .unwrap_or_else(|e| panic!("variable {}: {e}", v["name"]));
+        let values = r["data"].as_array().unwrap();
+        assert!(!values.is_empty(), "variable {} has no values", v["name"]);
+    }
+
+    // Every panel and annotation query: no error, not empty.
+    let queries = dashboard_queries(&dash);
+    assert!(queries.len() >= 15, "only {} queries found", queries.len());
+    let mut failures = Vec::new();
+    for (place, expr) in &queries {
+        let promql = substitute(expr);
+        assert!(
+            !promql.contains('$'),
+            "{place}: unsubstituted variable in {promql}"
+        );
+        match prom.query(&promql) {
+            Ok(r) if r.is_empty() => failures.push(format!("{place}: empty result for {promql}")),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("{place}: {e} for {promql}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} dashboard queries failed:\n{}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "all {} dashboard queries returned data from Prometheus",
+        queries.len()
+    );
+
+    drop(prom);
+}
+
+#[test]
+fn counts_per_client_and_health() {
+    let started = now_secs();
+    let up = TestUpstream::start();
+    let ts = start_telesink(&up, "");
+    let (status, body) = http_get(ts.metrics_addr(), "/healthz").unwrap();
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let want = send_traffic(&ts);
+    let (status, body) = ts.metrics();
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&body);
+    assert_counts(&samples, &want, started);
+    for name in [
+        "telesink_response_seconds_bucket",
+        "telesink_list_entries",
+        "telesink_reloads_total",
+        "telesink_config_last_reload_success",
+        "telesink_config_last_reload_timestamp_seconds",
+        "telesink_querylog_dropped_total",
+        "telesink_cache_entries",
+        "telesink_cache_hits_total",
+        "telesink_cache_misses_total",
+        "telesink_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(samples.iter().any(|s| s.name == name), "{name} missing");
+    }
+    assert_eq!(
+        value_of(&samples, "telesink_list_entries", &[("list", "xiaomi")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value_of(&samples, "telesink_config_last_reload_success", &[]),
+        Some(1.0)
+    );
+    // Cache: the repeated names were hits (anna 1, tv 3, unnamed 1); forwarded ones misses.
+    assert_eq!(
+        value_of(&samples, "telesink_cache_hits_total", &[]),
+        Some(5.0)
+    );
+    assert_eq!(
+        value_of(&samples, "telesink_cache_misses_total", &[]),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn client_label_values_are_capped() {
+    let up = TestUpstream::start();
+    // 127.0.0.1 (the readiness probe) takes the first of the 3 slots.
+    let ts = start_telesink(&up, "max_clients = 3");
+    for x in 2..=7u8 {
+        ts.query(client(x), "example.org.", RecordType::A);
+        ts.query(client(x), "tracking.miui.com.", RecordType::A);
+    }
+    let (_, body) = ts.metrics();
+    let samples = parse_exposition(&body);
+    let labels: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "telesink_queries_total")
+        .map(|s| s.labels["client"].as_str())
+        .collect();
+    assert_eq!(labels.len(), 4, "3 client labels + other: {labels:?}");
+    assert!(labels.contains("other"));
+    let total: f64 = samples
+        .iter()
+        .filter(|s| s.name == "telesink_queries_total" && s.labels["client"] != "127.0.0.1")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(
+        total, 12.0,
+        "every query is counted, under its label or other"
+    );
+    let other_blocked = value_of(
+        &samples,
+        "telesink_category_queries_total",
+        &[
+            ("client", "other"),
+            ("category", "telemetry"),
+            ("action", "blocked"),
+        ],
+    );
+    // anna-phone (.2) and tv (.3) took the other two slots; .4 to .7 are `other`.
+    assert_eq!(other_blocked, Some(4.0));
+}

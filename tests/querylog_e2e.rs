@@ -1,0 +1,378 @@
+//! The query log against a running server (SPEC "Query log and `verify`", `[querylog]`):
+//! graceful shutdown flushes, a full queue drops and counts without slowing DNS, retention,
+//! anonymize, `log = "none"`, and a database that cannot be used.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use rusqlite::Connection;
+
+const CONFIG: &str = r#"
+[[list]]
+name = "vendor"
+source = "vendor.txt"
+categories = ["telemetry"]
+
+[[client]]
+name = "anna-phone"
+addresses = ["127.0.0.31"]
+
+[default]
+block = ["telemetry"]
+observe = []
+"#;
+
+const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
+const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
+
+fn telesink(up: &TestUpstream, querylog: &str) -> Telesink {
+    Telesink::new()
+        .upstream(up)
+        .file("vendor.txt", LIST)
+        .toml(CONFIG)
+        .querylog_toml(querylog)
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn cli(ts: &TelesinkProcess, args: &[&str]) -> CliOutput {
+    let cfg = ts.config_path().to_string_lossy().into_owned();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-c", &cfg]);
+    cli_in(ts.dir(), &all)
+}
+
+fn metric(ts: &TelesinkProcess, name: &str) -> f64 {
+    let (_, body) = http_get(ts.metrics_addr(), "/metrics").unwrap();
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+#[track_caller]
+fn blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
+    let r = ts.query(from, name, RecordType::A);
+    assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+}
+
+/// Waits until the writer has written `n` rows (it writes every 200 ms).
+fn wait_rows(db: &Path, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have = count(db, "SELECT count(*) FROM queries");
+        if have >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{have} rows of {n}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_during_load_keeps_every_answered_query() {
+    let up = TestUpstream::start();
+    let mut ts = telesink(&up, "").start();
+    let db = ts.dir().join("q.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let addr = ts.addr();
+    let load: Vec<_> = (0..3u8)
+        .map(|i| {
+            let (stop, answered, sent) = (stop.clone(), answered.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let opts = QueryOpts::udp().timeout(Duration::from_millis(500));
+                let from = client(40 + i);
+                for n in 0..4000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // Matched (logged) and unmatched (not logged with log = "matched").
+                    let name = if n % 4 == 3 {
+                        "www.example.org"
+                    } else {
+                        "tracking.vendor.example"
+                    };
+                    let matched = name != "www.example.org";
+                    if matched {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match try_query(addr, from, name, RecordType::A, &opts) {
+                        Ok(_) if matched => {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = ts.terminate(Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}\n{}",
+        ts.logs()
+    );
+    let answered = answered.load(Ordering::Relaxed) as i64;
+    let sent = sent.load(Ordering::Relaxed) as i64;
+    assert!(answered > 100, "too little load: {answered}");
+    let rows = count(&db, "SELECT count(*) FROM queries");
+    assert!(
+        rows >= answered && rows <= sent,
+        "{rows} rows, {answered} answered, {sent} sent\n{}",
+        ts.logs()
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM queries WHERE name = 'www.example.org'"
+        ),
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM query_categories"), rows);
+    // The writer closed its run: the shutdown went through the flush.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM runs WHERE end_ms IS NULL"),
+        0
+    );
+}
+
+#[test]
+fn full_queue_drops_and_counts_and_dns_stays_fast() {
+    let up = TestUpstream::start();
+    let ts = telesink(&up, "queue_size = 1\n").start();
+    let db = ts.dir().join("q.db");
+
+    let median = |n: usize| {
+        let mut v: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                blocked(&ts, ANNA, "tracking.vendor.example");
+                t.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[n / 2]
+    };
+    let before = median(60);
+    wait_rows(&db, 60);
+
+    // Another process holds the write lock: the writer cannot write, the queue fills.
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let during = median(200);
+    std::thread::sleep(Duration::from_millis(300));
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+
+    assert!(
+        during < before * 4 + Duration::from_millis(5),
+        "DNS slowed down while the log was stuck: median {before:?} before, {during:?} during"
+    );
+    let dropped = metric(&ts, "telesink_querylog_dropped_total");
+    assert!(dropped >= 150.0, "dropped {dropped}");
+    // Every matched query is either written or counted as dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = count(&db, "SELECT count(*) FROM queries") as f64;
+        let dropped = metric(&ts, "telesink_querylog_dropped_total");
+        if rows + dropped == 260.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rows} rows + {dropped} dropped != 260\n{}",
+            ts.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn retention_deletes_old_rows_at_start() {
+    use telesink::category::{CategorySet, CategoryTable};
+    use telesink::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+    use telesink::querylog::{LogMode, QueryLog, QueryLogSettings};
+
+    let up = TestUpstream::start();
+    let builder = telesink(&up, "retention_days = 2\n");
+    let db = builder.dir().join("q.db");
+    // A log from a previous run: rows 10, 5 and 1 days old.
+    {
+        let log = QueryLog::open(
+            QueryLogSettings {
+                path: db.clone(),
+                mode: LogMode::Matched,
+                retention_days: 0,
+                anonymize: false,
+                queue_size: 100,
+            },
+            prometheus::IntCounter::new("d", "d").unwrap(),
+            None,
+        )
+        .unwrap();
+        let mut table = CategoryTable::new();
+        let cat = CategorySet::single(table.intern("telemetry").unwrap());
+        let c = ClientInfo {
+            addr: ANNA.into(),
+            name: Some("anna-phone".into()),
+            group: None,
+        };
+        for days in [10u64, 5, 1] {
+            log.record(&QueryEvent {
+                time: SystemTime::now() - Duration::from_secs(days * 86_400),
+                client: &c,
+                name: "tracking.vendor.example",
+                qtype: RecordType::A,
+                result: QueryResult::Blocked,
+                categories: cat,
+                category_table: &table,
+                list: Some("vendor"),
+                action: Some(telesink::category::Action::Blocked),
+                rcode: ResponseCode::NoError,
+                upstream_time: None,
+                elapsed: Duration::ZERO,
+            });
+        }
+        assert_eq!(log.shutdown().rows_written, 3);
+    }
+    let ts = builder.start();
+    blocked(&ts, ANNA, "metrics.vendor.example");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &db,
+        "SELECT count(*) FROM queries WHERE name = 'metrics.vendor.example'",
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "{}", ts.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The 10- and 5-day-old rows are gone, from both tables; the rest stays.
+    let day = 86_400_000i64;
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM queries WHERE ts_ms < {}",
+                now - 2 * day
+            )
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM query_categories WHERE ts_ms < {}",
+                now - 2 * day
+            )
+        ),
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM queries"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM query_categories"), 2);
+}
+
+#[test]
+fn anonymize_stores_networks_only() {
+    let up = TestUpstream::start();
+    let mut ts = telesink(&up, "anonymize = true\nlog = \"all\"\n").start();
+    let db = ts.dir().join("q.db");
+    for _ in 0..3 {
+        blocked(&ts, ANNA, "tracking.vendor.example");
+        ts.query(ANNA, "www.example.org", RecordType::A);
+    }
+    wait_rows(&db, 6);
+    assert_eq!(count(&db, "SELECT count(*) FROM queries WHERE client_addr = '127.0.0.0/24' AND client = '127.0.0.0/24' AND client_name IS NULL"), 6);
+    // log and verify by the client's name still find its (anonymized) rows.
+    let out = cli(&ts, &["log", "--client", "anna-phone", "--json"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "{out}");
+    assert!(rows
+        .iter()
+        .all(|r| r["client_address"] == "127.0.0.0/24" && r["client_name"].is_null()));
+    assert!(ts
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    // Neither the address nor the name is anywhere in the files.
+    for f in ["q.db", "q.db-wal"] {
+        if let Ok(raw) = std::fs::read(ts.dir().join(f)) {
+            let raw = String::from_utf8_lossy(&raw);
+            assert!(
+                !raw.contains("127.0.0.31") && !raw.contains("anna-phone"),
+                "{f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn log_none_writes_nothing() {
+    let up = TestUpstream::start();
+    let mut ts = telesink(&up, "log = \"none\"\n").start();
+    for _ in 0..5 {
+        blocked(&ts, ANNA, "tracking.vendor.example");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(ts
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    assert!(
+        !ts.dir().join("q.db").exists(),
+        "log = \"none\" created a database"
+    );
+    let out = cli(&ts, &["log"]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.all().contains("no query log here yet"), "{out}");
+}
+
+#[test]
+fn unusable_database_is_a_clear_error_and_dns_keeps_serving() {
+    let up = TestUpstream::start();
+    // Corrupt: not a SQLite file.
+    let ts = telesink(&up, "").file("q.db", vec![0x5au8; 16384]).start();
+    blocked(&ts, ANNA, "tracking.vendor.example");
+    let logs = ts.logs();
+    assert!(
+        logs.contains("q.db")
+            && logs.contains("not a SQLite database")
+            && logs.contains("move it aside"),
+        "{logs}"
+    );
+    let out = cli(&ts, &["log"]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.all().contains("not a SQLite database"), "{out}");
+    drop(ts);
+
+    // Cannot be created: the path is a directory.
+    let ts = telesink(&up, "").file("q.db/keep", "").start();
+    blocked(&ts, ANNA, "tracking.vendor.example");
+    let logs = ts.logs();
+    assert!(
+        logs.contains("q.db") && logs.contains("it is a directory"),
+        "{logs}"
+    );
+    // Nothing is logged, nothing is counted as written, DNS answers.
+    blocked(&ts, ANNA, "metrics.vendor.example");
+}

@@ -1,0 +1,577 @@
+//! `telesink verify`, `mark` and `log` against a running server (SPEC "Query log and `verify`"):
+//! three clients give the three verdicts, from the query log and from a real Prometheus that
+//! scrapes two telesink instances.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONFIG: &str = r#"
+[[list]]
+name = "vendor"
+source = "vendor.txt"
+categories = ["telemetry"]
+
+[[client]]
+name = "anna-phone"
+addresses = ["127.0.0.21"]
+
+[default]
+block = ["telemetry"]
+observe = []
+"#;
+
+const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
+
+const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21); // stops after the mark
+const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22); // keeps going
+const QUIET: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 23); // too few attempts to tell
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
+}
+
+fn sleep_until_ms(ms: i64) {
+    let left = ms - now_ms();
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64));
+    }
+}
+
+#[track_caller]
+fn blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
+    let r = ts.query(from, name, RecordType::A);
+    assert_eq!(
+        r.a(),
+        vec![Ipv4Addr::UNSPECIFIED],
+        "{name} from {from}: {}",
+        r.summary()
+    );
+}
+
+fn cli(ts: &TelesinkProcess, args: &[&str]) -> CliOutput {
+    let cfg = ts.config_path().to_string_lossy().into_owned();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-c", &cfg]);
+    cli_in(ts.dir(), &all)
+}
+
+#[test]
+fn three_clients_three_verdicts_mark_and_log() {
+    let up = TestUpstream::start();
+    let ts = Telesink::new()
+        .upstream(&up)
+        .file("vendor.txt", LIST)
+        .toml(CONFIG)
+        .start();
+    // The log runs from before this instant, so the whole baseline [start, mark) is logged.
+    let start = now_ms();
+
+    // Baseline: anna-phone and the TV try 12 times each, the quiet device twice.
+    for i in 0..12 {
+        let name = if i % 3 == 0 {
+            "metrics.vendor.example"
+        } else {
+            "tracking.vendor.example"
+        };
+        blocked(&ts, ANNA, name);
+        blocked(&ts, TV, "tracking.vendor.example");
+    }
+    blocked(&ts, QUIET, "tracking.vendor.example");
+    blocked(&ts, QUIET, "metrics.vendor.example");
+    assert!(now_ms() - start < 1200, "baseline traffic took too long");
+
+    // The owner switches the opt-out on and records it.
+    sleep_until_ms(start + 1500);
+    let out = cli(
+        &ts,
+        &["mark", "--client", "anna-phone", "--note", "analytics off"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
+    let db = ts.dir().join("q.db");
+    let mark_ms: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT ts_ms FROM marks WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    // Window [mark, until) as long as the baseline [start, mark).
+    let until = mark_ms + (mark_ms - start);
+
+    // After the mark only the TV keeps trying.
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        blocked(&ts, TV, "metrics.vendor.example");
+    }
+    // Let the window close and the writer flush its batch.
+    sleep_until_ms(until + 700);
+    let (since_s, until_s) = (rfc3339(mark_ms), rfc3339(until));
+
+    // STOPPED, with the mark.
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "anna-phone",
+            "--category",
+            "telemetry",
+            "--since",
+            "mark:last",
+            "--until",
+            &until_s,
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("STOPPED: no telemetry attempts from anna-phone"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("tracking.vendor.example")
+            && out.stdout.contains("(mark 1: analytics off)"),
+        "{out}"
+    );
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "127.0.0.21",
+            "--category",
+            "telemetry",
+            "--since",
+            "mark:1",
+            "--until",
+            &until_s,
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(j["verdict"], "STOPPED");
+    assert_eq!(j["client"], "anna-phone");
+    assert_eq!(j["before"], 12);
+    assert_eq!(j["after"], 0);
+    assert_eq!(j["mark"]["note"], "analytics off");
+    let domains = j["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 2);
+    assert_eq!(
+        (domains[0]["name"].as_str(), domains[0]["before"].as_u64()),
+        (Some("tracking.vendor.example"), Some(8))
+    );
+
+    // CONTINUING, naming the domain.
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--since",
+            &since_s,
+            "--until",
+            &until_s,
+        ],
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stdout
+            .contains("CONTINUING: 127.0.0.22 still tries: 5 telemetry attempts"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("Domains: metrics.vendor.example (5)"),
+        "{out}"
+    );
+
+    // INCONCLUSIVE: two attempts are too few to call silence a stop; it says how long to wait.
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "127.0.0.23",
+            "--category",
+            "telemetry",
+            "--since",
+            &since_s,
+            "--until",
+            &until_s,
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(3), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["verdict"], "INCONCLUSIVE");
+    assert_eq!(j["before"], 2);
+    let wait = j["wait"]["window_seconds"].as_f64().unwrap();
+    let window = (until - mark_ms) as f64 / 1000.0;
+    // ln(100)/2 of the window: 2.3 times as long.
+    assert!(
+        (wait / window - 100f64.ln() / 2.0).abs() < 0.05,
+        "{wait} {window}"
+    );
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "127.0.0.23",
+            "--category",
+            "telemetry",
+            "--since",
+            &since_s,
+            "--until",
+            &until_s,
+        ],
+    );
+    assert!(
+        out.stdout.contains("INCONCLUSIVE") && out.stdout.contains("use --until"),
+        "{out}"
+    );
+
+    // Errors exit 2 and say what is valid.
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "nobody",
+            "--category",
+            "telemetry",
+            "--since",
+            "1h",
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.all().contains("anna-phone"), "{out}");
+    let out = cli(
+        &ts,
+        &[
+            "verify",
+            "--client",
+            "anna-phone",
+            "--category",
+            "telemetry",
+            "--since",
+            "yesterday",
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.all().contains("RFC 3339"), "{out}");
+
+    // `log`: newest first, filters, JSON; it reads while the server writes.
+    let out = cli(&ts, &["log", "--client", "anna-phone", "--limit", "5"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.contains("anna-phone"))
+            .count(),
+        5,
+        "{out}"
+    );
+    let out = cli(
+        &ts,
+        &[
+            "log",
+            "--client",
+            "127.0.0.22",
+            "--since",
+            &since_s,
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 5, "{out}");
+    assert!(rows.iter().all(|r| r["name"] == "metrics.vendor.example"
+        && r["result"] == "blocked"
+        && r["action"] == "blocked"
+        && r["categories"][0] == "telemetry"));
+    let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+    let out = cli(
+        &ts,
+        &["log", "--category", "telemetry", "--result", "forwarded"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("no logged queries match"), "{out}");
+
+    // The mark is exported for Grafana annotations (the writer reports marks every 10 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = http_get(ts.metrics_addr(), "/metrics").unwrap();
+        let line = body.lines().find(|l| {
+            l.starts_with("telesink_optout_mark_timestamp_seconds{") && l.contains("anna-phone")
+        });
+        if let Some(line) = line {
+            let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!((v * 1000.0 - mark_ms as f64).abs() < 1000.0, "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no mark metric:\n{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify --prometheus
+
+/// A Prometheus server (Debian's `prometheus`) on a free port, scraping the given targets every
+/// second. Killed on drop.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(targets: &[SocketAddr]) -> Option<Prometheus> {
+        let bin = which("prometheus")?;
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: telesink\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let port = free_port_tcp();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        let p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(http_get(addr, "/-/ready"), Ok((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not get ready: {}",
+                p.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(p)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.err")).unwrap_or_default()
+    }
+
+    /// Waits until every target has been scraped successfully at least once.
+    fn wait_targets_up(&self, n: usize) {
+        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, body)) = http_get(addr, "/api/v1/query?query=sum(up)") {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if v["data"]["result"][0]["value"][1].as_str() == Some(&n.to_string()) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus targets not up: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+fn verify_prometheus(
+    ts: &TelesinkProcess,
+    client: &str,
+    since: &str,
+    until: &str,
+    url: &str,
+) -> CliOutput {
+    cli(
+        ts,
+        &[
+            "verify",
+            "--client",
+            client,
+            "--category",
+            "telemetry",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--prometheus",
+            url,
+        ],
+    )
+}
+
+#[test]
+fn prometheus_over_two_replicas_gives_the_same_verdicts() {
+    if which("prometheus").is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("prometheus is not installed; .ci/run must install it (apt-get install -y prometheus)");
+        }
+        eprintln!("SKIPPED prometheus_over_two_replicas_gives_the_same_verdicts: `prometheus` is not installed (apt-get install -y prometheus)");
+        return;
+    }
+    let up = TestUpstream::start();
+    let replica = || {
+        Telesink::new()
+            .upstream(&up)
+            .file("vendor.txt", LIST)
+            .toml(CONFIG)
+            .start()
+    };
+    let (a, b) = (replica(), replica());
+    let prom = Prometheus::start(&[a.metrics_addr(), b.metrics_addr()]).unwrap();
+    prom.wait_targets_up(2);
+
+    // Baseline, spread over several scrapes and split between the replicas: the series exist
+    // before most of the counting, as they do for a real device.
+    let start = now_ms();
+    let burst = |n: usize| {
+        for i in 0..n {
+            let ts = if i % 2 == 0 { &a } else { &b };
+            blocked(ts, ANNA, "tracking.vendor.example");
+            blocked(ts, TV, "tracking.vendor.example");
+        }
+    };
+    burst(4);
+    std::thread::sleep(Duration::from_millis(2500));
+    burst(10);
+    std::thread::sleep(Duration::from_millis(1500));
+    burst(10);
+    let t = start.max(now_ms()) + 1500;
+    let window = 8_000;
+    let until = t + window;
+    // After T, only the TV (on both replicas).
+    sleep_until_ms(t + 1500);
+    for i in 0..6 {
+        blocked(
+            if i % 2 == 0 { &a } else { &b },
+            TV,
+            "metrics.vendor.example",
+        );
+    }
+    // Wait for scrapes past the window's end.
+    sleep_until_ms(until + 3000);
+    let (t_s, until_s) = (rfc3339(t), rfc3339(until));
+
+    let out = verify_prometheus(&a, "anna-phone", &t_s, &until_s, &prom.url);
+    assert_eq!(out.code, Some(0), "{out}\n{}", prom.logs());
+    assert!(
+        out.stdout.contains("STOPPED") && out.stdout.contains("from Prometheus"),
+        "{out}"
+    );
+    let out = verify_prometheus(&a, "127.0.0.22", &t_s, &until_s, &prom.url);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("CONTINUING"), "{out}");
+    let out = cli(
+        &a,
+        &[
+            "verify",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--since",
+            &t_s,
+            "--until",
+            &until_s,
+            "--prometheus",
+            &prom.url,
+            "--json",
+        ],
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(j["source"]["kind"], "prometheus");
+    // Six attempts after T, across both replicas (increase() extrapolates a little).
+    let after = j["after"].as_f64().unwrap();
+    assert!((4.0..=9.0).contains(&after), "{after}");
+    assert!(j["domains"].as_array().unwrap().is_empty());
+
+    // Each replica's own log agrees with the summed verdict.
+    for ts in [&a, &b] {
+        let out = cli(
+            ts,
+            &[
+                "verify",
+                "--client",
+                "anna-phone",
+                "--category",
+                "telemetry",
+                "--since",
+                &t_s,
+                "--until",
+                &until_s,
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{out}");
+        let out = cli(
+            ts,
+            &[
+                "verify",
+                "--client",
+                "127.0.0.22",
+                "--category",
+                "telemetry",
+                "--since",
+                &t_s,
+                "--until",
+                &until_s,
+            ],
+        );
+        assert_eq!(out.code, Some(1), "{out}");
+    }
+
+    // A Prometheus that is not there is an error, exit 2.
+    let out = verify_prometheus(&a, "anna-phone", &t_s, &until_s, "http://127.0.0.1:1");
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.all().contains("Prometheus http://127.0.0.1:1"), "{out}");
+}
