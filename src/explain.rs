@@ -74,12 +74,8 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
     // Lines that match, list by list.
     let mut any = false;
     for l in &policy.lists {
-        let Some(path) = &l.path else {
-            if l.kind == ListKind::Allow && l.source == "[allow] domains" && verdict.exception {
-                // `[allow] domains` has no file; the classify result says whether it matched.
-            }
-            continue;
-        };
+        // `[allow] domains` has no file: it is reported below from the policy itself.
+        let Some(path) = &l.path else { continue };
         let Ok(text) = std::fs::read_to_string(path) else { continue };
         let opts = ParseOptions {
             format: l.format,
@@ -121,18 +117,9 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
             );
         }
     }
-    if policy.lists.iter().any(|l| l.source == "[allow] domains") {
-        let allow_hit = policy
-            .lists
-            .iter()
-            .filter(|l| l.source == "[allow] domains")
-            .count()
-            > 0
-            && verdict.exception;
-        if allow_hit && !any {
-            any = true;
-            let _ = writeln!(out, "  matched  [allow] domains in the config → allow exception");
-        }
+    if verdict.exception && policy.allow_domains_match(name) {
+        any = true;
+        let _ = writeln!(out, "  matched  [allow] domains in the config → allow exception");
     }
     if !any {
         let _ = writeln!(out, "  no list names it or a parent");

@@ -114,6 +114,7 @@ impl Format {
     ];
 
     /// The config name.
+    #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Format::Auto => "auto",
@@ -174,6 +175,7 @@ pub enum Pattern<'a> {
 
 impl Pattern<'_> {
     /// Detaches the pattern from the list text, for callers that keep it.
+    #[must_use]
     pub fn into_owned(self) -> Pattern<'static> {
         match self {
             Pattern::Domain { name, subdomains } => Pattern::Domain {
@@ -194,6 +196,7 @@ pub struct Rule<'a> {
 }
 
 impl Rule<'_> {
+    #[must_use]
     pub fn into_owned(self) -> Rule<'static> {
         Rule {
             line: self.line,
@@ -281,7 +284,7 @@ pub fn parse_list(text: &str, opts: &ParseOptions, on_rule: impl FnMut(Rule<'_>)
         text: "",
     };
     let mut rpz = Rpz::default();
-    // `split` on a char uses memchr; `lines()` would not see a lone `\r` either way.
+    // `split` on a char uses memchr.
     for (idx, raw) in text.split('\n').enumerate() {
         p.line = u32::try_from(idx + 1).unwrap_or(u32::MAX);
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -791,7 +794,7 @@ impl<'t> Rpz<'t> {
     }
 
     fn trigger<F: FnMut(Rule<'_>)>(
-        &mut self,
+        &self,
         p: &mut Parser<'t, F>,
         action: RuleAction,
         owner: &'t str,
@@ -806,7 +809,7 @@ impl<'t> Rpz<'t> {
             Cow::Borrowed(self.origin)
         } else if self.origin.eq_ignore_ascii_case(self.apex) {
             // The common case: relative to the zone, so already the trigger.
-            return self.emit(p, action, base, subdomains);
+            return rpz_trigger(p, action, base, subdomains);
         } else {
             Cow::Owned(format!("{base}.{}", self.origin))
         };
@@ -814,25 +817,25 @@ impl<'t> Rpz<'t> {
             // The apex itself is no trigger.
             return p.skip(SkipReason::Unrecognised);
         };
-        self.emit(p, action, trigger, subdomains);
+        rpz_trigger(p, action, trigger, subdomains);
     }
+}
 
-    fn emit<F: FnMut(Rule<'_>)>(
-        &self,
-        p: &mut Parser<'t, F>,
-        action: RuleAction,
-        trigger: &str,
-        subdomains: bool,
-    ) {
-        let last = trigger.rsplit('.').next().unwrap_or_default();
-        if ["rpz-ip", "rpz-nsip", "rpz-nsdname", "rpz-client-ip"]
-            .iter()
-            .any(|t| last.eq_ignore_ascii_case(t))
-        {
-            return p.skip(SkipReason::UnsupportedTrigger);
-        }
-        p.domain(action, trigger, subdomains);
+/// Emits an RPZ trigger, unless it is one a DNS server answering by name cannot use.
+fn rpz_trigger<F: FnMut(Rule<'_>)>(
+    p: &mut Parser<'_, F>,
+    action: RuleAction,
+    trigger: &str,
+    subdomains: bool,
+) {
+    let last = trigger.rsplit('.').next().unwrap_or_default();
+    if ["rpz-ip", "rpz-nsip", "rpz-nsdname", "rpz-client-ip"]
+        .iter()
+        .any(|t| last.eq_ignore_ascii_case(t))
+    {
+        return p.skip(SkipReason::UnsupportedTrigger);
     }
+    p.domain(action, trigger, subdomains);
 }
 
 /// `name` relative to the zone `apex`: `None` for the apex itself, `name` unchanged when outside

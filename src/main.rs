@@ -44,6 +44,113 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Tell whether a device stopped trying to reach a category after an opt-out.
+    ///
+    /// Counts the device's queries in the category (blocked, observed and allowed alike) from
+    /// --since to --until, and in a baseline of the same length just before (at most 7 days).
+    /// Exits 0 STOPPED, 1 CONTINUING, 3 INCONCLUSIVE, 2 on error.
+    Verify {
+        /// The device: a [[client]] name from the config, or an IP address.
+        #[arg(long)]
+        client: String,
+        /// The category, e.g. telemetry.
+        #[arg(long)]
+        category: String,
+        /// When the opt-out was switched: 2026-11-25T15:00:00Z, an age (90m, 2h, 3d), mark:last
+        /// or mark:ID.
+        #[arg(long)]
+        since: telesink::timespec::TimeSpec,
+        /// End of the window [default: now].
+        #[arg(long)]
+        until: Option<telesink::timespec::TimeSpec>,
+        /// Count from this Prometheus (summed over every telesink it scrapes) instead of the
+        /// query log; no per-domain detail.
+        #[arg(long, value_name = "URL")]
+        prometheus: Option<String>,
+        /// Print the report as a JSON object.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Record the moment an opt-out was switched on a device (`verify --since mark:last`).
+    Mark {
+        /// The device: a [[client]] name from the config, or an IP address.
+        #[arg(long)]
+        client: String,
+        /// What was switched, e.g. "MIUI analytics off".
+        #[arg(long)]
+        note: String,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Search the query log, newest first.
+    Log {
+        /// A [[client]] name from the config, or an IP address.
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// From this time on: 2026-11-25T15:00:00Z, an age (90m, 2h, 3d), mark:last or mark:ID.
+        #[arg(long)]
+        since: Option<telesink::timespec::TimeSpec>,
+        /// blocked, cached, forwarded, local, refused or failed; or observed, allowed.
+        #[arg(long)]
+        result: Option<String>,
+        #[arg(long, default_value_t = telesink::querylog::LogArgs::DEFAULT_LIMIT)]
+        limit: usize,
+        /// Print the entries as a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+/// The query log's path and the config's clients, for `verify`, `mark` and `log`.
+fn querylog_context(
+    config: &std::path::Path,
+) -> Result<(PathBuf, Vec<(String, Vec<ipnet::IpNet>)>), ExitCode> {
+    match telesink::config::Config::load(config) {
+        Ok(c) => {
+            let clients = c
+                .clients
+                .iter()
+                .map(|c| (c.name.clone(), c.addresses.clone()))
+                .collect();
+            Ok((c.querylog.path, clients))
+        }
+        Err(e) => {
+            eprintln!("telesink: invalid configuration: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Prints a command's report (text or JSON) or its error (exit 2).
+fn report<R>(
+    result: Result<R, telesink::querylog::CommandError>,
+    render: impl FnOnce(&R) -> String,
+    code: impl FnOnce(&R) -> u8,
+) -> ExitCode {
+    match result {
+        Ok(r) => {
+            print!("{}", render(&r));
+            ExitCode::from(code(&r))
+        }
+        Err(e) => {
+            eprintln!("telesink: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn with_newline(s: String) -> String {
+    if s.ends_with('\n') {
+        s
+    } else {
+        s + "\n"
+    }
 }
 
 fn main() -> ExitCode {
@@ -72,5 +179,73 @@ fn main() -> ExitCode {
             client,
             config,
         } => telesink::explain::run(&config, &domain, client.as_deref()),
+        Command::Verify {
+            client,
+            category,
+            since,
+            until,
+            prometheus,
+            json,
+            config,
+        } => {
+            let (db, clients) = match querylog_context(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let args = telesink::verify::VerifyArgs {
+                client,
+                category,
+                since,
+                until,
+                prometheus,
+            };
+            report(
+                telesink::verify::verify(&args, &db, &clients),
+                |r| with_newline(if json { r.render_json() } else { r.render_text() }),
+                |r| r.exit_code() as u8,
+            )
+        }
+        Command::Mark {
+            client,
+            note,
+            config,
+        } => {
+            let (db, clients) = match querylog_context(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let args = telesink::querylog::MarkArgs { client, note };
+            report(
+                telesink::querylog::mark(&args, &db, &clients),
+                |r| r.render_text(),
+                |_| 0,
+            )
+        }
+        Command::Log {
+            client,
+            category,
+            since,
+            result,
+            limit,
+            json,
+            config,
+        } => {
+            let (db, clients) = match querylog_context(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let args = telesink::querylog::LogArgs {
+                client,
+                category,
+                result,
+                since,
+                limit: Some(limit),
+            };
+            report(
+                telesink::querylog::log(&args, &db, &clients),
+                |r| with_newline(if json { r.render_json() } else { r.render_text() }),
+                |_| 0,
+            )
+        }
     }
 }

@@ -12,6 +12,11 @@
 //! first query of a new client, or the first match of a category for a client, takes the slow
 //! path (a mutex and `with_label_values`).
 //!
+//! Measured with the ignored test `metrics::tests::record_cost` (1M events over 64 clients, half
+//! of them with one or two categories; release build, `cargo test --release -- --ignored
+//! --nocapture`): 120 to 180 ns per event on the 2-core development machine while other builds
+//! ran, and 0 allocations (counted by a per-thread counting allocator).
+//!
 //! Category handles are keyed by name, not by [`crate::category::Category`] index, because the
 //! indexes change when a reload builds a new policy.
 //!

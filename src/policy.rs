@@ -144,6 +144,7 @@ pub struct Policy {
     /// The built-in `bypass` category.
     pub bypass: Category,
     pub built_in: Duration,
+    allow_domains: Vec<String>,
     matcher: DomainMatcher,
     regex: Option<RegexRules>,
     slots: [Slot; SLOTS],
@@ -366,6 +367,7 @@ impl Policy {
             },
             bypass,
             built_in: started.elapsed(),
+            allow_domains: config.allow.domains.clone(),
             matcher,
             regex,
             slots,
@@ -440,6 +442,13 @@ impl Policy {
     /// The same as [`classify`](Self::classify) for a dotted, normalised name.
     pub fn classify_str(&self, name: &str) -> Verdict {
         self.classify(crate::matcher::split_labels(name), Some(name.as_bytes()))
+    }
+
+    /// Whether `[allow] domains` names `name` or a parent (for explain).
+    pub fn allow_domains_match(&self, name: &str) -> bool {
+        self.allow_domains
+            .iter()
+            .any(|d| name == d || name.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.')))
     }
 
     pub fn has_regex(&self) -> bool {
@@ -554,11 +563,18 @@ fn source_display(s: &ListSource) -> String {
 }
 
 /// Reads a list's text. URL lists are read from their on-disk cache (see `sources`).
+///
+/// A file replaced or rewritten while it is being read (a reload racing an editor or `cp`)
+/// gives a `ReadList` error of kind [`std::io::ErrorKind::Interrupted`]: the reload retries
+/// instead of building a policy from half a file.
 fn read_source(
     name: &str,
     source: &ListSource,
     base_dir: &std::path::Path,
 ) -> Result<(Option<PathBuf>, String), PolicyError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
     let path = match source {
         ListSource::File(p) => p.clone(),
         ListSource::Url(url) => {
@@ -570,11 +586,40 @@ fn read_source(
             p
         }
     };
-    let bytes = std::fs::read(&path).map_err(|e| PolicyError::ReadList {
+    let err = |e: std::io::Error| PolicyError::ReadList {
         list: name.to_string(),
         path: path.clone(),
         source: e,
-    })?;
+    };
+    // Only regular files: opening a FIFO or a device would block the reload forever.
+    let meta = std::fs::metadata(&path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let mut file = std::fs::File::open(&path).map_err(err)?;
+    let before = file.metadata().map_err(err)?;
+    let mut bytes = Vec::with_capacity(before.len() as usize);
+    file.read_to_end(&mut bytes).map_err(err)?;
+    // Still the same file, same size and time as when opened? Else it changed under us.
+    let unchanged = match std::fs::metadata(&path) {
+        Ok(after) => {
+            after.dev() == before.dev()
+                && after.ino() == before.ino()
+                && after.len() == bytes.len() as u64
+                && after.mtime() == before.mtime()
+                && after.mtime_nsec() == before.mtime_nsec()
+        }
+        Err(_) => false,
+    };
+    if !unchanged {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "the file changed while it was being read",
+        )));
+    }
     let text = match String::from_utf8(bytes) {
         Ok(s) => s,
         // A stray invalid byte must not cost the whole list.

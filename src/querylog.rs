@@ -705,6 +705,55 @@ impl QueryLog {
     }
 }
 
+/// For `telesink run`: opens the query log and logs what it does. A database that cannot be used
+/// is logged as an error and `None` is returned: DNS keeps serving without a log. `on_mark` gets
+/// each client's newest opt-out mark (for `telesink_optout_mark_timestamp_seconds`).
+pub fn start_for_server(
+    settings: QueryLogSettings,
+    dropped: prometheus::IntCounter,
+    on_mark: impl Fn(&str, SystemTime) + Send + 'static,
+) -> Option<Arc<QueryLog>> {
+    if settings.mode == LogMode::None {
+        tracing::info!("query log off (log = \"none\")");
+        return None;
+    }
+    let path = settings.path.clone();
+    let what = format!(
+        "log = \"{}\", retention {} days{}",
+        if settings.mode == LogMode::All {
+            "all"
+        } else {
+            "matched"
+        },
+        settings.retention_days,
+        if settings.anonymize {
+            ", anonymized"
+        } else {
+            ""
+        }
+    );
+    let callback: MarksCallback = Box::new(move |marks: &[LatestMark]| {
+        for m in marks {
+            on_mark(
+                &m.client,
+                UNIX_EPOCH + Duration::from_millis(m.time_ms.max(0) as u64),
+            );
+        }
+    });
+    match QueryLog::open(settings, dropped, Some(callback)) {
+        Ok(q) => {
+            tracing::info!("query log {} ({what})", path.display());
+            Some(Arc::new(q))
+        }
+        Err(e) => {
+            tracing::error!(
+                "{e}. DNS is served without a query log until this is fixed and telesink restarted"
+            );
+            None
+        }
+    }
+}
+
 impl Drop for QueryLog {
     fn drop(&mut self) {
         self.shutdown();
@@ -1874,23 +1923,30 @@ mod tests {
         assert_eq!(count(&path, "SELECT count(*) FROM queries"), 2500);
         assert_eq!(count(&path, "SELECT count(*) FROM query_categories"), 2500);
         let conn = Connection::open(&path).unwrap();
-        let row: (String, String, Option<String>, String, String, String, Option<String>, Option<i64>) = conn
+        // Every column, NULL as "-".
+        let row: String = conn
             .query_row(
-                "SELECT client, client_addr, client_name, qtype, result, rcode, categories, upstream_ms \
+                "SELECT concat_ws('|', client, client_addr, coalesce(client_name, '-'), \
+                 coalesce(grp, '-'), qtype, result, rcode, coalesce(categories, '-'), \
+                 coalesce(list, '-'), coalesce(action, '-'), coalesce(upstream_ms, '-')) \
                  FROM queries WHERE categories IS NOT NULL LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+                |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(row.0, "anna-phone");
-        assert_eq!(row.1, "192.168.1.50");
-        assert_eq!(row.2.as_deref(), Some("anna-phone"));
         assert_eq!(
-            (row.3.as_str(), row.4.as_str(), row.5.as_str()),
-            ("A", "blocked", "NOERROR")
+            row,
+            "anna-phone|192.168.1.50|anna-phone|phones|A|blocked|NOERROR|telemetry,xiaomi|xiaomi|blocked|-"
         );
-        assert_eq!(row.6.as_deref(), Some("telemetry,xiaomi"));
-        assert_eq!(row.7, None);
+        let row: String = conn
+            .query_row(
+                "SELECT concat_ws('|', coalesce(categories, '-'), coalesce(action, '-'), \
+                 upstream_ms, result) FROM queries WHERE categories IS NULL LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(row, "-|-|12|forwarded");
         // A second shutdown (Drop) reports the same.
         assert_eq!(log.shutdown().rows_written, 2500);
         // The run is closed.

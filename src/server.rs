@@ -51,7 +51,28 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let upstreams = Upstreams::new(&config.upstream.servers, config.upstream.timeout, Some(observer))?;
     let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale);
 
-    let sinks: Vec<Arc<dyn QuerySink>> = vec![metrics.clone()];
+    let querylog = crate::querylog::start_for_server(
+        crate::querylog::QueryLogSettings {
+            path: config.querylog.path.clone(),
+            mode: match config.querylog.log {
+                crate::config::LogMode::All => crate::querylog::LogMode::All,
+                crate::config::LogMode::Matched => crate::querylog::LogMode::Matched,
+                crate::config::LogMode::None => crate::querylog::LogMode::None,
+            },
+            retention_days: config.querylog.retention_days,
+            anonymize: config.querylog.anonymize,
+            queue_size: config.querylog.queue_size,
+        },
+        metrics.querylog_dropped(),
+        {
+            let metrics = metrics.clone();
+            move |client: &str, at| metrics.set_optout_mark(client, at)
+        },
+    );
+    let mut sinks: Vec<Arc<dyn QuerySink>> = vec![metrics.clone()];
+    if let Some(q) = &querylog {
+        sinks.push(q.clone());
+    }
 
     let handler = Handler::new(live.clone(), cache, upstreams, sinks);
 
@@ -114,6 +135,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     ready.store(false, Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
     let _ = stop_tx.send(true);
+    if let Some(q) = querylog {
+        // Writes every queued entry, then closes the database.
+        if let Ok(report) = tokio::task::spawn_blocking(move || q.shutdown()).await {
+            tracing::info!("{report}");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,19 +1,477 @@
 //! Where list text comes from: local files, and the on-disk cache of URL lists.
+//!
+//! A URL list (`source = "https://…"`) is never read from the network on the query path or at
+//! start-up: the policy reads its cached copy ([`cache_path`], in `.telesink-cache/` next to the
+//! config). The [`Refresher`] downloads each URL in the background, at start-up when the copy is
+//! missing or older than the list's `refresh`, then every `refresh`. Requests are conditional
+//! (`If-None-Match` / `If-Modified-Since`, from `<cache>.meta`), a new copy is written to a
+//! temporary file and renamed over the old one, and a failed or empty download keeps the old
+//! copy. When a download brings new content, the refresher asks for a reload.
 
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ListSource};
+use crate::lists::{self, Format, ParseOptions};
 
 /// The folder, next to the config, where downloaded URL lists are kept.
 pub const CACHE_DIR: &str = ".telesink-cache";
 
+/// Test-only: `TELESINK_ALLOW_HTTP_LISTS=1` lets the config accept `http://` list URLs, so that
+/// the reload tests can serve lists from a plain-HTTP server on loopback. Not documented for
+/// users: lists are fetched over https:// only.
+pub const ALLOW_HTTP_ENV: &str = "TELESINK_ALLOW_HTTP_LISTS";
+
+/// Largest list accepted from the network (the biggest public lists are a few tens of MB).
+const MAX_LIST_BYTES: u64 = 256 << 20;
+/// First retry after a failed download; doubles per failure, capped by the list's `refresh`
+/// and by [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(30);
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
 /// The cached copy of a URL list: a file name derived from the URL, readable by a person.
 pub fn cache_path(base_dir: &Path, url: &str) -> PathBuf {
-    let mut name: String = url
-        .trim_start_matches("https://")
+    let bare = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let mut name: String = bare
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
         .collect();
     name.truncate(150);
     base_dir.join(CACHE_DIR).join(format!("{name}.txt"))
+}
+
+/// Where the validators (ETag, Last-Modified) and the time of the last check of a cached copy
+/// are kept: `<cache>.meta`.
+pub fn meta_path(cache: &Path) -> PathBuf {
+    let mut s = cache.as_os_str().to_os_string();
+    s.push(".meta");
+    PathBuf::from(s)
+}
+
+/// What `<cache>.meta` holds: one `key value` per line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Unix seconds of the last successful check (200 or 304).
+    pub checked: Option<u64>,
+}
+
+impl Meta {
+    pub fn read(path: &Path) -> Option<Meta> {
+        let text = fs::read_to_string(path).ok()?;
+        let mut m = Meta::default();
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            match k {
+                "url" => m.url = v.to_string(),
+                "etag" => m.etag = Some(v.to_string()),
+                "last-modified" => m.last_modified = Some(v.to_string()),
+                "checked" => m.checked = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(m)
+    }
+
+    fn write(&self, path: &Path) -> io::Result<()> {
+        let mut text = format!("url {}\n", self.url);
+        if let Some(e) = &self.etag {
+            text.push_str(&format!("etag {e}\n"));
+        }
+        if let Some(l) = &self.last_modified {
+            text.push_str(&format!("last-modified {l}\n"));
+        }
+        if let Some(c) = self.checked {
+            text.push_str(&format!("checked {c}\n"));
+        }
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// A URL named by the config, with what the refresher needs to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlList {
+    pub url: String,
+    /// The first list naming it (for logs).
+    pub list: String,
+    /// The shortest `refresh` of the lists naming it.
+    pub refresh: Duration,
+    pub format: Format,
+    pub subdomains: bool,
+}
+
+/// Every distinct URL the config names (`[[list]]` and `[allow] lists`).
+pub fn url_lists(config: &Config) -> Vec<UrlList> {
+    let mut out: Vec<UrlList> = Vec::new();
+    let mut add = |url: &str, list: &str, refresh: Duration, format: Format, subdomains: bool| {
+        match out.iter_mut().find(|u| u.url == url) {
+            Some(u) => u.refresh = u.refresh.min(refresh),
+            None => out.push(UrlList {
+                url: url.to_string(),
+                list: list.to_string(),
+                refresh,
+                format,
+                subdomains,
+            }),
+        }
+    };
+    for l in &config.lists {
+        if let ListSource::Url(url) = &l.source {
+            add(url, &l.name, l.refresh, l.format.parse().unwrap_or(Format::Auto), l.subdomains);
+        }
+    }
+    for (i, src) in config.allow.lists.iter().enumerate() {
+        if let ListSource::Url(url) = src {
+            add(url, &format!("allow-{}", i + 1), Duration::from_secs(86400), Format::Auto, true);
+        }
+    }
+    out
+}
+
+/// What a download did to the cached copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// A new copy replaced the cache (or created it).
+    New { bytes: u64, rules: usize },
+    /// 304 Not Modified.
+    NotModified,
+    /// 200, but the same bytes as the cached copy.
+    Same,
+}
+
+/// The HTTP client for lists: rustls, timeouts, https only (unless the test opt-in is set).
+pub fn agent() -> ureq::Agent {
+    let allow_http = std::env::var_os(ALLOW_HTTP_ENV).is_some_and(|v| v == "1");
+    let config = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_global(Some(Duration::from_secs(120)))
+        .https_only(!allow_http)
+        .user_agent(concat!("telesink/", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// Downloads `list.url` (conditionally, when a cached copy and its validators exist) and
+/// replaces the cached copy atomically if the content is new. Blocking.
+pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Result<Fetched> {
+    use anyhow::Context;
+    let cache = cache_path(base_dir, &list.url);
+    let meta_file = meta_path(&cache);
+    let have_cache = cache.is_file();
+    // Validators only make sense with the copy they describe.
+    let old = if have_cache {
+        Meta::read(&meta_file).filter(|m| m.url == list.url)
+    } else {
+        None
+    };
+    let mut req = agent.get(&list.url);
+    if let Some(m) = &old {
+        if let Some(e) = &m.etag {
+            req = req.header("If-None-Match", e.as_str());
+        }
+        if let Some(l) = &m.last_modified {
+            req = req.header("If-Modified-Since", l.as_str());
+        }
+    }
+    let resp = req.call().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut meta = Meta {
+        url: list.url.clone(),
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+        checked: Some(unix_now()),
+    };
+    if status == 304 {
+        anyhow::ensure!(have_cache, "304 Not Modified, but there is no cached copy");
+        let old = old.unwrap_or_default();
+        meta.etag = meta.etag.or(old.etag);
+        meta.last_modified = meta.last_modified.or(old.last_modified);
+        meta.write(&meta_file)
+            .with_context(|| format!("cannot write {}", meta_file.display()))?;
+        return Ok(Fetched::NotModified);
+    }
+    anyhow::ensure!((200..300).contains(&status), "HTTP status {status}");
+
+    let dir = cache.parent().expect("cache path has a directory");
+    fs::create_dir_all(dir).with_context(|| {
+        format!("cannot create the list cache {} (is the config directory read-only?)", dir.display())
+    })?;
+    let tmp = temp_name(&cache);
+    let written = (|| -> anyhow::Result<u64> {
+        let mut reader = resp.into_body().into_with_config().limit(MAX_LIST_BYTES).reader();
+        let mut file = fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let n = io::copy(&mut reader, &mut file).map_err(|e| anyhow::anyhow!("download: {e}"))?;
+        file.sync_all()?;
+        Ok(n)
+    })();
+    let bytes = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+
+    let opts = ParseOptions {
+        format: list.format,
+        subdomains: list.subdomains,
+    };
+    let rules = count_rules(&tmp, &opts).unwrap_or(0);
+    if rules == 0 && have_cache && count_rules(&cache, &opts).unwrap_or(0) > 0 {
+        // An error page served with 200, a captive portal, a truncated mirror: not a list.
+        let _ = fs::remove_file(&tmp);
+        anyhow::bail!("the download ({bytes} bytes) has no rules, while the cached copy has; kept the cached copy");
+    }
+    if have_cache && same_content(&tmp, &cache).unwrap_or(false) {
+        let _ = fs::remove_file(&tmp);
+        meta.write(&meta_file)
+            .with_context(|| format!("cannot write {}", meta_file.display()))?;
+        return Ok(Fetched::Same);
+    }
+    if let Err(e) = fs::rename(&tmp, &cache) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot replace {}", cache.display()));
+    }
+    meta.write(&meta_file)
+        .with_context(|| format!("cannot write {}", meta_file.display()))?;
+    Ok(Fetched::New { bytes, rules })
+}
+
+fn count_rules(path: &Path, opts: &ParseOptions) -> io::Result<usize> {
+    let bytes = fs::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(lists::parse_list(&text, opts, |_| {}).rules)
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A temporary name beside `path` (same directory, so that the rename is atomic).
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}
+
+/// Writes `data` to a temporary file beside `path`, then renames it over `path`.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = temp_name(path);
+    let res = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// When a URL is first due: now when there is no cached copy or it was last checked more than
+/// `refresh` ago; else when `refresh` has passed since that check.
+fn first_due(base_dir: &Path, list: &UrlList, now: Instant) -> Instant {
+    let cache = cache_path(base_dir, &list.url);
+    if !cache.is_file() {
+        return now;
+    }
+    let checked = Meta::read(&meta_path(&cache))
+        .filter(|m| m.url == list.url)
+        .and_then(|m| m.checked);
+    match checked {
+        Some(t) => {
+            let age = Duration::from_secs(unix_now().saturating_sub(t));
+            now + list.refresh.saturating_sub(age)
+        }
+        None => now,
+    }
+}
+
+enum Command {
+    Set(Vec<UrlList>),
+    CheckAll,
+}
+
+/// Keeps the URL lists' cached copies fresh, in the background.
+pub struct Refresher {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Refresher {
+    /// Starts the refresher (on the tokio runtime). `on_new` is called with the URL each time a
+    /// download replaced a cached copy: the caller reloads.
+    pub fn start(base_dir: PathBuf, on_new: impl Fn(&str) + Send + Sync + 'static) -> Refresher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(refresh_loop(base_dir, Arc::new(on_new), rx));
+        Refresher { tx }
+    }
+
+    /// The URL lists of the config now in force. New URLs are scheduled, gone ones dropped.
+    pub fn set(&self, lists: Vec<UrlList>) {
+        let _ = self.tx.send(Command::Set(lists));
+    }
+
+    /// Checks every URL now (conditionally), whatever its schedule: SIGHUP does this.
+    pub fn check_all(&self) {
+        let _ = self.tx.send(Command::CheckAll);
+    }
+}
+
+struct Entry {
+    list: UrlList,
+    due: Instant,
+    failures: u32,
+}
+
+async fn refresh_loop(
+    base_dir: PathBuf,
+    on_new: Arc<dyn Fn(&str) + Send + Sync>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let agent = agent();
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    loop {
+        let next = entries.values().map(|e| e.due).min();
+        let cmd = match next {
+            Some(due) => tokio::select! {
+                c = rx.recv() => match c { Some(c) => Some(c), None => return },
+                _ = tokio::time::sleep_until(due.into()) => None,
+            },
+            None => match rx.recv().await {
+                Some(c) => Some(c),
+                None => return,
+            },
+        };
+        let now = Instant::now();
+        match cmd {
+            Some(Command::Set(lists)) => {
+                entries.retain(|url, _| lists.iter().any(|l| &l.url == url));
+                for l in lists {
+                    match entries.get_mut(&l.url) {
+                        Some(e) => e.list = l,
+                        None => {
+                            let due = first_due(&base_dir, &l, now);
+                            entries.insert(l.url.clone(), Entry { list: l, due, failures: 0 });
+                        }
+                    }
+                }
+            }
+            Some(Command::CheckAll) => {
+                for e in entries.values_mut() {
+                    e.due = now;
+                }
+            }
+            None => {}
+        }
+
+        let mut due: Vec<String> = entries
+            .iter()
+            .filter(|(_, e)| e.due <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        due.sort();
+        for url in due {
+            let Some(list) = entries.get(&url).map(|e| e.list.clone()) else {
+                continue;
+            };
+            let started = Instant::now();
+            let (agent2, dir) = (agent.clone(), base_dir.clone());
+            let res = tokio::task::spawn_blocking(move || fetch(&agent2, &list, &dir))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("download task failed: {e}")));
+            let took_ms = started.elapsed().as_millis() as u64;
+            let Some(e) = entries.get_mut(&url) else { continue };
+            let done = Instant::now();
+            match res {
+                Ok(Fetched::New { bytes, rules }) => {
+                    tracing::info!(list = %e.list.list, %url, bytes, rules, took_ms, "downloaded a new copy of the list");
+                    e.failures = 0;
+                    e.due = done + e.list.refresh;
+                    on_new(&url);
+                }
+                Ok(Fetched::NotModified) => {
+                    tracing::info!(list = %e.list.list, %url, took_ms, "list not modified (304)");
+                    e.failures = 0;
+                    e.due = done + e.list.refresh;
+                }
+                Ok(Fetched::Same) => {
+                    tracing::info!(list = %e.list.list, %url, took_ms, "list unchanged");
+                    e.failures = 0;
+                    e.due = done + e.list.refresh;
+                }
+                Err(err) => {
+                    e.failures += 1;
+                    let retry = FIRST_RETRY
+                        .saturating_mul(1 << (e.failures - 1).min(16))
+                        .min(MAX_RETRY)
+                        .min(e.list.refresh);
+                    e.due = done + retry;
+                    let cached = cache_path(&base_dir, &url).is_file();
+                    let kept = if cached {
+                        "keeping the cached copy"
+                    } else {
+                        "no cached copy yet: the list is empty until a download succeeds"
+                    };
+                    tracing::warn!(
+                        list = %e.list.list,
+                        %url,
+                        retry_in_s = retry.as_secs(),
+                        "download failed, {kept}: {err:#}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -27,5 +485,36 @@ mod tests {
             p,
             Path::new("/etc/telesink/.telesink-cache/example.org_lists_a_b.txt_x_1.txt")
         );
+        assert_eq!(
+            meta_path(&p),
+            Path::new("/etc/telesink/.telesink-cache/example.org_lists_a_b.txt_x_1.txt.meta")
+        );
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.meta");
+        let m = Meta {
+            url: "https://x.org/l".into(),
+            etag: Some("W/\"a b\"".into()),
+            last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            checked: Some(1_700_000_000),
+        };
+        m.write(&p).unwrap();
+        assert_eq!(Meta::read(&p), Some(m));
+    }
+
+    #[test]
+    fn same_content_compares_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        fs::write(&a, vec![7u8; 200_000]).unwrap();
+        fs::write(&b, vec![7u8; 200_000]).unwrap();
+        let mut other = vec![7u8; 200_000];
+        other[150_000] = 8;
+        fs::write(&c, other).unwrap();
+        assert!(same_content(&a, &b).unwrap());
+        assert!(!same_content(&a, &c).unwrap());
     }
 }

@@ -161,7 +161,7 @@ pub fn format_duration_ms(ms: i64) -> String {
     let ms = ms.unsigned_abs();
     let s = if ms < 1000 {
         format!("{ms}ms")
-    } else if ms < 10_000 && ms % 1000 != 0 {
+    } else if ms < 10_000 && !ms.is_multiple_of(1000) {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         let secs = ms / 1000;

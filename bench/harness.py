@@ -1,0 +1,824 @@
+#!/usr/bin/env python3
+"""Runs the DNS servers one after another under dnsperf and writes the results.
+
+Called by bench/run.sh (which builds, installs and generates first); see bench/README.md.
+Everything is on loopback; every load is bounded (dnsperf -l / -n).
+
+Per server and list size:
+  1. start the server pinned to core 0 (taskset -c 0); time to load = start -> first blocked answer
+  2. warm-up: two passes over the allowed names (fills the answer cache) and 2 s of blocked names
+  3. for each workload (blocked, cached, mix): RUNS runs of `dnsperf -l DURATION -q 100` pinned to
+     core 1 (qps, lost, average latency, server CPU µs per completed query from /proc/PID/stat),
+     then one run at a fixed offered rate (-Q LAT_QPS, -v) for the latency percentiles
+  4. RSS after load (VmRSS)
+  5. reload (servers that reload in place): RUNS times, the list gains one new name; time from the
+     trigger to the first blocked answer for it, peak RSS (VmHWM reset through clear_refs, plus
+     10 ms VmRSS samples), p99 and lost of a fixed-rate dnsperf running across the reload
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CLK = os.sysconf("SC_CLK_TCK")
+PORT = 5300
+UPSTREAM = 5399
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# DNS probe
+# ------------------------------------------------------------------------------------------
+
+def build_query(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for part in name.rstrip(".").split("."):
+        q += bytes([len(part)]) + part.encode()
+    return q + b"\x00" + struct.pack(">HH", 1, 1)
+
+
+def parse_answer(pkt):
+    """(rcode, [IPv4 strings of A records]) of a response, or None."""
+    if len(pkt) < 12:
+        return None
+    qid, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", pkt[:12])
+    rcode = flags & 0xF
+    i = 12
+
+    def skip_name(i):
+        while i < len(pkt):
+            l = pkt[i]
+            if l == 0:
+                return i + 1
+            if l & 0xC0 == 0xC0:
+                return i + 2
+            i += 1 + l
+        return i
+
+    for _ in range(qd):
+        i = skip_name(i) + 4
+    addrs = []
+    for _ in range(an):
+        i = skip_name(i)
+        if i + 10 > len(pkt):
+            break
+        t, c, ttl, rdlen = struct.unpack(">HHIH", pkt[i:i + 10])
+        i += 10
+        if t == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntoa(pkt[i:i + 4]))
+        i += rdlen
+    return rcode, addrs
+
+
+def ask(port, name, timeout=0.05):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        qid = int(time.monotonic_ns() & 0xFFFF)
+        s.sendto(build_query(name, qid), ("127.0.0.1", port))
+        while True:
+            pkt, _ = s.recvfrom(4096)
+            if struct.unpack(">H", pkt[:2])[0] == qid:
+                return parse_answer(pkt)
+    except (socket.timeout, ConnectionRefusedError, OSError):
+        return None
+    finally:
+        s.close()
+
+
+def blocked(ans):
+    return ans is not None and (ans[0] == 3 or "0.0.0.0" in ans[1])
+
+
+def wait_blocked(port, name, proc, limit=300.0, interval=0.01):
+    """Seconds until `name` answers blocked, or None (process died / limit)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc is not None and proc.poll() is not None:
+            return None
+        if blocked(ask(port, name)):
+            return time.monotonic() - t0
+        time.sleep(interval)
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# /proc
+# ------------------------------------------------------------------------------------------
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])  # utime, stime (fields 14, 15)
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm(pid):
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def core_busy(core):
+    """(busy ticks, total ticks) of one core from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]
+                return sum(v) - idle, sum(v)
+    return 0, 0
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid, period=0.01):
+        super().__init__(daemon=True)
+        self.pid, self.period, self.peak, self.stop = pid, period, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            v = status_kb(self.pid, "VmRSS")
+            if v:
+                self.peak = max(self.peak, v)
+            time.sleep(self.period)
+
+
+# ------------------------------------------------------------------------------------------
+# dnsperf
+# ------------------------------------------------------------------------------------------
+
+def dnsperf(args, port, verbose=False, out=None):
+    cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-c", "1",
+           "-T", "1"] + args
+    if verbose:
+        cmd.append("-v")
+    if out:
+        with open(out, "w") as f:
+            p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        with open(out) as f:
+            text = f.read()
+    else:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        text = p.stdout + p.stderr
+    return cmd, parse_dnsperf(text)
+
+
+def parse_dnsperf(text):
+    r = {}
+    for key, pat in [("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
+                     ("avg_lat", r"Average Latency \(s\):\s+([\d.]+)"), ("runtime", r"Run time \(s\):\s+([\d.]+)")]:
+        m = re.search(pat, text)
+        r[key] = float(m.group(1)) if m else None
+    m = re.search(r"Response codes:\s+(.*)", text)
+    r["rcodes"] = m.group(1).strip() if m else ""
+    lats = [float(l.rsplit(None, 1)[1]) for l in text.splitlines() if l.startswith("> ")]
+    if lats:
+        lats.sort()
+        pct = lambda p: lats[min(len(lats) - 1, int(p * len(lats)))]
+        r["p50"], r["p99"], r["p999"], r["max"] = pct(0.50), pct(0.99), pct(0.999), lats[-1]
+        r["lat_n"] = len(lats)
+    return r
+
+
+# ------------------------------------------------------------------------------------------
+# Servers
+# ------------------------------------------------------------------------------------------
+
+SENTINEL = "reload-sentinel-{k}.benchreload.com"
+
+
+class Server:
+    name = "?"
+    reloads = False
+
+    def __init__(self, a, size, work):
+        self.a, self.size, self.work = a, size, work
+        self.data = a.data
+
+    def list_names(self):
+        return os.path.join(self.data, f"list-{self.size}.txt")
+
+    def argv(self):
+        raise NotImplementedError
+
+    def env(self):
+        return None
+
+    def version(self):
+        return ""
+
+    def probe_name(self):
+        # A blocked name in both list sizes (the first entry, queried through a subdomain).
+        with open(self.list_names()) as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    return "probe." + line.strip()
+
+    def write_reload(self, k):
+        pass
+
+    def trigger_reload(self, proc):
+        pass
+
+
+def atomic_write(path, src, extra):
+    tmp = os.path.join(os.path.dirname(os.path.dirname(path)), "." + os.path.basename(path) + ".tmp")
+    with open(src, "rb") as fi, open(tmp, "wb") as fo:
+        shutil.copyfileobj(fi, fo, 1 << 20)
+        fo.write(extra.encode())
+    return tmp
+
+
+class Telesink(Server):
+    name = "telesink"
+    reloads = True
+
+    def setup(self):
+        shutil.copy(self.list_names(), os.path.join(self.work, "list.txt"))
+        with open(os.path.join(self.work, "telesink.toml"), "w") as f:
+            f.write(f"""[server]
+listen = ["127.0.0.1:{PORT}"]
+allow_networks = ["127.0.0.0/8"]
+rate_limit_qps = 0
+
+[upstream]
+servers = ["127.0.0.1:{UPSTREAM}"]
+cache_entries = 50000
+
+[blocking]
+mode = "null"
+ttl = 10
+
+[[list]]
+name = "bench"
+source = "list.txt"
+categories = ["telemetry"]
+format = "domains"
+
+[default]
+block = ["telemetry"]
+
+[metrics]
+listen = ""
+
+[querylog]
+log = "none"
+""")
+
+    def argv(self):
+        return [self.a.telesink, "run", "-c", os.path.join(self.work, "telesink.toml")]
+
+    def version(self):
+        v = subprocess.run([self.a.telesink, "--version"], capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+        return f"{v} (git {rev}{', src modified' if dirty else ''})"
+
+    def write_reload(self, k):
+        self.pending = atomic_write(os.path.join(self.work, "list.txt"), self.list_names(), SENTINEL.format(k=k) + "\n")
+
+    def trigger_reload(self, proc):
+        # The rename alone triggers the file watcher; SIGHUP too (the debounce merges them).
+        os.rename(self.pending, os.path.join(self.work, "list.txt"))
+        proc.send_signal(signal.SIGHUP)
+
+
+class Unbound(Server):
+    name = "unbound"
+    reloads = True
+
+    def setup(self):
+        shutil.copy(os.path.join(self.data, f"unbound-{self.size}.conf"), os.path.join(self.work, "blocklist.conf"))
+        with open(os.path.join(self.work, "unbound.conf"), "w") as f:
+            f.write(f"""server:
+    interface: 127.0.0.1
+    port: {PORT}
+    do-ip6: no
+    num-threads: 1
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{self.work}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    do-not-query-localhost: no
+    msg-cache-size: 32m
+    rrset-cache-size: 64m
+    so-rcvbuf: 4m
+    include: "{self.work}/blocklist.conf"
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{UPSTREAM}
+""")
+
+    def argv(self):
+        return ["unbound", "-d", "-c", os.path.join(self.work, "unbound.conf")]
+
+    def version(self):
+        out = subprocess.run(["unbound", "-V"], capture_output=True, text=True).stdout
+        return out.splitlines()[0] if out else ""
+
+    def write_reload(self, k):
+        self.pending = atomic_write(os.path.join(self.work, "blocklist.conf"),
+                                    os.path.join(self.data, f"unbound-{self.size}.conf"),
+                                    f'local-zone: "{SENTINEL.format(k=k)}." always_null\n')
+
+    def trigger_reload(self, proc):
+        os.rename(self.pending, os.path.join(self.work, "blocklist.conf"))
+        proc.send_signal(signal.SIGHUP)
+
+
+class Dnsmasq(Server):
+    name = "dnsmasq"
+    reloads = False  # SIGHUP re-reads hosts files, not address= lines: a change needs a restart
+
+    def setup(self):
+        with open(os.path.join(self.work, "dnsmasq.conf"), "w") as f:
+            f.write(f"""port={PORT}
+listen-address=127.0.0.1
+bind-interfaces
+no-resolv
+no-hosts
+no-poll
+server=127.0.0.1#{UPSTREAM}
+cache-size=50000
+pid-file=
+user=root
+conf-file={self.data}/dnsmasq-{self.size}.conf
+""")
+
+    def argv(self):
+        return ["dnsmasq", "-k", "-C", os.path.join(self.work, "dnsmasq.conf")]
+
+    def version(self):
+        out = subprocess.run(["dnsmasq", "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0] if out else ""
+
+
+class Hickory(Server):
+    name = "hickory-dns"
+    reloads = False  # hickory-dns 0.26 has no in-place reload; a change needs a restart
+
+    def setup(self):
+        shutil.copy(os.path.join(self.data, f"hickory-{self.size}.txt"), os.path.join(self.work, "blocklist.txt"))
+        with open(os.path.join(self.work, "hickory.toml"), "w") as f:
+            f.write(f"""listen_addrs_ipv4 = ["127.0.0.1"]
+listen_addrs_ipv6 = []
+# Run as root is fine on loopback; the default "nobody" group does not exist on Debian.
+user = "root"
+group = "root"
+
+[[zones]]
+zone = "."
+zone_type = "External"
+
+[[zones.stores]]
+type = "blocklist"
+wildcard_match = true
+min_wildcard_depth = 2
+sinkhole_ipv4 = "0.0.0.0"
+sinkhole_ipv6 = "::"
+ttl = 10
+lists = ["blocklist.txt"]
+log_clients = false
+
+[[zones.stores]]
+type = "forward"
+options = {{ cache_size = 50000 }}
+
+[[zones.stores.name_servers]]
+ip = "127.0.0.1"
+trust_negative_responses = true
+connections = [{{ port = {UPSTREAM}, protocol = {{ type = "udp" }} }}]
+""")
+
+    def argv(self):
+        return [self.a.hickory, "-c", os.path.join(self.work, "hickory.toml"), "-z", self.work,
+                "-p", str(PORT)] + self.a.hickory_args.split()
+
+    def env(self):
+        e = dict(os.environ)
+        e.setdefault("RUST_LOG", "warn")
+        return e
+
+    def version(self):
+        out = subprocess.run([self.a.hickory, "--version"], capture_output=True, text=True).stdout
+        return out.strip()
+
+
+class Floor(Server):
+    name = "floor"
+
+    def setup(self):
+        pass
+
+    def argv(self):
+        return [self.a.responder, "floor", f"127.0.0.1:{PORT}"]
+
+    def version(self):
+        return "bench/tools/responder.rs floor (recv_from + send_to, QR flipped)"
+
+
+SERVERS = {"telesink": Telesink, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
+
+
+# ------------------------------------------------------------------------------------------
+# Measurement
+# ------------------------------------------------------------------------------------------
+
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start(server, logpath):
+    for _ in range(100):
+        if port_free(PORT):
+            break
+        time.sleep(0.1)
+    argv = ["taskset", "-c", SERVER_CPU] + server.argv()
+    logf = open(logpath, "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=server.env(), cwd=server.work)
+    return proc, t0, argv
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def measure_run(proc, qfile, a, port=PORT):
+    c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    t0 = time.monotonic()
+    cmd, r = dnsperf(["-d", qfile, "-l", str(a.duration), "-q", str(a.outstanding)], port)
+    wall = time.monotonic() - t0
+    c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    ticks = c1 - c0
+    r["server_cpu_s"] = ticks / CLK
+    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    # How busy core 0 was with other processes (other builds): a noise indicator.
+    busy, total = b1[0] - b0[0], b1[1] - b0[1]
+    r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
+    r["wall"] = wall
+    r["cmd"] = " ".join(cmd)
+    return r
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def bench_server(kind, size, a, results):
+    work = os.path.join(a.work, f"{kind}-{size}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    server = SERVERS[kind](a, size, work)
+    server.setup()
+    entry = {"server": server.name, "size": size, "version": server.version()}
+    log(f"== {server.name} {size}: {entry['version']}")
+    proc, t0, argv = start(server, os.path.join(work, "server.log"))
+    entry["argv"] = " ".join(argv)
+    try:
+        if kind == "floor":
+            time.sleep(0.3)
+            entry["load_s"] = None
+        else:
+            probe = server.probe_name()
+            dt = wait_blocked(PORT, probe, proc, limit=a.load_limit)
+            if dt is None:
+                entry["error"] = "server did not answer blocked for " + probe + " (see " + work + "/server.log)"
+                log(entry["error"])
+                with open(os.path.join(work, "server.log")) as f:
+                    log(f.read()[-2000:])
+                results.append(entry)
+                return
+            entry["load_s"] = round(time.monotonic() - t0, 3)
+        entry["rss_loaded_kb"] = status_kb(proc.pid, "VmRSS")
+        entry["hwm_load_kb"] = status_kb(proc.pid, "VmHWM")
+        log(f"   loaded in {entry['load_s']} s, RSS {entry['rss_loaded_kb']} kB, peak {entry['hwm_load_kb']} kB")
+
+        # Warm-up: the cache, then the blocked path.
+        dnsperf(["-d", os.path.join(a.data, "q-cached.txt"), "-n", "2", "-q", "20"], PORT)
+        dnsperf(["-d", os.path.join(a.data, f"q-blocked-{size}.txt"), "-l", "2", "-q", str(a.outstanding)], PORT)
+
+        # Sanity: a blocked subdomain answers blocked, a warmed allowed name the upstream's address.
+        if kind != "floor":
+            with open(os.path.join(a.data, f"q-blocked-{size}.txt")) as f:
+                f.readline()
+                bname = f.readline().split()[0]
+            with open(os.path.join(a.data, "q-cached.txt")) as f:
+                cname = f.readline().split()[0]
+            b_ans, c_ans = ask(PORT, bname, 0.5), ask(PORT, cname, 0.5)
+            entry["check"] = {"blocked": [bname, b_ans], "cached": [cname, c_ans]}
+            if not blocked(b_ans) or not c_ans or "192.0.2.1" not in c_ans[1]:
+                log(f"   !! unexpected answers: {entry['check']}")
+                entry["check_failed"] = True
+        entry["workloads"] = {}
+        for wl in a.workloads:
+            qfile = os.path.join(a.data, "q-cached.txt" if wl == "cached" else f"q-{wl}-{size}.txt")
+            runs = []
+            for i in range(a.runs):
+                r = measure_run(proc, qfile, a)
+                runs.append(r)
+                log(f"   {wl} run {i + 1}: {r['qps']:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
+                    f"lost {r['lost']:.0f}, avg {1e3 * (r['avg_lat'] or 0):.3f} ms, rcodes {r['rcodes']}, "
+                    f"other load on core 0 {r['core0_other_pct']}%")
+            _, lat = dnsperf(["-d", qfile, "-l", str(a.lat_duration), "-Q", str(a.lat_qps), "-q", str(a.outstanding)],
+                             PORT, verbose=True, out=os.path.join(work, f"latency-{wl}.txt"))
+            os.unlink(os.path.join(work, f"latency-{wl}.txt"))
+            log(f"   {wl} at {a.lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
+                f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat['lost']}")
+            entry["workloads"][wl] = {
+                "runs": runs,
+                "qps": med([r["qps"] for r in runs]),
+                "cpu_us_per_q": med([r["cpu_us_per_q"] for r in runs]),
+                "avg_lat_ms": med([1e3 * r["avg_lat"] for r in runs if r["avg_lat"] is not None]),
+                "lost": med([r["lost"] for r in runs]),
+                "core0_other_pct": med([r["core0_other_pct"] for r in runs]),
+                "fixed_rate": {k: lat.get(k) for k in ("qps", "lost", "avg_lat", "p50", "p99", "p999", "max", "lat_n")},
+            }
+        entry["rss_after_kb"] = status_kb(proc.pid, "VmRSS")
+
+        if server.reloads and a.reload_runs > 0:
+            reloads = []
+            for k in range(1, a.reload_runs + 1):
+                reloads.append(reload_once(server, proc, k, a, work))
+            entry["reloads"] = reloads
+            entry["reload_s"] = med([r["reload_s"] for r in reloads])
+            entry["reload_peak_kb"] = med([r["peak_kb"] for r in reloads])
+            entry["reload_steady_kb"] = med([r["steady_kb"] for r in reloads])
+            entry["reload_p99_ms"] = med([r["p99_ms"] for r in reloads])
+            entry["reload_lost"] = med([r["lost"] for r in reloads])
+        entry["rss_end_kb"] = status_kb(proc.pid, "VmRSS")
+    finally:
+        stop(proc)
+        results.append(entry)
+
+
+def reload_once(server, proc, k, a, work):
+    server.write_reload(k)
+    sentinel = SENTINEL.format(k=k)
+    steady = status_kb(proc.pid, "VmRSS")
+    hwm_reset = reset_hwm(proc.pid)
+    window = max(a.reload_window, 2 * a.reload_guess + 3)
+    out = os.path.join(work, f"reload-{k}.txt")
+    perf_result = {}
+
+    def load():
+        _, r = dnsperf(["-d", os.path.join(a.data, f"q-blocked-{server.size}.txt"), "-l", str(window),
+                        "-Q", str(a.lat_qps), "-q", str(a.outstanding)], PORT, verbose=True, out=out)
+        perf_result.update(r)
+
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    server.trigger_reload(proc)
+    dt = wait_blocked(PORT, sentinel, proc, limit=a.load_limit)
+    t.join()
+    sampler.stop.set()
+    sampler.join()
+    os.unlink(out)
+    hwm = status_kb(proc.pid, "VmHWM") if hwm_reset else None
+    peak = max(x for x in (hwm, sampler.peak) if x)
+    r = {"reload_s": round(dt, 3) if dt is not None else None, "steady_kb": steady, "peak_kb": peak,
+         "hwm_kb": hwm, "sampled_peak_kb": sampler.peak, "p99_ms": 1e3 * perf_result["p99"] if perf_result.get("p99") else None,
+         "lost": perf_result.get("lost"), "window_s": window, "rate": a.lat_qps}
+    log(f"   reload {k}: {r['reload_s']} s, RSS steady {steady} kB, peak {peak} kB, "
+        f"p99 {r['p99_ms']} ms, lost {r['lost']} (dnsperf at {a.lat_qps} qps across it)")
+    return r
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+def machine_info():
+    info = {}
+    info["lscpu"] = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    info["kernel"] = platform.release()
+    info["uname"] = " ".join(platform.uname())
+    h = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True)
+    info["dnsperf"] = [l.strip() for l in (h.stdout + h.stderr).splitlines() if l.startswith("Version")][:1]
+    info["rustc"] = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return info
+
+
+def fmt(v, spec="{:.0f}"):
+    return "–" if v is None else spec.format(v)
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def mb(kb):
+    return None if kb is None else kb / 1024
+
+
+def report(res, a, path_md):
+    by = {(e["server"], e["size"]): e for e in res["servers"]}
+    floor = next((e for e in res["servers"] if e["server"] == "floor"), None)
+    L = []
+    L.append(f"# Benchmark run {res['started']}\n")
+    L.append(f"Load average before: {res['load_before']}, after: {res['load_after']}. "
+             f"{res['noise_note']}\n")
+    L.append("Command: `" + res["command"] + "`\n")
+    L.append("## Versions\n")
+    seen = set()
+    for e in res["servers"]:
+        if e["server"] not in seen:
+            seen.add(e["server"])
+            L.append(f"- {e['server']}: {e.get('version', '')}")
+    L.append(f"- dnsperf {' '.join(res['machine']['dnsperf'])}; {res['machine']['rustc']}")
+    L.append(f"- kernel {res['machine']['kernel']}\n")
+    L.append("## Throughput and CPU per query\n")
+    L.append(f"dnsperf: one thread, one socket, 100 queries outstanding, {a.duration} s per run, median of {a.runs} runs; "
+             f"server on core {SERVER_CPU}, dnsperf on core {LOAD_CPU}. *µs/q* = server utime+stime / completed queries. "
+             f"*avg* = dnsperf average latency at saturation; *p50/p99* from a separate run at a fixed {a.lat_qps} qps (-v). "
+             "*core0 other* = share of core 0 used by other processes during the runs (noise). "
+             "Ratios are telesink / that row (qps: >1 means telesink serves more; µs/q: <1 means telesink spends less).\n")
+    L.append("| list | workload | server | qps | µs/q | avg ms | p50 ms | p99 ms | lost | core0 other | qps telesink/x | µs/q telesink/x |")
+    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    sizes = [s for s in a.sizes]
+    for size in sizes:
+        for wl in a.workloads:
+            t = by.get(("telesink", size), {}).get("workloads", {}).get(wl)
+            rows = [by.get((s, size)) for s in ("telesink", "unbound", "hickory-dns", "dnsmasq")]
+            rows = [r for r in rows if r]
+            if floor:
+                rows.append(floor)
+            for e in rows:
+                w = e.get("workloads", {}).get(wl)
+                if not w:
+                    L.append(f"| {size} | {wl} | {e['server']} | {e.get('error', 'no data')} |||||||||")
+                    continue
+                fr = w["fixed_rate"]
+                L.append("| " + " | ".join([
+                    size, wl, e["server"], fmt(w["qps"]), fmt(w["cpu_us_per_q"], "{:.2f}"),
+                    fmt(w["avg_lat_ms"], "{:.3f}"),
+                    fmt(fr.get("p50") and 1e3 * fr["p50"], "{:.3f}"), fmt(fr.get("p99") and 1e3 * fr["p99"], "{:.3f}"),
+                    fmt(w["lost"]), fmt(w["core0_other_pct"], "{:.0f}%"),
+                    "" if e["server"] == "telesink" else ratio(t and t["qps"], w["qps"]),
+                    "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], w["cpu_us_per_q"]),
+                ]) + " |")
+    L.append("\n## Memory, load and reload\n")
+    L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
+             "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: rename into "
+             "the watched directory + SIGHUP; unbound: SIGHUP); *reload s* = trigger to the first blocked answer for "
+             f"the new name; *reload peak* = max(VmHWM reset via clear_refs, 10 ms VmRSS samples); *p99 / lost during* = "
+             f"dnsperf at {a.lat_qps} qps on blocked names across the reload. Median of {a.reload_runs} reloads.\n")
+    L.append("| list | server | load s | RSS loaded MB | peak load MB | RSS after MB | reload s | steady MB | reload peak MB | peak/steady | p99 during ms | lost during | RSS telesink/x | load s telesink/x |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size in sizes:
+        t = by.get(("telesink", size), {})
+        for s in ("telesink", "unbound", "hickory-dns", "dnsmasq"):
+            e = by.get((s, size))
+            if not e:
+                continue
+            pr = (e["reload_peak_kb"] / e["reload_steady_kb"]) if e.get("reload_peak_kb") and e.get("reload_steady_kb") else None
+            L.append("| " + " | ".join([
+                size, s, fmt(e.get("load_s"), "{:.2f}"), fmt(mb(e.get("rss_loaded_kb")), "{:.1f}"),
+                fmt(mb(e.get("hwm_load_kb")), "{:.1f}"), fmt(mb(e.get("rss_after_kb")), "{:.1f}"),
+                fmt(e.get("reload_s"), "{:.2f}") if e.get("reloads") else "n/a (restart)",
+                fmt(mb(e.get("reload_steady_kb")), "{:.1f}"), fmt(mb(e.get("reload_peak_kb")), "{:.1f}"),
+                fmt(pr, "{:.2f}"), fmt(e.get("reload_p99_ms"), "{:.3f}"), fmt(e.get("reload_lost")),
+                "" if s == "telesink" else ratio(t.get("rss_after_kb"), e.get("rss_after_kb")),
+                "" if s == "telesink" else ratio(t.get("load_s"), e.get("load_s")),
+            ]) + " |")
+    if floor:
+        L.append(f"\nfloor responder RSS: {fmt(mb(floor.get('rss_after_kb')), '{:.1f}')} MB\n")
+    L.append("\n## Machine\n")
+    L.append("```\n" + res["machine"]["lscpu"].strip() + "\n```\n")
+    L.append(f"`uname -a`: {res['machine']['uname']}\n")
+    with open(path_md, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.path.join(HERE, "data"))
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--servers", default="telesink,unbound,hickory,dnsmasq,floor")
+    ap.add_argument("--sizes", default="100k,1m")
+    ap.add_argument("--workloads", default="blocked,cached,mix")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--outstanding", type=int, default=100)
+    ap.add_argument("--lat-qps", type=int, default=20000)
+    ap.add_argument("--lat-duration", type=int, default=5)
+    ap.add_argument("--reload-runs", type=int, default=3)
+    ap.add_argument("--reload-window", type=int, default=6)
+    ap.add_argument("--reload-guess", type=float, default=0)
+    ap.add_argument("--load-limit", type=float, default=300)
+    ap.add_argument("--telesink", default=os.path.join(REPO, "target/release/telesink"))
+    ap.add_argument("--hickory", default=os.path.join(HERE, ".tools/bin/hickory-dns"))
+    ap.add_argument("--hickory-args", default="--workers 1 -q")
+    ap.add_argument("--responder", default=os.path.join(HERE, ".tools/responder"))
+    a = ap.parse_args()
+    a.sizes = a.sizes.split(",")
+    a.workloads = a.workloads.split(",")
+    os.makedirs(a.work, exist_ok=True)
+    os.makedirs(a.out, exist_ok=True)
+
+    kinds = [s for s in a.servers.split(",") if s]
+    for k in kinds:
+        if k not in SERVERS:
+            sys.exit(f"unknown server {k}; known: {', '.join(SERVERS)}")
+    if "hickory" in kinds and not os.access(a.hickory, os.X_OK):
+        log(f"hickory-dns not found at {a.hickory}: skipped (see bench/.tools/install.log)")
+        kinds.remove("hickory")
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    res = {"started": stamp, "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]) or "harness.py",
+           "load_before": os.getloadavg(), "machine": machine_info(), "servers": [], "args": vars(a)}
+
+    up = subprocess.Popen(["taskset", "-c", LOAD_CPU, a.responder, "upstream", f"127.0.0.1:{UPSTREAM}"])
+    try:
+        time.sleep(0.2)
+        if ask(UPSTREAM, "upstream-check.example") is None:
+            sys.exit("the upstream responder does not answer")
+        for size in a.sizes:
+            for k in kinds:
+                if k == "floor":
+                    continue
+                res["load_" + k + "_" + size] = os.getloadavg()
+                bench_server(k, size, a, res["servers"])
+        if "floor" in kinds:
+            bench_server("floor", a.sizes[-1], a, res["servers"])
+    finally:
+        up.terminate()
+        up.wait()
+    res["load_after"] = os.getloadavg()
+    busy = max(res["load_before"][0], res["load_after"][0])
+    res["noise_note"] = ("**Measured while other builds ran** (1-min load average above 1.5 on a 2-core machine): "
+                         "absolute qps and latency are noisy; CPU µs per query is the fairer figure."
+                         if busy > 1.5 else "Machine was quiet (1-min load average ≤ 1.5).")
+    jpath = os.path.join(a.out, f"{stamp}.json")
+    with open(jpath, "w") as f:
+        json.dump(res, f, indent=1)
+    mpath = os.path.join(a.out, f"{stamp}.md")
+    report(res, a, mpath)
+    shutil.copy(mpath, os.path.join(a.out, "latest.md"))
+    shutil.copy(jpath, os.path.join(a.out, "latest.json"))
+    log(f"wrote {mpath} and {jpath} (also latest.md / latest.json)")
+    print(open(mpath).read())
+
+
+if __name__ == "__main__":
+    main()

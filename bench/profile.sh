@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# bench/profile.sh: where telesink's CPU goes on the blocked path under dnsperf load (issue 8).
+#
+#   bash bench/profile.sh            # after bench/run.sh has built, installed and generated
+#   SIZE=100k bash bench/profile.sh  # smaller list (quicker start under valgrind)
+#
+# Three views, all of target/release/telesink serving bench/data/q-blocked-$SIZE.txt:
+#   1. callgrind: telesink under valgrind (instrumentation switched on after the list loaded),
+#      dnsperf at a fixed low rate (valgrind is ~50x slower) for a bounded time. User-space
+#      instructions per query, inclusive and exclusive, by function. Cannot see the kernel.
+#   2. perf record -e cpu-clock (software timer: this VM exposes no hardware counters, so
+#      `perf stat -e instructions` is not supported) at full dnsperf load: user AND kernel
+#      time, so the share of syscalls and the network stack shows. --call-graph dwarf.
+#   3. strace -c -f: syscalls per answered query (bounded run; strace slows the server, the
+#      counts stay exact).
+# Output: bench/results/profile-<stamp>/ (callgrind.out, annotate.txt, perf-*.txt, strace.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-1m}
+PORT=5300
+UP=5399
+OUT=bench/results/profile-$(date +%Y%m%d-%H%M%S)
+WORK=bench/.work/profile
+BIN=target/release/telesink
+mkdir -p "$OUT" "$WORK"
+cp "bench/data/list-$SIZE.txt" "$WORK/list.txt"
+cat >"$WORK/telesink.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$PORT"]
+allow_networks = ["127.0.0.0/8"]
+rate_limit_qps = 0
+[upstream]
+servers = ["127.0.0.1:$UP"]
+cache_entries = 50000
+[blocking]
+mode = "null"
+ttl = 10
+[[list]]
+name = "bench"
+source = "list.txt"
+categories = ["telemetry"]
+format = "domains"
+[default]
+block = ["telemetry"]
+[metrics]
+listen = ""
+[querylog]
+log = "none"
+EOF
+Q=bench/data/q-blocked-$SIZE.txt
+PROBE="probe.$(grep -v '^#' "bench/data/list-$SIZE.txt" | head -1)"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+taskset -c 1 bench/.tools/responder upstream 127.0.0.1:$UP & pids+=($!)
+
+wait_blocked() { # $1 = seconds limit
+    python3 - "$PORT" "$PROBE" "$1" <<'EOF'
+import sys, time
+sys.path.insert(0, "bench")
+from harness import ask, blocked
+port, name, limit = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+t0 = time.monotonic()
+while time.monotonic() - t0 < limit:
+    if blocked(ask(port, name, 0.2)):
+        print(f"blocked answer after {time.monotonic() - t0:.1f} s"); sys.exit(0)
+    time.sleep(0.2)
+sys.exit("no blocked answer")
+EOF
+}
+completed() { grep -oP 'Queries completed:\s+\K\d+' "$1"; }
+
+echo "== 1. callgrind ($SIZE list)"
+taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+    "$BIN" run -c "$WORK/telesink.toml" 2>"$OUT/valgrind.log" & VG=$!; pids+=($VG)
+wait_blocked 600
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 3 -Q 500 >/dev/null 2>&1   # warm-up
+callgrind_control -i on "$VG" >/dev/null
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 20 -Q 1500 -q 50 >"$OUT/callgrind-dnsperf.txt" 2>&1
+callgrind_control -i off "$VG" >/dev/null
+kill -TERM "$VG"; wait "$VG" || true
+N=$(completed "$OUT/callgrind-dnsperf.txt")
+echo "queries completed under callgrind: $N" | tee "$OUT/callgrind-queries.txt"
+callgrind_annotate --inclusive=yes "$OUT/callgrind.out" >"$OUT/annotate-inclusive.txt" 2>/dev/null || true
+callgrind_annotate "$OUT/callgrind.out" >"$OUT/annotate-exclusive.txt" 2>/dev/null || true
+
+echo "== 2. perf record -e cpu-clock ($SIZE list, full load)"
+taskset -c 0 "$BIN" run -c "$WORK/telesink.toml" 2>"$OUT/telesink.log" & TS=$!; pids+=($TS)
+wait_blocked 120
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 2 >/dev/null 2>&1   # warm-up
+perf record -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$TS" -o "$OUT/perf.data" -- sleep 8 \
+    >"$OUT/perf-record.log" 2>&1 &
+PR=$!
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 8 >"$OUT/perf-dnsperf.txt" 2>&1
+wait "$PR" || true
+perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none --percent-limit 0.5 \
+    >"$OUT/perf-self.txt" 2>/dev/null || true
+perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none --percent-limit 2 \
+    >"$OUT/perf-children.txt" 2>/dev/null || true
+perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none \
+    >"$OUT/perf-dso.txt" 2>/dev/null || true
+
+echo "== 3. strace -c (syscalls per query)"
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 2 >/dev/null 2>&1
+timeout 30 strace -c -f -p "$TS" -o "$OUT/strace.txt" & ST=$!
+sleep 1
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -q 100 >"$OUT/strace-dnsperf.txt" 2>&1
+sleep 0.5
+kill -INT "$ST" 2>/dev/null || true; wait "$ST" 2>/dev/null || true
+echo "queries completed under strace: $(completed "$OUT/strace-dnsperf.txt")" | tee -a "$OUT/strace.txt"
+kill -TERM "$TS"; wait "$TS" || true
+
+echo "== results in $OUT"
+ls -la "$OUT"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs them.
+#   bash scripts/test.sh
+# Needs root (or sudo) for apt-get the first time. Everything runs on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v dig        >/dev/null 2>&1 || need_apt+=(dnsutils)
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The prometheus package starts a system service on :9090; the tests start their own on other
+# ports, so it does not matter, but stop it where we can to keep the machine quiet.
+(systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true)
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --release --all-targets -- -D warnings
+
+echo "== tests (unit, integration, end-to-end with real Prometheus)"
+cargo test --release --all-targets 2>&1 | tee target/test-output.txt
