@@ -24,5 +24,6 @@ pub mod reload;
 pub mod server;
 pub mod sources;
 pub mod timespec;
+pub mod udp;
 pub mod upstream;
 pub mod verify;

@@ -158,7 +158,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             telesink::logging::init();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("telesink: cannot start the async runtime: {e}");
@@ -201,7 +204,13 @@ fn main() -> ExitCode {
             };
             report(
                 telesink::verify::verify(&args, &db, &clients),
-                |r| with_newline(if json { r.render_json() } else { r.render_text() }),
+                |r| {
+                    with_newline(if json {
+                        r.render_json()
+                    } else {
+                        r.render_text()
+                    })
+                },
                 |r| r.exit_code() as u8,
             )
         }
@@ -243,7 +252,13 @@ fn main() -> ExitCode {
             };
             report(
                 telesink::querylog::log(&args, &db, &clients),
-                |r| with_newline(if json { r.render_json() } else { r.render_text() }),
+                |r| {
+                    with_newline(if json {
+                        r.render_json()
+                    } else {
+                        r.render_text()
+                    })
+                },
                 |_| 0,
             )
         }

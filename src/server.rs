@@ -76,11 +76,20 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     let handler = Handler::new(live.clone(), cache, upstreams, sinks);
 
+    // UDP: telesink's own listener threads (see `udp`); TCP: hickory-server.
     let mut server = Server::new(handler.clone());
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
+    let per_address = std::thread::available_parallelism().map_or(1, |n| n.get());
     for addr in &config.server.listen {
-        let udp = bind_udp(*addr)?;
         let tcp = bind_tcp(*addr)?;
-        server.register_socket(udp);
+        udp_threads.extend(crate::udp::start(
+            *addr,
+            per_address,
+            handler.clone(),
+            tokio::runtime::Handle::current(),
+            udp_stop.clone(),
+        )?);
         server.register_listener(tcp, config.server.tcp_idle_timeout, 64);
         tracing::info!(%addr, "listening for DNS on UDP and TCP");
     }
@@ -133,7 +142,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     wait_for_shutdown(&reloader).await;
     tracing::info!("shutting down: finishing queries in flight");
     ready.store(false, Ordering::SeqCst);
+    udp_stop.store(true, Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
+    for t in udp_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     let _ = stop_tx.send(true);
     if let Some(q) = querylog {
         // Writes every queued entry, then closes the database.
@@ -224,12 +237,17 @@ fn explain_bind(addr: SocketAddr, kind: &str, e: std::io::Error) -> anyhow::Erro
     anyhow::anyhow!("cannot listen for DNS on {addr} ({kind}): {e}; {hint}")
 }
 
-pub fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+/// A blocking UDP socket for the listener threads; `reuse_port` lets several share `addr`.
+pub fn bind_udp_std(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpSocket> {
     let s = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(false)?;
     // A larger receive buffer rides out bursts without drops.
     let _ = s.set_recv_buffer_size(4 << 20);
     s.bind(&addr.into()).map_err(|e| explain_bind(addr, "UDP", e))?;
-    Ok(tokio::net::UdpSocket::from_std(s.into())?)
+    Ok(s.into())
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {

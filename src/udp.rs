@@ -16,12 +16,12 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
@@ -65,12 +65,16 @@ impl ResponseHandler for UdpResponder {
             Err(e) => {
                 tracing::debug!(error = %e, "cannot encode answer; sending SERVFAIL");
                 buf.clear();
-                let mut header = Header::response_from_request(&Header::new(
+                let mut metadata = hickory_proto::op::Metadata::new(
                     id,
-                    MessageType::Query,
+                    MessageType::Response,
                     hickory_proto::op::OpCode::Query,
-                ));
-                header.metadata.response_code = ResponseCode::ServFail;
+                );
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: Default::default(),
+                };
                 let mut encoder = BinEncoder::new(&mut buf);
                 header.emit(&mut encoder).map_err(NetError::from)?;
                 ResponseInfo::from(header)
@@ -106,6 +110,8 @@ pub fn start(
 }
 
 fn serve(socket: Arc<UdpSocket>, handler: Handler, runtime: tokio::runtime::Handle, stop: Arc<AtomicBool>) {
+    // Timers and sockets that a query's first poll creates belong to the runtime.
+    let _runtime = runtime.enter();
     let mut buf = vec![0u8; RECV_BUFFER];
     let waker = Waker::noop();
     while !stop.load(Ordering::Relaxed) {
@@ -172,7 +178,7 @@ fn request_future(
             if header.metadata.message_type == MessageType::Response {
                 return None;
             }
-            let queries = Queries::empty();
+            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
             let response = MessageResponseBuilder::new(&queries, None)
                 .error_msg(&header.metadata, ResponseCode::FormErr);
             // The future is ready at once: no I/O but a non-blocking send.

@@ -311,3 +311,46 @@ fn help_lists_the_commands() {
         );
     }
 }
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = free_port_udp_tcp();
+    fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit_qps = 0\nlisen = [\"127.0.0.1:1\"]\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "-c", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let status = status
+        .unwrap_or_else(|| panic!("run kept serving with an invalid config; stderr:\n{stderr}"));
+    assert!(
+        !status.success(),
+        "run must fail on an invalid config; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("lisen"), "{stderr}");
+    assert!(
+        mentions_line(&stderr, "config.toml", 4) || stderr.contains("line 4"),
+        "{stderr}"
+    );
+}

@@ -88,13 +88,19 @@ fn assert_nodata_soa(r: &Response, ttl: u32, what: &str) {
 fn assert_nxdomain_soa(r: &Response, ttl: u32, what: &str) {
     assert_eq!(r.rcode(), ResponseCode::NXDomain, "{what}: {}", r.summary());
     assert!(r.answers().is_empty(), "{what}: {}", r.summary());
-    let (_, soa) = r
+    let (soa_ttl, soa) = r
         .authority_soa()
         .unwrap_or_else(|| panic!("{what}: no SOA in authority: {}", r.summary()));
     assert_eq!(
         soa.minimum,
         ttl,
         "{what}: SOA minimum must be blocking.ttl: {}",
+        r.summary()
+    );
+    assert_eq!(
+        soa_ttl,
+        ttl,
+        "{what}: SOA TTL must be blocking.ttl: {}",
         r.summary()
     );
 }
@@ -517,6 +523,25 @@ fn cname_chain_reaching_a_blocked_name_gets_the_block_answer() {
         &QueryOpts::udp().edns(1232),
     );
     assert!(!r.a().contains(&cloak_ip), "{}", r.summary());
+    assert!(
+        r.ede()
+            .iter()
+            .any(|(code, text)| *code == 15 && text.contains("vendorlist")),
+        "a cloaked tracker is blocked like any listed name (EDE 15 naming the list): {}",
+        r.summary()
+    );
+    // Asked again (the chain may now be cached): still the block answer.
+    let r = ts.query(client(105), "alias2.example.org", RecordType::A);
+    assert!(
+        !r.a().contains(&cloak_ip),
+        "from the cache: {}",
+        r.summary()
+    );
+    assert!(
+        r.a().iter().all(|ip| ip.is_unspecified()),
+        "{}",
+        r.summary()
+    );
 
     // Control: a CNAME to an unlisted name passes through intact.
     let r = ts.query(client(104), "fine-alias.example.org", RecordType::A);
@@ -686,16 +711,70 @@ fn forwarded_answers_are_cached() {
 fn id_and_question_are_echoed_exactly() {
     let up = TestUpstream::start();
     let ts = start_standard(&up);
+    let forwarded = Some(vec![DEFAULT_V4]);
+    let blocked = Some(vec![Ipv4Addr::UNSPECIFIED]);
+    let nas = Some(vec![Ipv4Addr::new(192, 168, 1, 10)]);
+    let lo = Some(vec![Ipv4Addr::LOCALHOST]);
+    // (name as sent, type, ID, expected rcode, expected A answer if any)
     let cases = [
-        ("WwW.ExAmPlE.CoM", RecordType::A, 0xBEEF), // forwarded
-        ("WwW.ExAmPlE.CoM", RecordType::A, 0x0001), // cached
-        ("TrAcKiNg.VeNdOr.ExAmPlE", RecordType::A, 0x7A7A), // blocked
-        ("TrAcKiNg.VeNdOr.ExAmPlE", RecordType::TXT, 0xFFFF), // blocked, NODATA
-        ("NaS.hOmE.aRpA", RecordType::A, 0x1234),   // local record
-        ("LocalHost", RecordType::A, 0x0000),       // special-use
-        ("Use-Application-DNS.net", RecordType::A, 0x4321), // bypass canary
+        (
+            "WwW.ExAmPlE.CoM",
+            RecordType::A,
+            0xBEEF,
+            ResponseCode::NoError,
+            forwarded.clone(),
+        ),
+        (
+            "WwW.ExAmPlE.CoM",
+            RecordType::A,
+            0x0001,
+            ResponseCode::NoError,
+            forwarded,
+        ), // cached
+        (
+            "TrAcKiNg.VeNdOr.ExAmPlE",
+            RecordType::A,
+            0x7A7A,
+            ResponseCode::NoError,
+            blocked,
+        ),
+        (
+            "TrAcKiNg.VeNdOr.ExAmPlE",
+            RecordType::TXT,
+            0xFFFF,
+            ResponseCode::NoError,
+            Some(vec![]),
+        ),
+        (
+            "NaS.hOmE.aRpA",
+            RecordType::A,
+            0x1234,
+            ResponseCode::NoError,
+            nas,
+        ),
+        (
+            "LocalHost",
+            RecordType::A,
+            0x0000,
+            ResponseCode::NoError,
+            lo,
+        ),
+        (
+            "Use-Application-DNS.net",
+            RecordType::A,
+            0x4321,
+            ResponseCode::NXDomain,
+            None,
+        ),
+        (
+            "X.InValid",
+            RecordType::A,
+            0x8000,
+            ResponseCode::NXDomain,
+            None,
+        ),
     ];
-    for (i, (name, t, id)) in cases.into_iter().enumerate() {
+    for (i, (name, t, id, rcode, a)) in cases.into_iter().enumerate() {
         for opts in [
             QueryOpts::udp().id(id),
             QueryOpts::tcp().id(id),
@@ -712,8 +791,14 @@ fn id_and_question_are_echoed_exactly() {
             let q = &r.msg.queries;
             assert_eq!(q.len(), 1, "{}", r.summary());
             assert_eq!(q[0].query_type(), t, "{}", r.summary());
+            // Names match case-insensitively: the answer is the one for the lower-case name.
+            assert_eq!(r.rcode(), rcode, "{name} {opts:?}: {}", r.summary());
+            if let Some(a) = &a {
+                assert_eq!(&r.a(), a, "{name} {opts:?}: {}", r.summary());
+            }
         }
     }
+    up.assert_not_forwarded("tracking.vendor.example");
 }
 
 #[test]
@@ -774,6 +859,91 @@ fn servfail_when_the_upstream_is_down() {
         r.elapsed <= Duration::from_millis(1500),
         "took {:?}",
         r.elapsed
+    );
+}
+
+#[test]
+fn stale_answer_is_served_when_the_upstream_fails() {
+    let up = TestUpstream::start();
+    let ip = Ipv4Addr::new(198, 51, 100, 33);
+    up.set(
+        "stale.example",
+        Reply::Addrs {
+            v4: vec![ip],
+            v6: vec![],
+            ttl: 1,
+        },
+    );
+    let ts = standard_config(&up, "null", TTL).timeout_ms(500).start();
+
+    let r = ts.query(client(156), "stale.example", RecordType::A);
+    assert_eq!(r.a(), vec![ip], "{}", r.summary());
+    std::thread::sleep(Duration::from_millis(2200)); // the 1 s TTL has run out
+    up.set("stale.example", Reply::Never);
+
+    let opts = QueryOpts::udp().edns(1232).timeout(Duration::from_secs(6));
+    let r = ts.query_with(client(157), "stale.example", RecordType::A, &opts);
+    assert_eq!(
+        up.count("stale.example"),
+        2,
+        "the expired entry is asked for again: {:#?}",
+        up.seen()
+    );
+    assert_eq!(
+        r.rcode(),
+        ResponseCode::NoError,
+        "a stale answer beats SERVFAIL: {}",
+        r.summary()
+    );
+    assert_eq!(r.a(), vec![ip], "{}", r.summary());
+    assert!(
+        r.ede().iter().any(|(code, _)| *code == 3),
+        "EDE 3 (Stale Answer) expected: {}",
+        r.summary()
+    );
+    assert!(
+        r.elapsed <= Duration::from_millis(1500),
+        "within timeout_ms=500 (+1 s), took {:?}",
+        r.elapsed
+    );
+}
+
+#[test]
+fn rate_limit_refuses_a_flooding_client() {
+    let up = TestUpstream::start();
+    let ts = standard_config(&up, "null", TTL).rate_limit_qps(5).start();
+    let flood = client(158);
+    let opts = QueryOpts::udp().timeout(Duration::from_millis(500));
+    let first = ts.query_with(flood, "nas.home.arpa", RecordType::A, &opts);
+    assert_eq!(
+        first.rcode(),
+        ResponseCode::NoError,
+        "the first query is within any burst: {}",
+        first.summary()
+    );
+    let (mut refused, mut answered, mut silent) = (0, 0, 0);
+    for _ in 0..300 {
+        match try_query(ts.addr(), flood, "nas.home.arpa", RecordType::A, &opts) {
+            Ok(r) if r.rcode() == ResponseCode::Refused => refused += 1,
+            Ok(_) => answered += 1,
+            Err(_) => silent += 1,
+        }
+        if refused >= 5 {
+            break;
+        }
+    }
+    assert!(
+        refused >= 1,
+        "300 back-to-back queries at rate_limit_qps = 5 must meet REFUSED (answered {answered}, silent {silent})"
+    );
+    // The limit is per client address: another client is unaffected.
+    let r = ts.query(client(159), "nas.home.arpa", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.summary());
+    assert_eq!(
+        r.a(),
+        vec![Ipv4Addr::new(192, 168, 1, 10)],
+        "{}",
+        r.summary()
     );
 }
 
@@ -903,8 +1073,18 @@ fn malformed_packets() -> Vec<(&'static str, Vec<u8>)> {
     answer_count_lies.extend_from_slice(&encode_name("example.com"));
     answer_count_lies.extend_from_slice(&[0, 1, 0, 1]);
 
+    let mut two_opts = encode_query(
+        "example.com",
+        RecordType::A,
+        &QueryOpts::udp().edns(1232),
+        0x1234,
+    );
+    two_opts[11] = 2; // ARCOUNT = 2
+    two_opts.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]); // a second OPT
+
     vec![
         ("empty", vec![]),
+        ("two OPT records", two_opts),
         ("random bytes", random),
         ("truncated header", vec![0x12, 0x34, 0x01, 0x00, 0x00]),
         ("5 questions, none present", five_questions_none),

@@ -30,6 +30,7 @@ categories = ["social"]
 
 [allow]
 domains = ["ok.tracking.vendor.example"]
+lists = ["allow.txt"]
 
 [[client]]
 name = "anna-phone"
@@ -80,6 +81,10 @@ fn start(up: &TestUpstream) -> TelesinkProcess {
         .fixture("vendor.txt")
         .fixture("ads.txt")
         .fixture("social.txt")
+        .file(
+            "allow.txt",
+            "# allow list (exceptions for everyone)\nviaallowlist.tracking.vendor.example\n",
+        )
         .toml(CONFIG)
         .start()
 }
@@ -249,6 +254,18 @@ fn allow_exception_is_answered_for_everyone() {
             ),
             (
                 TV,
+                "viaallowlist.tracking.vendor.example",
+                Answered,
+                "[allow] lists: exceptions from a file",
+            ),
+            (
+                NOBODY,
+                "viaallowlist.tracking.vendor.example",
+                Answered,
+                "[allow] lists",
+            ),
+            (
+                TV,
                 "other.tracking.vendor.example",
                 Blocked,
                 "a sibling of the exception stays blocked",
@@ -267,4 +284,38 @@ fn allow_exception_is_answered_for_everyone() {
         up.seen()
     );
     up.assert_not_forwarded("other.tracking.vendor.example");
+}
+
+#[test]
+fn cname_cloaking_follows_the_clients_policy() {
+    let up = TestUpstream::start();
+    let real = Ipv4Addr::new(203, 0, 113, 50);
+    up.set(
+        "cdn-alias.example.org",
+        Reply::cname_chain(&["edge.tracking.vendor.example"], real),
+    );
+    let ts = start(&up);
+
+    // anna observes "vendorx": the chain is answered for real (and may be cached now).
+    let r = ts.query(ANNA, "cdn-alias.example.org", RecordType::A);
+    assert_eq!(
+        r.a(),
+        vec![real],
+        "observed for anna-phone: {}",
+        r.summary()
+    );
+    // tv blocks "telemetry": the same upstream answer is replaced by the block answer.
+    let r = ts.query(TV, "cdn-alias.example.org", RecordType::A);
+    assert!(
+        !r.a().contains(&real),
+        "cloaked tracker leaked to tv: {}",
+        r.summary()
+    );
+    assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+    // [default] blocks "telemetry" too.
+    let r = ts.query(NOBODY, "cdn-alias.example.org", RecordType::A);
+    assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+    // laptops does not block telemetry: real answer.
+    let r = ts.query(LAPTOP, "cdn-alias.example.org", RecordType::A);
+    assert_eq!(r.a(), vec![real], "{}", r.summary());
 }

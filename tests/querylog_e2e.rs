@@ -68,19 +68,6 @@ fn blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
     assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
 }
 
-/// Waits until the writer has written `n` rows (it writes every 200 ms).
-fn wait_rows(db: &Path, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let have = count(db, "SELECT count(*) FROM queries");
-        if have >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{have} rows of {n}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn sigterm_during_load_keeps_every_answered_query() {
     let up = TestUpstream::start();
@@ -315,7 +302,11 @@ fn anonymize_stores_networks_only() {
     }
     // (The harness's readiness probe, "localhost" from 127.0.0.1, is logged too.)
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count(&db, "SELECT count(*) FROM queries WHERE name != 'localhost'") < 6 {
+    while count(
+        &db,
+        "SELECT count(*) FROM queries WHERE name != 'localhost'",
+    ) < 6
+    {
         assert!(Instant::now() < deadline, "{}", ts.logs());
         std::thread::sleep(Duration::from_millis(100));
     }

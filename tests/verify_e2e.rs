@@ -486,7 +486,8 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     burst(10);
     std::thread::sleep(Duration::from_millis(1500));
     burst(10);
-    let t = start.max(now_ms()) + 1500;
+    // 2.5 s after the last baseline query: every replica has been scraped since.
+    let t = start.max(now_ms()) + 2500;
     let window = 8_000;
     let until = t + window;
     // After T, only the TV (on both replicas).
