@@ -100,7 +100,16 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
         });
         for (line, allow) in hits {
             any = true;
-            let text_line = text.lines().nth(line as usize - 1).unwrap_or("").trim();
+            let full = text.lines().nth(line as usize - 1).unwrap_or("");
+            // The rule itself, without an inline comment.
+            let text_line = full
+                .find(" #")
+                .or_else(|| full.find("\t#"))
+                .map_or(full, |i| &full[..i])
+                .trim();
+            let path = path
+                .strip_prefix(std::env::current_dir().unwrap_or_default())
+                .unwrap_or(path);
             let what = if allow {
                 "allow exception".to_string()
             } else {

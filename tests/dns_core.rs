@@ -883,9 +883,9 @@ fn stale_answer_is_served_when_the_upstream_fails() {
 
     let opts = QueryOpts::udp().edns(1232).timeout(Duration::from_secs(6));
     let r = ts.query_with(client(157), "stale.example", RecordType::A, &opts);
-    assert_eq!(
-        up.count("stale.example"),
-        2,
+    // At least once more: a resolver may retransmit to a silent upstream within timeout_ms.
+    assert!(
+        up.count("stale.example") >= 2,
         "the expired entry is asked for again: {:#?}",
         up.seen()
     );
