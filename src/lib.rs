@@ -23,6 +23,7 @@ pub mod querylog;
 pub mod reload;
 pub mod server;
 pub mod sources;
+pub mod tcp;
 pub mod timespec;
 pub mod udp;
 pub mod upstream;

@@ -110,7 +110,7 @@ enum Command {
 /// The query log's path and the config's clients, for `verify`, `mark` and `log`.
 fn querylog_context(
     config: &std::path::Path,
-) -> Result<(PathBuf, Vec<(String, Vec<ipnet::IpNet>)>), ExitCode> {
+) -> Result<(PathBuf, telesink::querylog::OwnedClientList), ExitCode> {
     match telesink::config::Config::load(config) {
         Ok(c) => {
             let clients = c

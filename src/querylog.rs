@@ -1118,6 +1118,8 @@ fn latest_marks(conn: &Connection) -> rusqlite::Result<Vec<LatestMark>> {
 
 /// The config's clients: `[[client]]` names and their addresses.
 pub type ClientList = [(String, Vec<IpNet>)];
+/// An owned [`ClientList`].
+pub type OwnedClientList = Vec<(String, Vec<IpNet>)>;
 
 /// What `--client C` selects in the log: C is a configured client name or an address (or, for
 /// an anonymized log, a network).
@@ -1436,7 +1438,7 @@ impl LogReport {
         let mut out = table(&header, &cells, &[]);
         if self.more {
             out.push_str(&format!(
-                "(the newest {}; --limit N shows more, --since T older ones)\n",
+                "(the newest {}; --limit N shows more)\n",
                 self.limit
             ));
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access::Access;
@@ -76,8 +75,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     let handler = Handler::new(live.clone(), cache, upstreams, sinks);
 
-    // UDP: telesink's own listener threads (see `udp`); TCP: hickory-server.
-    let mut server = Server::new(handler.clone());
+    // UDP: listener threads (see `udp`); TCP: hickory's framing behind a capped accept loop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let udp_stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
     let per_address = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -90,12 +89,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
             tokio::runtime::Handle::current(),
             udp_stop.clone(),
         )?);
-        server.register_listener(tcp, config.server.tcp_idle_timeout, 64);
+        tokio::spawn(crate::tcp::serve(
+            tcp,
+            handler.clone(),
+            config.server.tcp_idle_timeout,
+            config.server.max_tcp_connections,
+            stop_rx.clone(),
+        ));
         tracing::info!(%addr, "listening for DNS on UDP and TCP");
     }
 
     let ready = Arc::new(AtomicBool::new(true));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(listen) = config.metrics.listen {
         let metrics = metrics.clone();
         let ready = ready.clone();
@@ -143,7 +147,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     tracing::info!("shutting down: finishing queries in flight");
     ready.store(false, Ordering::SeqCst);
     udp_stop.store(true, Ordering::SeqCst);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
+    let _ = stop_tx.send(true);
     for t in udp_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }

@@ -32,16 +32,28 @@ pub enum MarkRef {
 
 /// A time that could not be parsed; the message says what would be valid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a time: {reason}; write RFC 3339 (2026-11-25T15:00:00Z), a local time (2026-11-25 15:00), an age (90m, 2h, 3d) or mark:last / mark:ID")]
+#[error("{input:?} is not a time: {reason}")]
 pub struct TimeSpecError {
     pub input: String,
     pub reason: String,
 }
 
+/// What a time may look like, for error messages.
+pub const VALID_TIMES: &str = "write RFC 3339 (2026-11-25T15:00:00Z), a local time \
+    (2026-11-25 15:00), an age (90m, 2h, 3d) or mark:last / mark:ID";
+
 fn err(input: &str, reason: impl Into<String>) -> TimeSpecError {
     TimeSpecError {
         input: input.to_string(),
-        reason: reason.into(),
+        reason: format!("{}; {VALID_TIMES}", reason.into()),
+    }
+}
+
+/// An age that does not parse: the reason already says how to write it.
+fn age_err(input: &str, reason: String) -> TimeSpecError {
+    TimeSpecError {
+        input: input.to_string(),
+        reason,
     }
 }
 
@@ -69,7 +81,7 @@ impl TimeSpec {
         if s.as_bytes()[0].is_ascii_digit() && !s.contains(['-', ':']) {
             return parse_age(s)
                 .map(TimeSpec::Ago)
-                .map_err(|reason| err(input, reason));
+                .map_err(|reason| age_err(input, reason));
         }
         if let Ok(ts) = s.parse::<Timestamp>() {
             return Ok(TimeSpec::At(ts));
@@ -121,11 +133,13 @@ fn parse_age(s: &str) -> Result<SignedDuration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("expected a number at {rest:?}"));
+            return Err(format!(
+                "expected a number at {rest:?}; an age is a number and a unit: 90m, 2h, 3d"
+            ));
         }
         let n: i64 = rest[..digits]
             .parse()
-            .map_err(|_| "the number is too large".to_string())?;
+            .map_err(|_| "the number is too large: at most 100 years".to_string())?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
@@ -141,16 +155,20 @@ fn parse_age(s: &str) -> Result<SignedDuration, String> {
                     "{n} has no unit: write {n}m (minutes), {n}h (hours) or {n}d (days)"
                 ))
             }
-            other => return Err(format!("unknown unit {other:?}: use s, m, h, d or w")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?}: use s, m, h, d or w (seconds to weeks), e.g. 90m"
+                ))
+            }
         };
         total = n
             .checked_mul(secs)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| "the duration is too long".to_string())?;
+            .ok_or_else(|| "the duration is too long: at most 100 years".to_string())?;
     }
     // Keep well inside jiff's range (about 9999 years).
     if total > 100 * 365 * 86_400 {
-        return Err("the duration is too long".to_string());
+        return Err("the duration is too long: at most 100 years".to_string());
     }
     Ok(SignedDuration::from_secs(total))
 }
@@ -288,8 +306,6 @@ mod tests {
     fn errors_say_what_is_valid() {
         for bad in [
             "",
-            "90",
-            "2x",
             "mark:",
             "mark:abc",
             "mark:0",
@@ -300,8 +316,16 @@ mod tests {
             let e = TimeSpec::parse(bad).unwrap_err().to_string();
             assert!(e.contains("RFC 3339") && e.contains("90m"), "{bad}: {e}");
         }
-        let e = TimeSpec::parse("90").unwrap_err();
-        assert!(e.reason.contains("90m"), "{e}");
+        // An age without a (known) unit: the hint is about units, and not repeated.
+        for bad in ["90", "2x"] {
+            let e = TimeSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("90m") && !e.contains("RFC 3339"), "{bad}: {e}");
+        }
+        let e = TimeSpec::parse("90").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "\"90\" is not a time: 90 has no unit: write 90m (minutes), 90h (hours) or 90d (days)"
+        );
         assert!(TimeSpec::parse("99999999999999d").is_err());
     }
 

@@ -715,7 +715,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn reloads_do_not_accumulate_old_policies() {
     let up = TestUpstream::start();
-    let big: String = (0..300_000).map(|i| format!("n{i}.big-list.example\n")).collect();
+    let big: String = (0..100_000).map(|i| format!("n{i}.big-list.example\n")).collect();
     let p = Telesink::new()
         .upstream(&up)
         .file("edit.txt", &big)
@@ -728,16 +728,18 @@ fn reloads_do_not_accumulate_old_policies() {
     for n in 1..=10u32 {
         let (ok0, _) = reloads(&p);
         write_rename(&p.dir().join("edit.txt"), &format!("{big}round{n}.example\n"));
-        wait_reloads(&p, Duration::from_secs(5), "big reload", |(ok, _)| ok > ok0);
+        // Generous: a debug build on a busy machine takes a while for 100k names.
+        wait_reloads(&p, Duration::from_secs(15), "big reload", |(ok, _)| ok > ok0);
         wait_answer(&p, &format!("round{n}.example"), NULL, Duration::from_secs(5));
         peak = peak.max(rss_kib(pid));
     }
     thread::sleep(Duration::from_millis(300));
     let after = rss_kib(pid);
     eprintln!("RSS: {base} KiB at start, {after} KiB after 10 reloads, peak seen {peak} KiB");
-    // One policy for 300k names is tens of MB: keeping every old one would add hundreds.
+    // One policy for 100k names is a few MB (more while it is built): keeping every old one
+    // would add tens of MB; the allocator's noise is well under 1 MB.
     assert!(
-        after < base + base / 2,
+        after < base + 6 * 1024,
         "RSS grew from {base} KiB to {after} KiB over 10 reloads\n{}",
         p.logs()
     );

@@ -1,0 +1,98 @@
+//! The TCP listener: hickory's DNS-over-TCP framing (`hickory_net::tcp::TcpStream`), its idle
+//! timeout (`TimeoutStream`) and response handle, behind an accept loop of ours that caps open
+//! connections (`server.max_tcp_connections`), which hickory-server's own loop cannot.
+//!
+//! A connection that sends nothing for `tcp_idle_timeout` is closed, so slow clients cannot hold
+//! the server; past the cap, new connections are closed at once and the oldest keep working.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hickory_proto::op::{Header, MessageType, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::tcp::TcpStream;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::handler::Handler;
+
+/// Answers waiting to be written on one connection (pipelined queries).
+const RESPONSE_BUFFER: usize = 64;
+
+pub async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    idle_timeout: Duration,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let (stream, src) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a TCP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%src, max_connections, "too many TCP connections; closing the new one");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            connection(stream, src, handler, idle_timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, src: SocketAddr, handler: Handler, idle: Duration) {
+    let (messages, sender) =
+        TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
+    let mut messages = TimeoutStream::new(messages, idle);
+    while let Some(message) = messages.next().await {
+        let Ok(message) = message else {
+            // Idle too long, closed, or broken framing: drop the connection.
+            return;
+        };
+        let (bytes, src) = message.into_parts();
+        let mut responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
+        match Request::from_bytes(bytes.clone(), src, Protocol::Tcp) {
+            Ok(request) => {
+                if request.metadata.message_type == MessageType::Response {
+                    continue;
+                }
+                handler
+                    .handle_request::<_, TokioTime>(&request, responder)
+                    .await;
+            }
+            Err(_) => {
+                let mut decoder = BinDecoder::new(&bytes);
+                let Ok(header) = Header::read(&mut decoder) else {
+                    return;
+                };
+                let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                    return;
+                };
+                let response = MessageResponseBuilder::new(&queries, None)
+                    .error_msg(&header.metadata, ResponseCode::FormErr);
+                let _ = responder.send_response(response).await;
+            }
+        }
+    }
+}
