@@ -202,7 +202,14 @@ def parse_dnsperf(text):
         r[key] = float(m.group(1)) if m else None
     m = re.search(r"Response codes:\s+(.*)", text)
     r["rcodes"] = m.group(1).strip() if m else ""
-    lats = [float(l.rsplit(None, 1)[1]) for l in text.splitlines() if l.startswith("> ")]
+    lats = []
+    for l in text.splitlines():
+        # "> NOERROR name A 0.000123"; a timed-out query is "> T name A" (no latency).
+        if l.startswith("> ") and not l.startswith("> T "):
+            try:
+                lats.append(float(l.rsplit(None, 1)[1]))
+            except ValueError:
+                pass
     if lats:
         lats.sort()
         pct = lambda p: lats[min(len(lats) - 1, int(p * len(lats)))]
@@ -309,9 +316,20 @@ log = "none"
         self.pending = atomic_write(os.path.join(self.work, "list.txt"), self.list_names(), SENTINEL.format(k=k) + "\n")
 
     def trigger_reload(self, proc):
-        # The rename alone triggers the file watcher; SIGHUP too (the debounce merges them).
+        # The rename into the watched directory is the trigger (telesink's file watcher); a
+        # SIGHUP as well would start a second reload.
         os.rename(self.pending, os.path.join(self.work, "list.txt"))
-        proc.send_signal(signal.SIGHUP)
+
+    def reload_took_ms(self, since_line):
+        """telesink's own figure: `took_ms` of the reloads logged after line `since_line`."""
+        out = []
+        with open(os.path.join(self.work, "server.log"), errors="replace") as f:
+            for i, line in enumerate(f):
+                if i >= since_line and "reloaded" in line:
+                    m = re.search(r"took_ms\S*?=\S*?([\d.]+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
+                    if m:
+                        out.append(float(m.group(1)))
+        return out
 
 
 class Unbound(Server):
@@ -592,25 +610,28 @@ def bench_server(kind, size, a, results):
         if server.reloads and a.reload_runs > 0:
             reloads = []
             for k in range(1, a.reload_runs + 1):
-                reloads.append(reload_once(server, proc, k, a, work))
+                reloads.append(reload_once(server, proc, k, a, work, entry.get("load_s")))
             entry["reloads"] = reloads
             entry["reload_s"] = med([r["reload_s"] for r in reloads])
             entry["reload_peak_kb"] = med([r["peak_kb"] for r in reloads])
             entry["reload_steady_kb"] = med([r["steady_kb"] for r in reloads])
             entry["reload_p99_ms"] = med([r["p99_ms"] for r in reloads])
             entry["reload_lost"] = med([r["lost"] for r in reloads])
+            entry["reload_served_pct"] = med([r["served_pct"] for r in reloads])
         entry["rss_end_kb"] = status_kb(proc.pid, "VmRSS")
     finally:
         stop(proc)
         results.append(entry)
 
 
-def reload_once(server, proc, k, a, work):
+def reload_once(server, proc, k, a, work, load_s):
     server.write_reload(k)
     sentinel = SENTINEL.format(k=k)
     steady = status_kb(proc.pid, "VmRSS")
     hwm_reset = reset_hwm(proc.pid)
-    window = max(a.reload_window, 2 * a.reload_guess + 3)
+    # Long enough to span the whole reload: about as long as the first load took, plus margin.
+    window = int(max(a.reload_window, 1.5 * (load_s or 0) + 4))
+    log_lines = sum(1 for _ in open(os.path.join(work, "server.log"), errors="replace"))
     out = os.path.join(work, f"reload-{k}.txt")
     perf_result = {}
 
@@ -630,14 +651,24 @@ def reload_once(server, proc, k, a, work):
     t.join()
     sampler.stop.set()
     sampler.join()
-    os.unlink(out)
+    if perf_result.get("p99") is None:
+        log(f"   !! no latency figures from the dnsperf across the reload; its output is in {out}")
+    else:
+        os.unlink(out)
     hwm = status_kb(proc.pid, "VmHWM") if hwm_reset else None
     peak = max(x for x in (hwm, sampler.peak) if x)
     r = {"reload_s": round(dt, 3) if dt is not None else None, "steady_kb": steady, "peak_kb": peak,
          "hwm_kb": hwm, "sampled_peak_kb": sampler.peak, "p99_ms": 1e3 * perf_result["p99"] if perf_result.get("p99") else None,
-         "lost": perf_result.get("lost"), "window_s": window, "rate": a.lat_qps}
+         "lost": perf_result.get("lost"), "window_s": window, "rate": a.lat_qps,
+         # dnsperf stops sending while 100 queries are outstanding, so a stalled server shows as
+         # fewer queries served, more than as lost ones: served / offered is the stall figure.
+         "served_pct": round(100.0 * (perf_result.get("completed") or 0) / (a.lat_qps * window), 1)}
+    if hasattr(server, "reload_took_ms"):
+        time.sleep(0.2)
+        r["server_took_ms"] = server.reload_took_ms(log_lines)
     log(f"   reload {k}: {r['reload_s']} s, RSS steady {steady} kB, peak {peak} kB, "
-        f"p99 {r['p99_ms']} ms, lost {r['lost']} (dnsperf at {a.lat_qps} qps across it)")
+        f"p99 {fmt(r['p99_ms'], '{:.3f}')} ms, lost {r['lost']}, served {r['served_pct']}% of offered (dnsperf at {a.lat_qps} qps across it for {window} s)"
+        + (f"; server says took_ms {r['server_took_ms']}" if r.get("server_took_ms") else ""))
     return r
 
 
@@ -718,12 +749,15 @@ def report(res, a, path_md):
                 ]) + " |")
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
-             "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: rename into "
-             "the watched directory + SIGHUP; unbound: SIGHUP); *reload s* = trigger to the first blocked answer for "
+             "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
+             "renamed into its watched directory; unbound: SIGHUP); *reload s* = trigger to the first blocked answer for "
              f"the new name; *reload peak* = max(VmHWM reset via clear_refs, 10 ms VmRSS samples); *p99 / lost during* = "
-             f"dnsperf at {a.lat_qps} qps on blocked names across the reload. Median of {a.reload_runs} reloads.\n")
-    L.append("| list | server | load s | RSS loaded MB | peak load MB | RSS after MB | reload s | steady MB | reload peak MB | peak/steady | p99 during ms | lost during | RSS telesink/x | load s telesink/x |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             f"dnsperf at {a.lat_qps} qps on blocked names across the reload (window ≈ 1.5 × load time + 4 s, reload "
+             "triggered after 1 s); *served during* = answered / offered in that window (dnsperf keeps at most 100 "
+             "queries outstanding, so a server that stalls shows fewer answers more than lost ones). "
+             f"Median of {a.reload_runs} reloads.\n")
+    L.append("| list | server | load s | RSS loaded MB | peak load MB | RSS after MB | reload s | steady MB | reload peak MB | peak/steady | p99 during ms | lost during | served during | RSS telesink/x | load s telesink/x |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         t = by.get(("telesink", size), {})
         for s in ("telesink", "unbound", "hickory-dns", "dnsmasq"):
@@ -737,9 +771,17 @@ def report(res, a, path_md):
                 fmt(e.get("reload_s"), "{:.2f}") if e.get("reloads") else "n/a (restart)",
                 fmt(mb(e.get("reload_steady_kb")), "{:.1f}"), fmt(mb(e.get("reload_peak_kb")), "{:.1f}"),
                 fmt(pr, "{:.2f}"), fmt(e.get("reload_p99_ms"), "{:.3f}"), fmt(e.get("reload_lost")),
+                fmt(e.get("reload_served_pct"), "{:.0f}%"),
                 "" if s == "telesink" else ratio(t.get("rss_after_kb"), e.get("rss_after_kb")),
                 "" if s == "telesink" else ratio(t.get("load_s"), e.get("load_s")),
             ]) + " |")
+    for e in res["servers"]:
+        if e.get("reloads"):
+            parts = [f"{mb(r['steady_kb']):.1f}→{mb(r['peak_kb']):.1f} MB in {fmt(r['reload_s'], '{:.2f}')} s"
+                     + (f" (server: took_ms {', '.join(str(x) for x in r['server_took_ms'])})" if r.get("server_took_ms") else "")
+                     for r in e["reloads"]]
+            L.append(f"\n{e['server']} {e['size']}, each reload (RSS before → peak): " + "; ".join(parts)
+                     + f"; RSS at the end {fmt(mb(e.get('rss_end_kb')), '{:.1f}')} MB.")
     if floor:
         L.append(f"\nfloor responder RSS: {fmt(mb(floor.get('rss_after_kb')), '{:.1f}')} MB\n")
     L.append("\n## Machine\n")
@@ -764,7 +806,6 @@ def main():
     ap.add_argument("--lat-duration", type=int, default=5)
     ap.add_argument("--reload-runs", type=int, default=3)
     ap.add_argument("--reload-window", type=int, default=6)
-    ap.add_argument("--reload-guess", type=float, default=0)
     ap.add_argument("--load-limit", type=float, default=300)
     ap.add_argument("--telesink", default=os.path.join(REPO, "target/release/telesink"))
     ap.add_argument("--hickory", default=os.path.join(HERE, ".tools/bin/hickory-dns"))

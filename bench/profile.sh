@@ -48,7 +48,7 @@ listen = ""
 log = "none"
 EOF
 Q=bench/data/q-blocked-$SIZE.txt
-PROBE="probe.$(grep -v '^#' "bench/data/list-$SIZE.txt" | head -1)"
+PROBE="probe.$(awk '!/^#/ {print; exit}' "bench/data/list-$SIZE.txt")"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -593,7 +593,7 @@ fn read_source(
     };
     // Only regular files: opening a FIFO or a device would block the reload forever.
     let meta = std::fs::metadata(&path).map_err(err)?;
-    if false && !meta.is_file() {
+    if !meta.is_file() {
         return Err(err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file",

@@ -43,7 +43,13 @@ pub fn cache_path(base_dir: &Path, url: &str) -> PathBuf {
         .unwrap_or(url);
     let mut name: String = bare
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     name.truncate(150);
     base_dir.join(CACHE_DIR).join(format!("{name}.txt"))
@@ -114,8 +120,11 @@ pub struct UrlList {
 /// Every distinct URL the config names (`[[list]]` and `[allow] lists`).
 pub fn url_lists(config: &Config) -> Vec<UrlList> {
     let mut out: Vec<UrlList> = Vec::new();
-    let mut add = |url: &str, list: &str, refresh: Duration, format: Format, subdomains: bool| {
-        match out.iter_mut().find(|u| u.url == url) {
+    let mut add =
+        |url: &str, list: &str, refresh: Duration, format: Format, subdomains: bool| match out
+            .iter_mut()
+            .find(|u| u.url == url)
+        {
             Some(u) => u.refresh = u.refresh.min(refresh),
             None => out.push(UrlList {
                 url: url.to_string(),
@@ -124,16 +133,27 @@ pub fn url_lists(config: &Config) -> Vec<UrlList> {
                 format,
                 subdomains,
             }),
-        }
-    };
+        };
     for l in &config.lists {
         if let ListSource::Url(url) = &l.source {
-            add(url, &l.name, l.refresh, l.format.parse().unwrap_or(Format::Auto), l.subdomains);
+            add(
+                url,
+                &l.name,
+                l.refresh,
+                l.format.parse().unwrap_or(Format::Auto),
+                l.subdomains,
+            );
         }
     }
     for (i, src) in config.allow.lists.iter().enumerate() {
         if let ListSource::Url(url) = src {
-            add(url, &format!("allow-{}", i + 1), Duration::from_secs(86400), Format::Auto, true);
+            add(
+                url,
+                &format!("allow-{}", i + 1),
+                Duration::from_secs(86400),
+                Format::Auto,
+                true,
+            );
         }
     }
     out
@@ -176,7 +196,7 @@ pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Re
         None
     };
     let mut req = agent.get(&list.url);
-    if let Some(m) = old.as_ref().filter(|_| false) {
+    if let Some(m) = &old {
         if let Some(e) = &m.etag {
             req = req.header("If-None-Match", e.as_str());
         }
@@ -211,13 +231,20 @@ pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Re
 
     let dir = cache.parent().expect("cache path has a directory");
     fs::create_dir_all(dir).with_context(|| {
-        format!("cannot create the list cache {} (is the config directory read-only?)", dir.display())
+        format!(
+            "cannot create the list cache {} (is the config directory read-only?)",
+            dir.display()
+        )
     })?;
     let tmp = temp_name(&cache);
     let written = (|| -> anyhow::Result<u64> {
-        let mut reader = resp.into_body().into_with_config().limit(MAX_LIST_BYTES).reader();
-        let mut file = fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut reader = resp
+            .into_body()
+            .into_with_config()
+            .limit(MAX_LIST_BYTES)
+            .reader();
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         let n = io::copy(&mut reader, &mut file).map_err(|e| anyhow::anyhow!("download: {e}"))?;
         file.sync_all()?;
         Ok(n)
@@ -292,7 +319,10 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// A temporary name beside `path` (same directory, so that the rename is atomic).
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
 
@@ -398,10 +428,23 @@ async fn refresh_loop(
                 entries.retain(|url, _| lists.iter().any(|l| &l.url == url));
                 for l in lists {
                     match entries.get_mut(&l.url) {
-                        Some(e) => e.list = l,
+                        Some(e) => {
+                            if l.refresh < e.list.refresh {
+                                // A shorter interval applies from the last check, not the next.
+                                e.due = e.due.min(first_due(&base_dir, &l, now));
+                            }
+                            e.list = l;
+                        }
                         None => {
                             let due = first_due(&base_dir, &l, now);
-                            entries.insert(l.url.clone(), Entry { list: l, due, failures: 0 });
+                            entries.insert(
+                                l.url.clone(),
+                                Entry {
+                                    list: l,
+                                    due,
+                                    failures: 0,
+                                },
+                            );
                         }
                     }
                 }
@@ -425,12 +468,25 @@ async fn refresh_loop(
                 continue;
             };
             let started = Instant::now();
+            // A thread of its own, not `spawn_blocking`: the runtime waits for blocking tasks when
+            // it shuts down, and a download may hang until its timeout; SIGTERM must not.
             let (agent2, dir) = (agent.clone(), base_dir.clone());
-            let res = tokio::task::spawn_blocking(move || fetch(&agent2, &list, &dir))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("download task failed: {e}")));
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("list-download".into())
+                .spawn(move || {
+                    let _ = done_tx.send(fetch(&agent2, &list, &dir));
+                });
+            let res = match spawned {
+                Ok(_) => done_rx
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the download thread panicked"))),
+                Err(e) => Err(anyhow::anyhow!("cannot start a download thread: {e}")),
+            };
             let took_ms = started.elapsed().as_millis() as u64;
-            let Some(e) = entries.get_mut(&url) else { continue };
+            let Some(e) = entries.get_mut(&url) else {
+                continue;
+            };
             let done = Instant::now();
             match res {
                 Ok(Fetched::New { bytes, rules }) => {
@@ -480,7 +536,10 @@ mod tests {
 
     #[test]
     fn cache_names_are_flat_and_stable() {
-        let p = cache_path(Path::new("/etc/telesink"), "https://example.org/lists/a b.txt?x=1");
+        let p = cache_path(
+            Path::new("/etc/telesink"),
+            "https://example.org/lists/a b.txt?x=1",
+        );
         assert_eq!(
             p,
             Path::new("/etc/telesink/.telesink-cache/example.org_lists_a_b.txt_x_1.txt")
@@ -508,7 +567,11 @@ mod tests {
     #[test]
     fn same_content_compares_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
         fs::write(&a, vec![7u8; 200_000]).unwrap();
         fs::write(&b, vec![7u8; 200_000]).unwrap();
         let mut other = vec![7u8; 200_000];
