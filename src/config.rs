@@ -509,6 +509,16 @@ impl Config {
     }
 
     /// Every category named by a list, then the built-in `bypass`, in first-seen order.
+    /// Where telesink keeps what it writes besides the query log (downloaded URL lists): the
+    /// query log's directory, which every deployment makes writable (next to the config by
+    /// default, `/var/lib/telesink` under systemd, a volume in containers).
+    pub fn state_dir(&self) -> PathBuf {
+        match self.querylog.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => self.base_dir.clone(),
+        }
+    }
+
     pub fn categories(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for list in &self.lists {

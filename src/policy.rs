@@ -226,7 +226,7 @@ impl Policy {
                     ),
                 }
             })?;
-            let (path, text) = read_source(&name, &source, &config.base_dir)?;
+            let (path, text) = read_source(&name, &source, &config.state_dir())?;
             let opts = ParseOptions { format, subdomains };
             let allow_list = kind == ListKind::Allow;
             let stats = lists::parse_list(&text, &opts, |rule| {

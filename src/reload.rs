@@ -75,7 +75,7 @@ impl Reloader {
         tune_allocator();
         let refresher = {
             let tx = tx.clone();
-            Refresher::start(config.base_dir.clone(), move |_url| {
+            Refresher::start(config.state_dir(), move |_url| {
                 let _ = tx.send(Trigger::Download);
             })
         };

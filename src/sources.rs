@@ -1,8 +1,8 @@
 //! Where list text comes from: local files, and the on-disk cache of URL lists.
 //!
 //! A URL list (`source = "https://…"`) is never read from the network on the query path or at
-//! start-up: the policy reads its cached copy ([`cache_path`], in `.telesink-cache/` next to the
-//! config). The [`Refresher`] downloads each URL in the background, at start-up when the copy is
+//! start-up: the policy reads its cached copy ([`cache_path`], in `.telesink-cache/` in the state
+//! directory, the query log's, by default next to the config). The [`Refresher`] downloads each URL in the background, at start-up when the copy is
 //! missing or older than the list's `refresh`, then every `refresh`. Requests are conditional
 //! (`If-None-Match` / `If-Modified-Since`, from `<cache>.meta`), a new copy is written to a
 //! temporary file and renamed over the old one, and a failed or empty download keeps the old
