@@ -23,6 +23,11 @@ if [ ! -d "$TOOLS/target/release" ] && [ -d target/release ]; then
     mkdir -p "$TOOLS/target"
     cp -a target/release "$TOOLS/target/" 2>/dev/null || true
 fi
+# The seeded fingerprints of telesink itself would match the archived (older) sources: drop
+# them and make the sources newer, so telesink is always compiled from REV.
+rm -rf "$TOOLS"/target/release/.fingerprint/telesink-* "$TOOLS"/target/release/deps/telesink-* \
+    "$TOOLS"/target/release/deps/libtelesink-* "$TOOLS"/target/release/telesink
+find "$SRC" -type f -exec touch {} +
 (cd "$SRC" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --bin telesink >&2)
 cp "$TOOLS/target/release/telesink" "$OUT"
 echo "$OUT"

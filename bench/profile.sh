@@ -3,6 +3,7 @@
 #
 #   bash bench/profile.sh            # after bench/run.sh has built, installed and generated
 #   SIZE=100k bash bench/profile.sh  # smaller list (quicker start under valgrind)
+#   BIN=bench/.tools/telesink-af61dc3 bash bench/profile.sh   # another build (bench/build-rev.sh)
 #
 # Three views, all of target/release/telesink serving bench/data/q-blocked-$SIZE.txt:
 #   1. callgrind: telesink under valgrind (instrumentation switched on after the list loaded),
@@ -19,9 +20,10 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1m}
 PORT=5300
 UP=5399
-OUT=bench/results/profile-$(date +%Y%m%d-%H%M%S)
+BIN=${BIN:-target/release/telesink}
+LABEL=${LABEL:-$(basename "$BIN")}
+OUT=bench/results/profile-$(date +%Y%m%d-%H%M%S)-$LABEL
 WORK=bench/.work/profile
-BIN=target/release/telesink
 mkdir -p "$OUT" "$WORK"
 cp "bench/data/list-$SIZE.txt" "$WORK/list.txt"
 cat >"$WORK/telesink.toml" <<EOF
@@ -111,5 +113,6 @@ kill -INT "$ST" 2>/dev/null || true; wait "$ST" 2>/dev/null || true
 echo "queries completed under strace: $(completed "$OUT/strace-dnsperf.txt")" | tee -a "$OUT/strace.txt"
 kill -TERM "$TS"; wait "$TS" || true
 
+echo "binary: $BIN ($(git log -1 --format='%h %s' 2>/dev/null | cut -c1-80); built $(stat -c %y "$BIN"))" >"$OUT/binary.txt"
 echo "== results in $OUT"
 ls -la "$OUT"

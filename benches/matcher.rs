@@ -74,8 +74,21 @@ const TLDS: &[&str] = &[
     "com", "com", "com", "com", "net", "org", "io", "de", "cn", "ru", "co.uk", "info", "xyz", "app",
 ];
 const WORDS: &[&str] = &[
-    "ads", "track", "metrics", "stats", "telemetry", "log", "api", "sdk", "events", "data",
-    "collect", "beacon", "analytics", "report", "crash",
+    "ads",
+    "track",
+    "metrics",
+    "stats",
+    "telemetry",
+    "log",
+    "api",
+    "sdk",
+    "events",
+    "data",
+    "collect",
+    "beacon",
+    "analytics",
+    "report",
+    "crash",
 ];
 
 fn registrable(r: &mut Rng) -> String {
@@ -132,14 +145,26 @@ fn build(n: usize) -> Fixture {
     let mut blocked = Vec::with_capacity(100_000);
     for i in 0..100_000 {
         let e = &names[r.below(names.len())];
-        blocked.push(if i % 2 == 0 { e.clone() } else { format!("{}.{}", r.pick(WORDS), e) });
+        blocked.push(if i % 2 == 0 {
+            e.clone()
+        } else {
+            format!("{}.{}", r.pick(WORDS), e)
+        });
     }
     // Allowed: a different alphabet for the first label guarantees no list entry matches.
     let mut allowed = Vec::with_capacity(100_000);
     for _ in 0..100_000 {
-        allowed.push(format!("www.allowed{}-{}", r.below(1_000_000), registrable(&mut r)));
+        allowed.push(format!(
+            "www.allowed{}-{}",
+            r.below(1_000_000),
+            registrable(&mut r)
+        ));
     }
-    Fixture { matcher, blocked, allowed }
+    Fixture {
+        matcher,
+        blocked,
+        allowed,
+    }
 }
 
 fn main() {
@@ -168,7 +193,10 @@ fn main() {
         let before = ALLOCS.load(Ordering::SeqCst);
         let mut hits = 0u64;
         for i in 0..1_000_000 {
-            hits += (black_box(m).lookup_str(black_box(queries[i % queries.len()])).block != 0) as u64;
+            hits += (black_box(m)
+                .lookup_str(black_box(queries[i % queries.len()]))
+                .block
+                != 0) as u64;
         }
         let allocs = ALLOCS.load(Ordering::SeqCst) - before;
         println!("matcher {n:>9} names: {allocs} allocations across 1000000 lookups ({hits} hits)");

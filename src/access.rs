@@ -85,10 +85,15 @@ mod tests {
         let a = Access::new(vec!["127.0.0.0/8".parse().unwrap()], 5, 5, None);
         assert_eq!(a.check("10.0.0.1".parse().unwrap()), AccessDecision::Denied);
         let me: IpAddr = "127.0.0.7".parse().unwrap();
-        let allowed = (0..20).filter(|_| a.check(me) == AccessDecision::Allowed).count();
+        let allowed = (0..20)
+            .filter(|_| a.check(me) == AccessDecision::Allowed)
+            .count();
         assert!((5..=6).contains(&allowed), "{allowed}");
         // Another client has its own bucket.
-        assert_eq!(a.check("127.0.0.8".parse().unwrap()), AccessDecision::Allowed);
+        assert_eq!(
+            a.check("127.0.0.8".parse().unwrap()),
+            AccessDecision::Allowed
+        );
         // Mapped IPv4 counts as IPv4.
         assert_eq!(
             a.check("::ffff:127.0.0.9".parse().unwrap()),

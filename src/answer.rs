@@ -110,8 +110,16 @@ mod tests {
         assert_eq!(a.answers[0].data, RData::A(Ipv4Addr::UNSPECIFIED.into()));
         assert_eq!(a.answers[0].ttl, 10);
         let aaaa = blocked(&n, RecordType::AAAA, BlockMode::Null, 10);
-        assert_eq!(aaaa.answers[0].data, RData::AAAA(Ipv6Addr::UNSPECIFIED.into()));
-        for t in [RecordType::HTTPS, RecordType::MX, RecordType::TXT, RecordType::ANY] {
+        assert_eq!(
+            aaaa.answers[0].data,
+            RData::AAAA(Ipv6Addr::UNSPECIFIED.into())
+        );
+        for t in [
+            RecordType::HTTPS,
+            RecordType::MX,
+            RecordType::TXT,
+            RecordType::ANY,
+        ] {
             let r = blocked(&n, t, BlockMode::Null, 10);
             assert_eq!(r.rcode, ResponseCode::NoError);
             assert!(r.answers.is_empty());

@@ -114,8 +114,8 @@ impl AnswerCache {
             None => Lookup::Miss,
             Some(e) if e.is_fresh(now) => Lookup::Fresh(e),
             Some(e) => {
-                let expired_for = now.saturating_duration_since(e.stored)
-                    - Duration::from_secs(e.ttl as u64);
+                let expired_for =
+                    now.saturating_duration_since(e.stored) - Duration::from_secs(e.ttl as u64);
                 if expired_for <= self.serve_stale {
                     Lookup::Stale(e)
                 } else {
@@ -128,7 +128,9 @@ impl AnswerCache {
     /// Stores an upstream answer for as long as its records allow.
     pub fn insert(&self, name: &LowerName, qtype: RecordType, answer: UpstreamAnswer) {
         let Some(cache) = &self.cache else { return };
-        let Some(ttl) = cache_ttl(&answer) else { return };
+        let Some(ttl) = cache_ttl(&answer) else {
+            return;
+        };
         if ttl == 0 {
             return;
         }
@@ -156,17 +158,17 @@ impl AnswerCache {
 /// How long an answer may be cached; `None` when it must not be (errors, truncation).
 fn cache_ttl(a: &UpstreamAnswer) -> Option<u32> {
     match a.rcode {
-        ResponseCode::NoError if !a.answers.is_empty() => {
-            a.answers.iter().map(|r| r.ttl).min().map(|t| t.min(MAX_TTL))
-        }
+        ResponseCode::NoError if !a.answers.is_empty() => a
+            .answers
+            .iter()
+            .map(|r| r.ttl)
+            .min()
+            .map(|t| t.min(MAX_TTL)),
         ResponseCode::NoError | ResponseCode::NXDomain => {
-            let soa_ttl = a
-                .authorities
-                .iter()
-                .find_map(|r| match &r.data {
-                    hickory_proto::rr::RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
-                    _ => None,
-                });
+            let soa_ttl = a.authorities.iter().find_map(|r| match &r.data {
+                hickory_proto::rr::RData::SOA(soa) => Some(soa.minimum.min(r.ttl)),
+                _ => None,
+            });
             Some(
                 a.negative_ttl
                     .or(soa_ttl)
@@ -215,13 +217,23 @@ mod tests {
     #[test]
     fn case_insensitive_key_and_no_cache_for_errors() {
         let c = AnswerCache::new(100, Duration::ZERO);
-        c.insert(&LowerName::from_str("a.example.").unwrap(), RecordType::A, answer(10));
+        c.insert(
+            &LowerName::from_str("a.example.").unwrap(),
+            RecordType::A,
+            answer(10),
+        );
         let upper = LowerName::from_str("A.EXAMPLE.").unwrap();
-        assert!(matches!(c.get(&upper, RecordType::A, Instant::now()), Lookup::Fresh(_)));
+        assert!(matches!(
+            c.get(&upper, RecordType::A, Instant::now()),
+            Lookup::Fresh(_)
+        ));
         let mut fail = answer(10);
         fail.rcode = ResponseCode::ServFail;
         let n = LowerName::from_str("b.example.").unwrap();
         c.insert(&n, RecordType::A, fail);
-        assert!(matches!(c.get(&n, RecordType::A, Instant::now()), Lookup::Miss));
+        assert!(matches!(
+            c.get(&n, RecordType::A, Instant::now()),
+            Lookup::Miss
+        ));
     }
 }

@@ -156,7 +156,10 @@ mod tests {
         s.insert(b);
         assert!(s.contains(b) && !s.contains(a));
         assert_eq!(s.union(CategorySet::single(a)).len(), 2);
-        let names: Vec<_> = t.names(s.union(CategorySet::single(a))).map(|n| n.to_string()).collect();
+        let names: Vec<_> = t
+            .names(s.union(CategorySet::single(a)))
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(names, ["telemetry", "xiaomi"]);
     }
 

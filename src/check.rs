@@ -38,7 +38,11 @@ pub fn report(config: &Config, policy: &Policy) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "lists:");
     for l in &policy.lists {
-        let cats: Vec<&str> = policy.categories.names(l.categories).map(|c| &**c).collect();
+        let cats: Vec<&str> = policy
+            .categories
+            .names(l.categories)
+            .map(|c| &**c)
+            .collect();
         let kind = match l.kind {
             ListKind::Block => format!("categories: {}", cats.join(", ")),
             ListKind::Allow => "allow exceptions".to_string(),
@@ -52,7 +56,11 @@ pub fn report(config: &Config, policy: &Policy) -> String {
             format = l.format,
         );
         if l.stats.allow_rules > 0 && l.kind == ListKind::Block {
-            let _ = writeln!(out, "  {:<20} {:>9} of them exceptions (@@)", "", l.stats.allow_rules);
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>9} of them exceptions (@@)",
+                "", l.stats.allow_rules
+            );
         }
         if l.stats.ignored > 0 {
             let _ = writeln!(
@@ -69,7 +77,13 @@ pub fn report(config: &Config, policy: &Policy) -> String {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| l.source.clone());
             for s in l.stats.first_skipped.iter().take(SHOW_SKIPPED) {
-                let _ = writeln!(out, "      {file}:{}: {} ({})", s.line, s.text.trim(), s.reason);
+                let _ = writeln!(
+                    out,
+                    "      {file}:{}: {} ({})",
+                    s.line,
+                    s.text.trim(),
+                    s.reason
+                );
             }
             if l.stats.skipped > SHOW_SKIPPED {
                 let _ = writeln!(out, "      … and {} more", l.stats.skipped - SHOW_SKIPPED);

@@ -57,7 +57,11 @@ fn resolve_client(config: &Config, s: &str) -> Result<IpAddr, String> {
         let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
         format!(
             "--client {s:?} is neither an address nor a [[client]] name (clients: {})",
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         )
     })?;
     c.addresses
@@ -76,7 +80,9 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
     for l in &policy.lists {
         // `[allow] domains` has no file: it is reported below from the policy itself.
         let Some(path) = &l.path else { continue };
-        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
         let opts = ParseOptions {
             format: l.format,
             subdomains: l.subdomains,
@@ -84,7 +90,10 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
         let mut hits = Vec::new();
         lists::parse_list(&text, &opts, |rule| {
             let matched = match &rule.pattern {
-                Pattern::Domain { name: rule_name, subdomains } => {
+                Pattern::Domain {
+                    name: rule_name,
+                    subdomains,
+                } => {
                     name == rule_name.as_ref()
                         || (*subdomains
                             && name.len() > rule_name.len()
@@ -128,13 +137,20 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
     }
     if verdict.exception && policy.allow_domains_match(name) {
         any = true;
-        let _ = writeln!(out, "  matched  [allow] domains in the config → allow exception");
+        let _ = writeln!(
+            out,
+            "  matched  [allow] domains in the config → allow exception"
+        );
     }
     if !any {
         let _ = writeln!(out, "  no list names it or a parent");
     }
     if !verdict.categories.is_empty() {
-        let _ = writeln!(out, "  categories: {}", names_or_none(policy, verdict.categories));
+        let _ = writeln!(
+            out,
+            "  categories: {}",
+            names_or_none(policy, verdict.categories)
+        );
     }
 
     let describe = |m: ClientMatch| -> String {

@@ -139,7 +139,8 @@ impl Handler {
             Ok(r) => return r,
             Err(v) => v,
         };
-        self.resolve(live, client, q, original, verdict, action).await
+        self.resolve(live, client, q, original, verdict, action)
+            .await
     }
 
     /// Step 1: access list and rate limit.
@@ -238,7 +239,16 @@ impl Handler {
         let stale = match self.inner.cache.get(q.name, q.qtype, now) {
             Lookup::Fresh(entry) => {
                 let reply = from_cache(&entry, now, None);
-                return self.inspect(live, client, q, reply, verdict, action, QueryResult::Cached, None);
+                return self.inspect(
+                    live,
+                    client,
+                    q,
+                    reply,
+                    verdict,
+                    action,
+                    QueryResult::Cached,
+                    None,
+                );
             }
             Lookup::Stale(entry) => Some(entry),
             Lookup::Miss => None,
@@ -254,14 +264,32 @@ impl Handler {
                 reply.answers = answer.answers;
                 reply.authorities = answer.authorities;
                 reply.additionals = answer.additionals;
-                self.inspect(live, client, q, reply, verdict, action, QueryResult::Forwarded, upstream_time)
+                self.inspect(
+                    live,
+                    client,
+                    q,
+                    reply,
+                    verdict,
+                    action,
+                    QueryResult::Forwarded,
+                    upstream_time,
+                )
             }
             Err(e) => {
                 tracing::debug!(name = q.text, error = %e, "forwarding failed");
                 if let Some(entry) = stale {
                     let reply = from_cache(&entry, now, Some(STALE_TTL))
                         .with_ede(ede::STALE_ANSWER, "upstreams unreachable; stale answer");
-                    return self.inspect(live, client, q, reply, verdict, action, QueryResult::Cached, upstream_time);
+                    return self.inspect(
+                        live,
+                        client,
+                        q,
+                        reply,
+                        verdict,
+                        action,
+                        QueryResult::Cached,
+                        upstream_time,
+                    );
                 }
                 let reply = Reply::rcode(ResponseCode::ServFail)
                     .with_ede(ede::NETWORK_ERROR, e.to_string());
@@ -298,7 +326,9 @@ impl Handler {
                 RData::SVCB(s) => Some(&s.target_name),
                 _ => None,
             };
-            let Some(target) = target.filter(|t| !t.is_root()) else { continue };
+            let Some(target) = target.filter(|t| !t.is_root()) else {
+                continue;
+            };
             let lower = target.to_lowercase();
             let text = dotted(&lower, &mut buf);
             chain.merge(policy.classify(lower.iter(), Some(text.as_bytes())));
@@ -343,7 +373,12 @@ impl Handler {
 
 fn block_reply(policy: &Policy, name: &LowerName, qtype: RecordType, verdict: &Verdict) -> Reply {
     let settings = policy.blocking;
-    let reply = answer::blocked(&Name::from(name.clone()), qtype, settings.mode, settings.ttl);
+    let reply = answer::blocked(
+        &Name::from(name.clone()),
+        qtype,
+        settings.mode,
+        settings.ttl,
+    );
     let mut text = String::with_capacity(64);
     text.push_str("blocked");
     if let Some(list) = verdict.list {
@@ -429,20 +464,41 @@ impl RequestHandler for Handler {
             Err(_) => {
                 // Not exactly one question.
                 metadata.response_code = ResponseCode::FormErr;
-                return send(&mut response_handle, request, metadata, None, &Reply::rcode(ResponseCode::FormErr)).await;
+                return send(
+                    &mut response_handle,
+                    request,
+                    metadata,
+                    None,
+                    &Reply::rcode(ResponseCode::FormErr),
+                )
+                .await;
             }
         };
         if request.metadata.op_code != hickory_proto::op::OpCode::Query {
             let reply = Reply::rcode(ResponseCode::NotImp);
             metadata.response_code = ResponseCode::NotImp;
-            return send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+            return send(
+                &mut response_handle,
+                request,
+                metadata,
+                edns.as_ref(),
+                &reply,
+            )
+            .await;
         }
         if let Some(req_edns) = &request.edns {
             if req_edns.version() > 0 {
                 // RFC 6891: unknown EDNS version → BADVERS.
                 let reply = Reply::rcode(ResponseCode::BADVERS);
                 metadata.response_code = ResponseCode::BADVERS;
-                return send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+                return send(
+                    &mut response_handle,
+                    request,
+                    metadata,
+                    edns.as_ref(),
+                    &reply,
+                )
+                .await;
             }
         }
 
@@ -469,7 +525,14 @@ impl RequestHandler for Handler {
             e.options_mut()
                 .insert(EdnsOption::Unknown(u16::from(EdnsCode::Unknown(15)), data));
         }
-        let info = send(&mut response_handle, request, metadata, edns.as_ref(), &reply).await;
+        let info = send(
+            &mut response_handle,
+            request,
+            metadata,
+            edns.as_ref(),
+            &reply,
+        )
+        .await;
 
         if !self.inner.sinks.is_empty() {
             let client_info = ClientInfo {
@@ -487,7 +550,9 @@ impl RequestHandler for Handler {
                 categories: outcome.verdict.categories,
                 category_table: &policy.categories,
                 list,
-                action: if outcome.verdict.categories == CategorySet::EMPTY && !outcome.verdict.exception {
+                action: if outcome.verdict.categories == CategorySet::EMPTY
+                    && !outcome.verdict.exception
+                {
                     None
                 } else {
                     outcome.action

@@ -84,7 +84,8 @@ impl LocalZone {
                 .to_lowercase();
             let mut name_fqdn = name.clone();
             name_fqdn.set_fqdn(true);
-            let rdata = record_data(r).map_err(|e| format!("record {} {:?}: {e}", r.name, r.rtype))?;
+            let rdata =
+                record_data(r).map_err(|e| format!("record {} {:?}: {e}", r.name, r.rtype))?;
             let record = Record::from_rdata(name_fqdn.clone(), r.ttl, rdata.clone());
             zone.records
                 .entry(LowerName::from(&name_fqdn))
@@ -98,8 +99,12 @@ impl LocalZone {
             };
             if let Some(ip) = ip {
                 let rev = reverse_name(ip);
-                let ptr = Record::from_rdata(rev.clone(), r.ttl, RData::PTR(PTR(name_fqdn.clone())));
-                zone.records.entry(LowerName::from(&rev)).or_default().push(ptr);
+                let ptr =
+                    Record::from_rdata(rev.clone(), r.ttl, RData::PTR(PTR(name_fqdn.clone())));
+                zone.records
+                    .entry(LowerName::from(&rev))
+                    .or_default()
+                    .push(ptr);
             }
             zone.zones.push(LowerName::from(&name_fqdn));
         }
@@ -108,7 +113,8 @@ impl LocalZone {
             n.set_fqdn(true);
             zone.zones.push(LowerName::from(&n));
         }
-        zone.zones.sort_by_key(|z| std::cmp::Reverse(z.num_labels()));
+        zone.zones
+            .sort_by_key(|z| std::cmp::Reverse(z.num_labels()));
         zone.zones.dedup();
         Ok(zone)
     }
@@ -125,7 +131,9 @@ impl LocalZone {
                 })
                 .cloned()
                 .collect();
-            let zone = self.zone_of(name).unwrap_or_else(|| Name::from(name.clone()));
+            let zone = self
+                .zone_of(name)
+                .unwrap_or_else(|| Name::from(name.clone()));
             return Some(if hits.is_empty() {
                 LocalAnswer::NoData { zone }
             } else {
@@ -141,11 +149,9 @@ impl LocalZone {
                 _ => None,
             };
             return Some(match rdata {
-                Some(d) => LocalAnswer::Records(vec![Record::from_rdata(
-                    Name::from(name.clone()),
-                    300,
-                    d,
-                )]),
+                Some(d) => {
+                    LocalAnswer::Records(vec![Record::from_rdata(Name::from(name.clone()), 300, d)])
+                }
                 None => LocalAnswer::NoData { zone },
             });
         }
@@ -185,7 +191,9 @@ fn record_data(r: &RecordConfig) -> Result<RData, String> {
         RecordKind::Ptr => RData::PTR(PTR(name(v)?)),
         RecordKind::Txt => RData::TXT(TXT::new(vec![v.to_string()])),
         RecordKind::Mx => {
-            let (pref, host) = v.split_once(char::is_whitespace).ok_or("expected \"10 mail.example\"")?;
+            let (pref, host) = v
+                .split_once(char::is_whitespace)
+                .ok_or("expected \"10 mail.example\"")?;
             RData::MX(MX::new(
                 pref.trim().parse().map_err(|_| "bad MX preference")?,
                 name(host.trim())?,
@@ -197,7 +205,12 @@ fn record_data(r: &RecordConfig) -> Result<RData, String> {
                 return Err("expected \"priority weight port target\"".into());
             }
             let num = |s: &str| s.parse::<u16>().map_err(|_| format!("bad number {s:?}"));
-            RData::SRV(SRV::new(num(parts[0])?, num(parts[1])?, num(parts[2])?, name(parts[3])?))
+            RData::SRV(SRV::new(
+                num(parts[0])?,
+                num(parts[1])?,
+                num(parts[2])?,
+                name(parts[3])?,
+            ))
         }
     })
 }
@@ -240,7 +253,8 @@ mod tests {
 
     #[test]
     fn records_nodata_and_nxdomain() {
-        let z = LocalZone::build(&[rec("nas.home.arpa", RecordKind::A, "192.168.1.10")], 10).unwrap();
+        let z =
+            LocalZone::build(&[rec("nas.home.arpa", RecordKind::A, "192.168.1.10")], 10).unwrap();
         match z.answer(&lower("nas.home.arpa."), RecordType::A) {
             Some(LocalAnswer::Records(r)) => assert_eq!(r.len(), 1),
             other => panic!("{other:?}"),
@@ -281,8 +295,12 @@ mod tests {
             assert!(z.answer(&lower(n), RecordType::PTR).is_some(), "{n}");
         }
         // Public reverse zones are forwarded.
-        assert!(z.answer(&lower("8.8.8.8.in-addr.arpa."), RecordType::PTR).is_none());
-        assert!(z.answer(&lower("5.0.32.172.in-addr.arpa."), RecordType::PTR).is_none());
+        assert!(z
+            .answer(&lower("8.8.8.8.in-addr.arpa."), RecordType::PTR)
+            .is_none());
+        assert!(z
+            .answer(&lower("5.0.32.172.in-addr.arpa."), RecordType::PTR)
+            .is_none());
     }
 
     #[test]

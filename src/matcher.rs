@@ -170,7 +170,9 @@ where
 
 #[inline]
 fn mix(x: u64) -> u64 {
-    (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(27)
+    (x ^ (x >> 29))
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        .rotate_left(27)
 }
 
 #[inline]
@@ -371,7 +373,12 @@ mod tests {
     fn many_names_all_found_and_compact() {
         let mut b = MatcherBuilder::new();
         for i in 0..200_000u32 {
-            b.insert(&format!("host{i}.example{}.com", i % 97), (i % 3) as u8, Scope::Subtree, false);
+            b.insert(
+                &format!("host{i}.example{}.com", i % 97),
+                (i % 3) as u8,
+                Scope::Subtree,
+                false,
+            );
         }
         let m = b.build();
         assert_eq!(m.len(), 200_000);

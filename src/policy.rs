@@ -217,15 +217,16 @@ impl Policy {
 
         for (name, source, cats, kind, format, subdomains) in sources {
             let id = ListId(lists.len() as u16);
-            let slot = assign_slot(&mut slot_keys, &mut slots, cats, kind, id).ok_or_else(|| {
-                PolicyError::List {
-                    list: name.clone(),
-                    message: format!(
-                        "too many lists with distinct categories (at most {SLOTS}); \
+            let slot =
+                assign_slot(&mut slot_keys, &mut slots, cats, kind, id).ok_or_else(|| {
+                    PolicyError::List {
+                        list: name.clone(),
+                        message: format!(
+                            "too many lists with distinct categories (at most {SLOTS}); \
                          lists that share the same categories can be merged"
-                    ),
-                }
-            })?;
+                        ),
+                    }
+                })?;
             let (path, text) = read_source(&name, &source, &config.state_dir())?;
             let opts = ParseOptions { format, subdomains };
             let allow_list = kind == ListKind::Allow;
@@ -350,8 +351,8 @@ impl Policy {
             });
         }
 
-        let local = LocalZone::build(&config.records, config.blocking.ttl)
-            .map_err(PolicyError::Config)?;
+        let local =
+            LocalZone::build(&config.records, config.blocking.ttl).map_err(PolicyError::Config)?;
 
         Ok(Policy {
             default_block: set_of(&config.default.block),
@@ -446,9 +447,12 @@ impl Policy {
 
     /// Whether `[allow] domains` names `name` or a parent (for explain).
     pub fn allow_domains_match(&self, name: &str) -> bool {
-        self.allow_domains
-            .iter()
-            .any(|d| name == d || name.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.')))
+        self.allow_domains.iter().any(|d| {
+            name == d
+                || name
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
+        })
     }
 
     pub fn has_regex(&self) -> bool {

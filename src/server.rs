@@ -47,7 +47,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     publish_lists(&metrics, &live.load().policy);
 
     let observer: Arc<dyn UpstreamObserver> = metrics.clone();
-    let upstreams = Upstreams::new(&config.upstream.servers, config.upstream.timeout, Some(observer))?;
+    let upstreams = Upstreams::new(
+        &config.upstream.servers,
+        config.upstream.timeout,
+        Some(observer),
+    )?;
     let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale);
 
     let querylog = crate::querylog::start_for_server(
@@ -103,16 +107,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     if let Some(listen) = config.metrics.listen {
         let metrics = metrics.clone();
         let ready = ready.clone();
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-            format!("cannot serve metrics on {listen}: {}", bind_hint(listen))
-        })?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot serve metrics on {listen}: {}", bind_hint(listen)))?;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
             let app = crate::metrics::router(metrics, ready);
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });
@@ -250,13 +257,15 @@ pub fn bind_udp_std(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpS
     s.set_nonblocking(false)?;
     // A larger receive buffer rides out bursts without drops.
     let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into()).map_err(|e| explain_bind(addr, "UDP", e))?;
+    s.bind(&addr.into())
+        .map_err(|e| explain_bind(addr, "UDP", e))?;
     Ok(s.into())
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     let s = socket_for(addr, Type::STREAM, Protocol::TCP)?;
-    s.bind(&addr.into()).map_err(|e| explain_bind(addr, "TCP", e))?;
+    s.bind(&addr.into())
+        .map_err(|e| explain_bind(addr, "TCP", e))?;
     s.listen(1024)?;
     Ok(tokio::net::TcpListener::from_std(s.into())?)
 }

@@ -16,7 +16,9 @@ use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream};
+use hickory_server::server::{
+    Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream,
+};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -61,7 +63,12 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, src: SocketAddr, handler: Handler, idle: Duration) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    handler: Handler,
+    idle: Duration,
+) {
     let (messages, sender) =
         TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
     let mut messages = TimeoutStream::new(messages, idle);

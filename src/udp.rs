@@ -122,13 +122,21 @@ pub fn start(
     Ok(threads)
 }
 
+/// Encoded answers and where they go.
+type Answers = Vec<(Vec<u8>, SocketAddr)>;
+
 thread_local! {
     /// Answers produced on a listener thread, waiting for the batch's `sendmmsg`.
     /// `None` on every other thread.
-    static OUTBOX: RefCell<Option<Vec<(Vec<u8>, SocketAddr)>>> = const { RefCell::new(None) };
+    static OUTBOX: RefCell<Option<Answers>> = const { RefCell::new(None) };
 }
 
-fn serve(socket: Arc<UdpSocket>, handler: Handler, runtime: tokio::runtime::Handle, stop: Arc<AtomicBool>) {
+fn serve(
+    socket: Arc<UdpSocket>,
+    handler: Handler,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+) {
     // Timers and sockets that a query's first poll creates belong to the runtime.
     let _runtime = runtime.enter();
     OUTBOX.with(|o| *o.borrow_mut() = Some(Vec::with_capacity(mmsg::BATCH)));
@@ -155,7 +163,9 @@ fn serve(socket: Arc<UdpSocket>, handler: Handler, runtime: tokio::runtime::Hand
             }
         };
         for i in 0..n {
-            let Some((bytes, src)) = batch.get(i) else { continue };
+            let Some((bytes, src)) = batch.get(i) else {
+                continue;
+            };
             if !respondable(src) {
                 continue;
             }
@@ -167,11 +177,20 @@ fn serve(socket: Arc<UdpSocket>, handler: Handler, runtime: tokio::runtime::Hand
                 continue;
             };
             // Most answers need no upstream: the first poll finishes them on this thread.
-            if fut.as_mut().poll(&mut Context::from_waker(waker)).is_pending() {
+            if fut
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_pending()
+            {
                 runtime.spawn(fut);
             }
         }
-        let answers = OUTBOX.with(|o| o.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default());
+        let answers = OUTBOX.with(|o| {
+            o.borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        });
         if !answers.is_empty() {
             mmsg::send_all(fd, &answers);
             OUTBOX.with(|o| {
@@ -257,7 +276,8 @@ mod mmsg {
             let len = (h.msg_len as usize).min(SIZE);
             // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes into `names[i]`, plain data
             // that may be copied bit for bit.
-            let addr = unsafe { SockAddr::new(std::ptr::read(&self.names[i]), h.msg_hdr.msg_namelen) };
+            let addr =
+                unsafe { SockAddr::new(std::ptr::read(&self.names[i]), h.msg_hdr.msg_namelen) };
             let src = addr.as_socket()?;
             Some((&self.bufs[i * SIZE..i * SIZE + len], src))
         }

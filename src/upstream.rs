@@ -151,7 +151,9 @@ impl Upstreams {
                             additionals: msg
                                 .additionals
                                 .into_iter()
-                                .filter(|r| r.record_type() != hickory_resolver::proto::rr::RecordType::OPT)
+                                .filter(|r| {
+                                    r.record_type() != hickory_resolver::proto::rr::RecordType::OPT
+                                })
                                 .collect(),
                             negative_ttl,
                         }),
@@ -186,7 +188,11 @@ fn classify_error(e: NetError) -> (UpstreamOutcome, Result<UpstreamAnswer, Strin
             negative_ttl,
             authorities,
             ..
-        })) if matches!(response_code, ResponseCode::NXDomain | ResponseCode::NoError) => {
+        })) if matches!(
+            response_code,
+            ResponseCode::NXDomain | ResponseCode::NoError
+        ) =>
+        {
             let mut auth: Vec<Record> = authorities.map(|a| a.to_vec()).unwrap_or_default();
             if auth.is_empty() {
                 if let Some(soa) = soa {
