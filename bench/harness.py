@@ -303,11 +303,15 @@ listen = ""
 log = "none"
 """)
 
+    bin = None  # None: --telesink; set for --extra-telesink builds
+
     def argv(self):
-        return [self.a.telesink, "run", "-c", os.path.join(self.work, "telesink.toml")]
+        return [self.bin or self.a.telesink, "run", "-c", os.path.join(self.work, "telesink.toml")]
 
     def version(self):
-        v = subprocess.run([self.a.telesink, "--version"], capture_output=True, text=True).stdout.strip()
+        v = subprocess.run([self.bin or self.a.telesink, "--version"], capture_output=True, text=True).stdout.strip()
+        if self.bin:
+            return f"{v} ({self.bin})"
         rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
         return f"{v} (git {rev}{', src modified' if dirty else ''})"
@@ -537,10 +541,14 @@ def med(vals):
 
 
 def bench_server(kind, size, a, results):
-    work = os.path.join(a.work, f"{kind}-{size}")
+    work = os.path.join(a.work, f"{kind.replace('@', '-')}-{size}")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    server = SERVERS[kind](a, size, work)
+    if kind.startswith("telesink@"):
+        server = Telesink(a, size, work)
+        server.name, server.bin = kind, a.extra[kind]
+    else:
+        server = SERVERS[kind](a, size, work)
     server.setup()
     entry = {"server": server.name, "size": size, "version": server.version()}
     log(f"== {server.name} {size}: {entry['version']}")
@@ -729,7 +737,7 @@ def report(res, a, path_md):
     for size in sizes:
         for wl in a.workloads:
             t = by.get(("telesink", size), {}).get("workloads", {}).get(wl)
-            rows = [by.get((s, size)) for s in ("telesink", "unbound", "hickory-dns", "dnsmasq")]
+            rows = [by.get((s, size)) for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]]
             rows = [r for r in rows if r]
             if floor:
                 rows.append(floor)
@@ -760,7 +768,7 @@ def report(res, a, path_md):
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         t = by.get(("telesink", size), {})
-        for s in ("telesink", "unbound", "hickory-dns", "dnsmasq"):
+        for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
             e = by.get((s, size))
             if not e:
                 continue
@@ -810,6 +818,8 @@ def main():
     ap.add_argument("--telesink", default=os.path.join(REPO, "target/release/telesink"))
     ap.add_argument("--hickory", default=os.path.join(HERE, ".tools/bin/hickory-dns"))
     ap.add_argument("--hickory-args", default="--workers 1 -q")
+    ap.add_argument("--extra-telesink", action="append", default=[], metavar="LABEL=PATH",
+                    help="another telesink build to run after the main one (bench/build-rev.sh), as telesink@LABEL")
     ap.add_argument("--responder", default=os.path.join(HERE, ".tools/responder"))
     a = ap.parse_args()
     a.sizes = a.sizes.split(",")
@@ -818,12 +828,26 @@ def main():
     os.makedirs(a.out, exist_ok=True)
 
     kinds = [s for s in a.servers.split(",") if s]
+    a.extra = {}
+    for x in a.extra_telesink:
+        label, path = x.split("=", 1)
+        a.extra["telesink@" + label] = os.path.abspath(path)
+    if a.extra:
+        i = kinds.index("telesink") + 1 if "telesink" in kinds else 0
+        kinds[i:i] = list(a.extra)
     for k in kinds:
-        if k not in SERVERS:
+        if k not in SERVERS and k not in a.extra:
             sys.exit(f"unknown server {k}; known: {', '.join(SERVERS)}")
     if "hickory" in kinds and not os.access(a.hickory, os.X_OK):
         log(f"hickory-dns not found at {a.hickory}: skipped (see bench/.tools/install.log)")
         kinds.remove("hickory")
+
+    # Run a private copy of the telesink binary: others may rebuild target/release mid-run.
+    if any(k == "telesink" for k in kinds):
+        src = a.telesink
+        a.telesink = os.path.join(a.work, "telesink.bin")
+        shutil.copy2(src, a.telesink)
+        log(f"telesink binary: {src} (built {time.ctime(os.path.getmtime(src))}), copied to {a.telesink}")
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     res = {"started": stamp, "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]) or "harness.py",

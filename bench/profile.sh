@@ -113,6 +113,7 @@ kill -INT "$ST" 2>/dev/null || true; wait "$ST" 2>/dev/null || true
 echo "queries completed under strace: $(completed "$OUT/strace-dnsperf.txt")" | tee -a "$OUT/strace.txt"
 kill -TERM "$TS"; wait "$TS" || true
 
-echo "binary: $BIN ($(git log -1 --format='%h %s' 2>/dev/null | cut -c1-80); built $(stat -c %y "$BIN"))" >"$OUT/binary.txt"
+{ echo "binary: $BIN, modified $(stat -c %y "$BIN"), sha256 $(sha256sum "$BIN" | cut -c1-16)"
+  echo "repo HEAD when profiled: $(git log -1 --format='%h %s' | cut -c1-80) (the binary may be another build)"; } >"$OUT/binary.txt"
 echo "== results in $OUT"
 ls -la "$OUT"

@@ -10,6 +10,7 @@ use hickory_proto::rr::rdata::{CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{RecordConfig, RecordKind};
+use crate::matcher::{DomainMatcher, MatcherBuilder, Scope};
 
 /// Zones that are always local: their names get NXDOMAIN unless a record exists.
 const SPECIAL_ZONES: &[&str] = &[
@@ -73,6 +74,9 @@ pub struct LocalZone {
     records: HashMap<LowerName, Vec<Record>>,
     /// Apexes of the zones answered here, with the number of labels, longest first.
     zones: Vec<LowerName>,
+    /// The same apexes in the policy's hashed matcher: most queries are not local, and one
+    /// probe per label tells so without comparing names.
+    index: DomainMatcher,
 }
 
 impl LocalZone {
@@ -116,11 +120,19 @@ impl LocalZone {
         zone.zones
             .sort_by_key(|z| std::cmp::Reverse(z.num_labels()));
         zone.zones.dedup();
+        let mut index = MatcherBuilder::new();
+        for z in &zone.zones {
+            index.insert(&z.to_ascii().to_ascii_lowercase(), 0, Scope::Subtree, false);
+        }
+        zone.index = index.build();
         Ok(zone)
     }
 
     /// The local answer for `name`/`qtype`, or `None` when the name is not local.
     pub fn answer(&self, name: &LowerName, qtype: RecordType) -> Option<LocalAnswer> {
+        if self.index.lookup(name.iter()).is_empty() {
+            return None;
+        }
         if let Some(records) = self.records.get(name) {
             let hits: Vec<Record> = records
                 .iter()
