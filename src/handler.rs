@@ -3,22 +3,26 @@
 //! 1. [`access`](Handler::access): `allow_networks` and the rate limit → REFUSED.
 //! 2. [`local`](Handler::local): `[[record]]`s, special-use and private-reverse names.
 //! 3. [`policy`](Handler::policy): bypass defences, lists and the client's group → block answer.
+//!    Then `ANY` gets its minimal answer ([`minimal_any`], RFC 8482), never forwarded.
 //! 4. [`resolve`](Handler::resolve): cache, else upstream; CNAME/HTTPS targets re-checked.
 //! 5. [`respond`](Handler::respond): encode (truncating for UDP), send, hand the event to sinks.
 //!
 //! Each step returns either a final answer or lets the query go on.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use crate::access::{Access, AccessDecision};
 use crate::answer::{self, ede, Reply};
@@ -34,6 +38,8 @@ use crate::upstream::Upstreams;
 const MAX_UDP_PAYLOAD: u16 = 1232;
 /// TTL of stale answers (RFC 8767 recommends 30 s).
 const STALE_TTL: u32 = 30;
+/// TTL of the synthesized answer to `ANY` (RFC 8482 leaves it to the operator).
+const ANY_TTL: u32 = 3600;
 
 /// What the query path reads: swapped whole on reload.
 pub struct Live {
@@ -52,6 +58,25 @@ struct Inner {
     cache: AnswerCache,
     upstreams: Upstreams,
     sinks: Vec<Arc<dyn QuerySink>>,
+    /// Queries between the start of `handle_request` and its end: what shutdown waits for.
+    in_flight: AtomicUsize,
+}
+
+/// Counts one query in flight for as long as it lives (dropped when the query is answered, or
+/// its future cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// The query as the pipeline sees it.
@@ -112,12 +137,32 @@ impl Handler {
                 cache,
                 upstreams,
                 sinks,
+                in_flight: AtomicUsize::new(0),
             }),
         }
     }
 
     pub fn cache(&self) -> &AnswerCache {
         &self.inner.cache
+    }
+
+    /// Queries being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// At shutdown, once the listeners stopped taking new queries: waits until every query in
+    /// flight (waiting for an upstream, usually) has been answered and handed to the sinks, or
+    /// `max` has passed. Returns how many were still in flight.
+    pub async fn drain(&self, max: Duration) -> usize {
+        let deadline = Instant::now() + max;
+        loop {
+            let n = self.in_flight();
+            if n == 0 || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Answers one query: the whole pipeline, transport-independent.
@@ -139,6 +184,9 @@ impl Handler {
             Ok(r) => return r,
             Err(v) => v,
         };
+        if q.qtype == RecordType::ANY {
+            return minimal_any(q, verdict, action);
+        }
         self.resolve(live, client, q, original, verdict, action)
             .await
     }
@@ -371,6 +419,22 @@ impl Handler {
     }
 }
 
+/// RFC 8482 §4.2: `ANY` for a name that is neither local nor blocked gets one synthesized
+/// `HINFO "RFC8482" ""` record instead of everything the upstream holds, so that telesink cannot
+/// amplify a spoofed query, over UDP or TCP. The question is not forwarded.
+fn minimal_any(q: &Question<'_>, verdict: Verdict, action: Option<Action>) -> (Reply, Outcome) {
+    let mut reply = Reply::rcode(ResponseCode::NoError);
+    reply.answers.push(hickory_proto::rr::Record::from_rdata(
+        Name::from(q.name.clone()),
+        ANY_TTL,
+        RData::HINFO(HINFO::new("RFC8482".to_string(), String::new())),
+    ));
+    let mut outcome = Outcome::new(QueryResult::Local);
+    outcome.verdict = verdict;
+    outcome.action = action;
+    (reply, outcome)
+}
+
 fn block_reply(policy: &Policy, name: &LowerName, qtype: RecordType, verdict: &Verdict) -> Reply {
     let settings = policy.blocking;
     let reply = answer::blocked(
@@ -443,6 +507,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let _in_flight = InFlight::enter(&self.inner.in_flight);
         let started = Instant::now();
         let src: SocketAddr = request.src();
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -458,6 +523,13 @@ impl RequestHandler for Handler {
 
         let live = self.inner.live.load();
         let policy = &live.policy;
+
+        if !question_is_self_contained(request.queries.as_bytes()) {
+            // The answer echoes the question's bytes as received: a compression pointer into
+            // the header would then point into the answer's header and make it undecodable.
+            // No real client compresses the first question name (there is nothing before it).
+            return send_formerr(&mut response_handle, &request.metadata).await;
+        }
 
         let info = match request.request_info() {
             Ok(info) => info,
@@ -601,11 +673,78 @@ async fn send<R: ResponseHandler>(
     }
 }
 
+/// Whether the question section, as received, can be echoed: no name in it uses a compression
+/// pointer into the 12-byte header (the only place a pointer in the first question can lead).
+fn question_is_self_contained(question: &[u8]) -> bool {
+    let mut i = 0;
+    while i < question.len() {
+        let b = question[i];
+        if b & 0xC0 == 0xC0 {
+            let target =
+                (usize::from(b & 0x3F) << 8) | usize::from(*question.get(i + 1).unwrap_or(&0));
+            if target < 12 {
+                return false;
+            }
+            i += 2 + 4; // the pointer ends the name; then QTYPE and QCLASS
+        } else if b == 0 {
+            i += 1 + 4;
+        } else {
+            i += 1 + usize::from(b);
+        }
+    }
+    true
+}
+
+/// FORMERR with an empty question section.
+async fn send_formerr<R: ResponseHandler>(handle: &mut R, request: &Metadata) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.response_code = ResponseCode::FormErr;
+    let queries = Queries::read(&mut BinDecoder::new(&[]), 0).expect("zero queries read");
+    let response =
+        MessageResponseBuilder::new(&queries, None).error_msg(request, ResponseCode::FormErr);
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(error = %e, "failed to send response");
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            })
+        }
+    }
+}
+
 /// Used by `explain`: the answer a client would get from the policy alone.
 pub fn describe_block_mode(mode: BlockMode) -> &'static str {
     match mode {
         BlockMode::Null => "0.0.0.0 / :: (null)",
         BlockMode::Nxdomain => "NXDOMAIN",
         BlockMode::Refused => "REFUSED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::question_is_self_contained;
+
+    #[test]
+    fn question_with_a_pointer_into_the_header_is_not_echoed() {
+        // Found by the `request` fuzz target: `c0 02` as the question name.
+        assert!(!question_is_self_contained(&[0xc0, 0x02, 0, 1, 0, 1]));
+        // A label, then a pointer into the header.
+        assert!(!question_is_self_contained(
+            b"\x03abc\xc0\x05\x00\x01\x00\x01"
+        ));
+        // Plain names, and a second question pointing at the first (offset 12), are fine.
+        assert!(question_is_self_contained(
+            b"\x03abc\x07example\x00\x00\x01\x00\x01"
+        ));
+        assert!(question_is_self_contained(
+            b"\x03abc\x00\x00\x01\x00\x01\xc0\x0c\x00\x1c\x00\x01"
+        ));
+        assert!(question_is_self_contained(b""));
+        // Truncated input never reads past the end.
+        assert!(!question_is_self_contained(&[0xc0]));
+        assert!(question_is_self_contained(&[0x05, b'a']));
     }
 }

@@ -143,6 +143,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         });
     }
 
+    // Queries waiting for an upstream at shutdown get at most this long to be answered.
+    let drain_max = config.upstream.timeout + Duration::from_millis(500);
     let reloader = crate::reload::Reloader::start(
         config_path.to_path_buf(),
         config,
@@ -159,6 +161,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let _ = stop_tx.send(true);
+    // No new queries now; answer those in flight (their events reach the query log first).
+    let left = handler.drain(drain_max).await;
+    if left > 0 {
+        tracing::warn!(left, "queries still unanswered at shutdown");
+    }
     if let Some(q) = querylog {
         // Writes every queued entry, then closes the database.
         if let Ok(report) = tokio::task::spawn_blocking(move || q.shutdown()).await {

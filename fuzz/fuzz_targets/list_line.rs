@@ -6,9 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telesink::lists::{
-    parse_list, Format, ParseOptions, Pattern, RuleAction, MAX_FIRST_SKIPPED,
-};
+use telesink::lists::{parse_list, Format, ParseOptions, Pattern, RuleAction, MAX_FIRST_SKIPPED};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
@@ -37,12 +35,20 @@ fuzz_target!(|data: &[u8]| {
             Pattern::Regex(re) => assert!(!re.is_empty(), "an empty regex matches everything"),
         }
     });
-    assert_eq!(stats.rules, rules, "rules counted = rules emitted ({format})");
+    assert_eq!(
+        stats.rules, rules,
+        "rules counted = rules emitted ({format})"
+    );
     assert_eq!(stats.allow_rules, allows);
     assert!(stats.first_skipped.len() <= MAX_FIRST_SKIPPED);
     assert!(stats.first_skipped.len() <= stats.skipped);
     for s in &stats.first_skipped {
-        assert!(s.text.len() <= 200, "skipped text is cut to 200 bytes");
+        // Cut to 200 bytes on a character boundary, then "…" appended.
+        assert!(
+            s.text.len() <= 200 + '…'.len_utf8(),
+            "skipped text is cut to 200 bytes: {} bytes",
+            s.text.len()
+        );
     }
 });
 
@@ -50,10 +56,7 @@ fuzz_target!(|data: &[u8]| {
 fn check_name(name: &str) {
     assert!(!name.is_empty() && name.len() <= 253, "{name:?}");
     for label in name.split('.') {
-        assert!(
-            (1..=63).contains(&label.len()),
-            "label length in {name:?}"
-        );
+        assert!((1..=63).contains(&label.len()), "label length in {name:?}");
         assert!(
             label
                 .bytes()

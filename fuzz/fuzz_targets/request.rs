@@ -129,9 +129,17 @@ fn seed_cache(cache: &AnswerCache) {
             },
         );
     };
-    put("cached.example.", RecordType::A, vec![a("cached.example.", 3600)]);
+    put(
+        "cached.example.",
+        RecordType::A,
+        vec![a("cached.example.", 3600)],
+    );
     // Goes stale a second in, then is served with EDE 3 (no upstream answers).
-    put("stale.example.", RecordType::A, vec![a("stale.example.", 1)]);
+    put(
+        "stale.example.",
+        RecordType::A,
+        vec![a("stale.example.", 1)],
+    );
     put(
         "cloaked.example.",
         RecordType::A,
@@ -182,7 +190,8 @@ fn seed_cache(cache: &AnswerCache) {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let dir: PathBuf = std::env::temp_dir().join(format!("telesink-fuzz-{}", std::process::id()));
+        let dir: PathBuf =
+            std::env::temp_dir().join(format!("telesink-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vendor.txt"), LIST).unwrap();
         std::fs::write(dir.join("ads.txt"), LIST).unwrap();
@@ -201,7 +210,12 @@ fn world() -> &'static World {
                 seed_cache(&cache);
                 let upstreams = Upstreams::new(&[], Duration::from_millis(50), None).unwrap();
                 let sinks: Vec<Arc<dyn QuerySink>> = vec![metrics.clone()];
-                Handler::new(Arc::new(ArcSwap::from_pointee(live)), cache, upstreams, sinks)
+                Handler::new(
+                    Arc::new(ArcSwap::from_pointee(live)),
+                    cache,
+                    upstreams,
+                    sinks,
+                )
             })
             .collect();
         let _ = std::fs::remove_dir_all(&dir);
@@ -252,7 +266,9 @@ impl ResponseHandler for Capture {
                     metadata,
                     counts: Default::default(),
                 };
-                header.emit(&mut BinEncoder::new(&mut buf)).map_err(NetError::from)?;
+                header
+                    .emit(&mut BinEncoder::new(&mut buf))
+                    .map_err(NetError::from)?;
                 ResponseInfo::from(header)
             }
         };
@@ -295,8 +311,7 @@ fuzz_target!(|data: &[u8]| {
                 return; // the listeners drop answers
             }
             let fut = handler.handle_request::<_, TokioTime>(&request, capture.clone());
-            w.rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await })
+            w.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await })
                 .expect("no upstream: every query must finish at once");
         }
         Err(_) => {
