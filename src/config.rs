@@ -537,27 +537,62 @@ impl Config {
     /// Keys whose change a hot reload cannot apply (sockets bound, files and queues opened at
     /// start), for the reload to report "needs a restart".
     pub fn restart_required(&self, newer: &Config) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.server.listen != newer.server.listen {
-            keys.push("server.listen");
-        }
-        // Listener settings: hickory takes them when a listener is registered.
-        if self.server.tcp_idle_timeout != newer.server.tcp_idle_timeout {
-            keys.push("server.tcp_idle_timeout");
-        }
-        if self.server.max_tcp_connections != newer.server.max_tcp_connections {
-            keys.push("server.max_tcp_connections");
-        }
-        if self.metrics.listen != newer.metrics.listen {
-            keys.push("metrics.listen");
-        }
-        if self.querylog.path != newer.querylog.path {
-            keys.push("querylog.path");
-        }
-        if self.querylog.queue_size != newer.querylog.queue_size {
-            keys.push("querylog.queue_size");
-        }
-        keys
+        // Everything built once at start: the listeners, the upstream pools and answer cache,
+        // the metrics registry's label cap, and the query log's writer.
+        let changed = [
+            (self.server.listen != newer.server.listen, "server.listen"),
+            (
+                self.server.tcp_idle_timeout != newer.server.tcp_idle_timeout,
+                "server.tcp_idle_timeout",
+            ),
+            (
+                self.server.max_tcp_connections != newer.server.max_tcp_connections,
+                "server.max_tcp_connections",
+            ),
+            (
+                self.upstream.servers != newer.upstream.servers,
+                "upstream.servers",
+            ),
+            (
+                self.upstream.timeout != newer.upstream.timeout,
+                "upstream.timeout_ms",
+            ),
+            (
+                self.upstream.cache_entries != newer.upstream.cache_entries,
+                "upstream.cache_entries",
+            ),
+            (
+                self.upstream.serve_stale != newer.upstream.serve_stale,
+                "upstream.serve_stale",
+            ),
+            (
+                self.metrics.listen != newer.metrics.listen,
+                "metrics.listen",
+            ),
+            (
+                self.metrics.max_clients != newer.metrics.max_clients,
+                "metrics.max_clients",
+            ),
+            (self.querylog.path != newer.querylog.path, "querylog.path"),
+            (
+                self.querylog.queue_size != newer.querylog.queue_size,
+                "querylog.queue_size",
+            ),
+            (self.querylog.log != newer.querylog.log, "querylog.log"),
+            (
+                self.querylog.retention_days != newer.querylog.retention_days,
+                "querylog.retention_days",
+            ),
+            (
+                self.querylog.anonymize != newer.querylog.anonymize,
+                "querylog.anonymize",
+            ),
+        ];
+        changed
+            .into_iter()
+            .filter(|(c, _)| *c)
+            .map(|(_, k)| k)
+            .collect()
     }
 }
 
@@ -3697,7 +3732,12 @@ refresh = "6h"
         let b = ok("[server]\nlisten = [\"127.0.0.1:5353\"]\nrate_limit_qps = 1\n[metrics]\nlisten = \"\"\n[querylog]\npath = \"x.db\"\nretention_days = 2\n");
         assert_eq!(
             a.restart_required(&b),
-            vec!["server.listen", "metrics.listen", "querylog.path"]
+            vec![
+                "server.listen",
+                "metrics.listen",
+                "querylog.path",
+                "querylog.retention_days"
+            ]
         );
         assert!(a.restart_required(&ok("[blocking]\nttl = 1\n")).is_empty());
     }

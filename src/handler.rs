@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Metadata, ResponseCode};
+use hickory_proto::op::{Edns, Header, MessageType, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
-use hickory_proto::serialize::binary::BinDecoder;
-use hickory_server::net::runtime::Time;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::net::runtime::{Time, TokioTime};
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
@@ -546,32 +547,25 @@ impl RequestHandler for Handler {
                 .await;
             }
         };
-        if request.metadata.op_code != hickory_proto::op::OpCode::Query {
-            let reply = Reply::rcode(ResponseCode::NotImp);
-            metadata.response_code = ResponseCode::NotImp;
+        // Queries the pipeline does not take: an opcode other than QUERY (NOTIMP), an EDNS
+        // version other than 0 (RFC 6891: BADVERS).
+        let unsupported = if request.metadata.op_code != hickory_proto::op::OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Some(ResponseCode::BADVERS)
+        } else {
+            None
+        };
+        if let Some(code) = unsupported {
+            metadata.response_code = code;
             return send(
                 &mut response_handle,
                 request,
                 metadata,
                 edns.as_ref(),
-                &reply,
+                &Reply::rcode(code),
             )
             .await;
-        }
-        if let Some(req_edns) = &request.edns {
-            if req_edns.version() > 0 {
-                // RFC 6891: unknown EDNS version → BADVERS.
-                let reply = Reply::rcode(ResponseCode::BADVERS);
-                metadata.response_code = ResponseCode::BADVERS;
-                return send(
-                    &mut response_handle,
-                    request,
-                    metadata,
-                    edns.as_ref(),
-                    &reply,
-                )
-                .await;
-            }
         }
 
         let query = info.query;
@@ -695,7 +689,38 @@ fn question_is_self_contained(question: &[u8]) -> bool {
     true
 }
 
+impl Handler {
+    /// One request off the wire, from either transport: decodes and answers it. A readable
+    /// header with a broken body gets FORMERR; no readable header gets silence, and so does a
+    /// response (answering answers is how reflection loops start).
+    pub async fn answer_wire<R: ResponseHandler>(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+        mut responder: R,
+    ) {
+        let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
+            return;
+        };
+        if header.metadata.message_type == MessageType::Response {
+            return;
+        }
+        match Request::from_bytes(bytes, src, protocol) {
+            Ok(request) => {
+                self.handle_request::<_, TokioTime>(&request, responder)
+                    .await;
+            }
+            Err(_) => {
+                send_formerr(&mut responder, &header.metadata).await;
+            }
+        }
+    }
+}
+
 /// FORMERR with an empty question section.
+/// FORMERR with an empty question section: for requests whose question cannot be echoed
+/// (undecodable, or compressed into the header).
 async fn send_formerr<R: ResponseHandler>(handle: &mut R, request: &Metadata) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(request);
     metadata.response_code = ResponseCode::FormErr;

@@ -234,7 +234,7 @@ async fn reload(st: &mut State, cause: &str) {
             if !s.old_freed {
                 tracing::debug!("the previous policy is still held by queries in flight");
             }
-            for setting in restart_only(&st.started, &s.config) {
+            for setting in st.started.restart_required(&s.config) {
                 tracing::warn!(
                     setting,
                     "changed in the config, but takes effect only after a restart; the running value is kept"
@@ -408,47 +408,6 @@ fn with_location(config: &Config, e: &PolicyError) -> String {
         Some(line) => format!("{}:{line}: {e}", config.path.display()),
         None => format!("{}: {e}", config.path.display()),
     }
-}
-
-/// Settings whose change a reload does not apply: `Config::restart_required`, and those of the
-/// parts built once at start (upstreams, answer cache, metrics labels, query log).
-fn restart_only(running: &Config, newer: &Config) -> Vec<&'static str> {
-    let mut keys = running.restart_required(newer);
-    let mut add = |changed: bool, key: &'static str| {
-        if changed && !keys.contains(&key) {
-            keys.push(key);
-        }
-    };
-    add(
-        running.upstream.servers != newer.upstream.servers,
-        "upstream.servers",
-    );
-    add(
-        running.upstream.timeout != newer.upstream.timeout,
-        "upstream.timeout_ms",
-    );
-    add(
-        running.upstream.cache_entries != newer.upstream.cache_entries,
-        "upstream.cache_entries",
-    );
-    add(
-        running.upstream.serve_stale != newer.upstream.serve_stale,
-        "upstream.serve_stale",
-    );
-    add(
-        running.metrics.max_clients != newer.metrics.max_clients,
-        "metrics.max_clients",
-    );
-    add(running.querylog.log != newer.querylog.log, "querylog.log");
-    add(
-        running.querylog.retention_days != newer.querylog.retention_days,
-        "querylog.retention_days",
-    );
-    add(
-        running.querylog.anonymize != newer.querylog.anonymize,
-        "querylog.anonymize",
-    );
-    keys
 }
 
 /// Identity and version of a file: changes with every write, rename over, or symlink swap.

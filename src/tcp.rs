@@ -10,16 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hickory_proto::op::{Header, MessageType, ResponseCode};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{
-    Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream,
-};
-use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use hickory_server::server::{ResponseHandle, TimeoutStream};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -78,28 +72,9 @@ async fn connection(
             return;
         };
         let (bytes, src) = message.into_parts();
-        let mut responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
-        match Request::from_bytes(bytes.clone(), src, Protocol::Tcp) {
-            Ok(request) => {
-                if request.metadata.message_type == MessageType::Response {
-                    continue;
-                }
-                handler
-                    .handle_request::<_, TokioTime>(&request, responder)
-                    .await;
-            }
-            Err(_) => {
-                let mut decoder = BinDecoder::new(&bytes);
-                let Ok(header) = Header::read(&mut decoder) else {
-                    return;
-                };
-                let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-                    return;
-                };
-                let response = MessageResponseBuilder::new(&queries, None)
-                    .error_msg(&header.metadata, ResponseCode::FormErr);
-                let _ = responder.send_response(response).await;
-            }
-        }
+        let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
+        handler
+            .answer_wire(bytes, src, Protocol::Tcp, responder)
+            .await;
     }
 }

@@ -23,12 +23,11 @@ use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use hickory_server::net::runtime::TokioTime;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use hickory_server::server::{ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
 
 use crate::handler::Handler;
 
@@ -173,9 +172,7 @@ fn serve(
                 socket: socket.clone(),
                 dst: src,
             };
-            let Some(mut fut) = request_future(bytes, src, handler.clone(), responder) else {
-                continue;
-            };
+            let mut fut = request_future(bytes, src, handler.clone(), responder);
             // Most answers need no upstream: the first poll finishes them on this thread.
             if fut
                 .as_mut()
@@ -335,43 +332,19 @@ mod mmsg {
 
 type BoxedQuery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Decodes a datagram into a future that answers it, or answers FORMERR / drops it at once.
+/// The future that answers one datagram; usually ready at its first poll.
 fn request_future(
     bytes: &[u8],
     src: SocketAddr,
     handler: Handler,
-    mut responder: UdpResponder,
-) -> Option<BoxedQuery> {
-    match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
-        Ok(request) => {
-            if request.metadata.message_type == MessageType::Response {
-                // Never answer answers: that is how reflection loops start.
-                return None;
-            }
-            Some(Box::pin(async move {
-                handler
-                    .handle_request::<_, TokioTime>(&request, responder)
-                    .await;
-            }))
-        }
-        Err(_) => {
-            // A readable header but a broken body: FORMERR. No readable header: silence.
-            let mut decoder = BinDecoder::new(bytes);
-            let header = Header::read(&mut decoder).ok()?;
-            if header.metadata.message_type == MessageType::Response {
-                return None;
-            }
-            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
-            let response = MessageResponseBuilder::new(&queries, None)
-                .error_msg(&header.metadata, ResponseCode::FormErr);
-            // The future is ready at once: no I/O but a non-blocking send.
-            let mut fut = Box::pin(async move {
-                let _ = responder.send_response(response).await;
-            });
-            let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            None
-        }
-    }
+    responder: UdpResponder,
+) -> BoxedQuery {
+    let bytes = bytes.to_vec();
+    Box::pin(async move {
+        handler
+            .answer_wire(bytes, src, Protocol::Udp, responder)
+            .await
+    })
 }
 
 /// Sources we must not answer (hickory-server drops the same): port 0, unspecified, broadcast.
