@@ -478,7 +478,48 @@ class Floor(Server):
         return "bench/tools/responder.rs floor (recv_from + send_to, QR flipped)"
 
 
-SERVERS = {"telesink": Telesink, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
+class TelesinkLog(Telesink):
+    """telesink with the query log writing every query (`log = "all"`): the log's cost."""
+    name = "telesink-log"
+    reloads = False
+    METRICS = PORT + 1
+
+    def setup(self):
+        super().setup()
+        path = os.path.join(self.work, "telesink.toml")
+        with open(path) as f:
+            text = f.read()
+        text = text.replace('[metrics]\nlisten = ""', f'[metrics]\nlisten = "127.0.0.1:{self.METRICS}"')
+        text = text.replace('log = "none"', 'path = "querylog.db"\nlog = "all"')
+        with open(path, "w") as f:
+            f.write(text)
+
+    def counters(self, proc):
+        """CPU ticks of the log writer thread, and rows dropped so far (metrics)."""
+        ticks = 0
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/comm") as f:
+                    if f.read().strip() != "querylog-writer":
+                        continue
+                ticks += cpu_ticks(f"{proc.pid}/task/{tid}")
+            except OSError:
+                pass
+        dropped = None
+        try:
+            with socket.create_connection(("127.0.0.1", self.METRICS), timeout=2) as c:
+                c.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                body = b""
+                while chunk := c.recv(65536):
+                    body += chunk
+            m = re.search(rb"^telesink_querylog_dropped_total (\S+)", body, re.M)
+            dropped = float(m.group(1)) if m else None
+        except OSError:
+            pass
+        return {"writer_ticks": ticks, "dropped": dropped}
+
+
+SERVERS = {"telesink": Telesink, "telesink-log": TelesinkLog, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
 
 
 # ------------------------------------------------------------------------------------------
@@ -518,7 +559,8 @@ def stop(proc):
             proc.wait()
 
 
-def measure_run(proc, qfile, a, port=PORT):
+def measure_run(proc, qfile, a, port=PORT, server=None):
+    k0 = server.counters(proc) if hasattr(server, "counters") else None
     c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
     t0 = time.monotonic()
     cmd, r = dnsperf(["-d", qfile, "-l", str(a.duration), "-q", str(a.outstanding)], port)
@@ -532,6 +574,13 @@ def measure_run(proc, qfile, a, port=PORT):
     r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
     r["wall"] = wall
     r["cmd"] = " ".join(cmd)
+    if k0 is not None:
+        k1 = server.counters(proc)
+        r["writer_us_per_q"] = ((k1["writer_ticks"] - k0["writer_ticks"]) / CLK * 1e6 / r["completed"]
+                                if r.get("completed") else None)
+        if k0["dropped"] is not None and k1["dropped"] is not None and r.get("completed"):
+            r["log_dropped"] = k1["dropped"] - k0["dropped"]
+            r["log_dropped_pct"] = 100.0 * r["log_dropped"] / r["completed"]
     return r
 
 
@@ -594,13 +643,23 @@ def bench_server(kind, size, a, results):
             qfile = os.path.join(a.data, "q-cached.txt" if wl == "cached" else f"q-{wl}-{size}.txt")
             runs = []
             for i in range(a.runs):
-                r = measure_run(proc, qfile, a)
+                r = measure_run(proc, qfile, a, server=server)
                 runs.append(r)
+                if "writer_us_per_q" in r:
+                    log(f"   log writer {r['writer_us_per_q'] or 0:.2f} µs/q, dropped {r.get('log_dropped')} "
+                        f"({r.get('log_dropped_pct', 0):.1f} %)")
                 log(f"   {wl} run {i + 1}: {r['qps']:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
                     f"lost {r['lost']:.0f}, avg {1e3 * (r['avg_lat'] or 0):.3f} ms, rcodes {r['rcodes']}, "
                     f"other load on core 0 {r['core0_other_pct']}%")
+            k0 = server.counters(proc) if hasattr(server, "counters") else None
             _, lat = dnsperf(["-d", qfile, "-l", str(a.lat_duration), "-Q", str(a.lat_qps), "-q", str(a.outstanding)],
                              PORT, verbose=True, out=os.path.join(work, f"latency-{wl}.txt"))
+            if k0 is not None:
+                time.sleep(0.5)  # let the writer take what is queued
+                k1 = server.counters(proc)
+                if k0["dropped"] is not None and k1["dropped"] is not None:
+                    lat["log_dropped"] = k1["dropped"] - k0["dropped"]
+                    log(f"   log at {a.lat_qps} qps: dropped {lat['log_dropped']:.0f} of {lat.get('completed')}")
             os.unlink(os.path.join(work, f"latency-{wl}.txt"))
             log(f"   {wl} at {a.lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
                 f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat['lost']}")
@@ -611,7 +670,10 @@ def bench_server(kind, size, a, results):
                 "avg_lat_ms": med([1e3 * r["avg_lat"] for r in runs if r["avg_lat"] is not None]),
                 "lost": med([r["lost"] for r in runs]),
                 "core0_other_pct": med([r["core0_other_pct"] for r in runs]),
-                "fixed_rate": {k: lat.get(k) for k in ("qps", "lost", "avg_lat", "p50", "p99", "p999", "max", "lat_n")},
+                "writer_us_per_q": med([r.get("writer_us_per_q") for r in runs]),
+                "log_dropped_pct": med([r.get("log_dropped_pct") for r in runs]),
+                "fixed_rate": {k: lat.get(k) for k in ("qps", "completed", "lost", "avg_lat", "p50", "p99", "p999", "max",
+                                                      "lat_n", "log_dropped")},
             }
         entry["rss_after_kb"] = status_kb(proc.pid, "VmRSS")
 
@@ -737,7 +799,7 @@ def report(res, a, path_md):
     for size in sizes:
         for wl in a.workloads:
             t = by.get(("telesink", size), {}).get("workloads", {}).get(wl)
-            rows = [by.get((s, size)) for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]]
+            rows = [by.get((s, size)) for s in ["telesink", "telesink-log"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]]
             rows = [r for r in rows if r]
             if floor:
                 rows.append(floor)
@@ -755,6 +817,29 @@ def report(res, a, path_md):
                     "" if e["server"] == "telesink" else ratio(t and t["qps"], w["qps"]),
                     "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], w["cpu_us_per_q"]),
                 ]) + " |")
+    qlog = [(size, wl) for size in sizes for wl in a.workloads
+            if by.get(("telesink-log", size), {}).get("workloads", {}).get(wl)
+            and by.get(("telesink", size), {}).get("workloads", {}).get(wl)]
+    if qlog:
+        L.append("\n## Query-log cost\n")
+        L.append("telesink with `[querylog] log = \"all\"` (every query becomes a row) against `log = \"none\"`, same "
+                 "list, same load, the whole process (its log writer thread included) pinned to one core. "
+                 "*writer µs/q* = CPU of the `querylog-writer` thread per answered query; *dropped* = rows dropped "
+                 "because the queue was full (`telesink_querylog_dropped_total`), as a share of answered queries; "
+                 f"*dropped at {a.lat_qps} qps* = the same during the fixed-rate run.\n")
+        L.append("| list | workload | qps none | qps all | qps all/none | µs/q none | µs/q all | writer µs/q | dropped at saturation | dropped at fixed rate |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size, wl in qlog:
+            n = by[("telesink", size)]["workloads"][wl]
+            w = by[("telesink-log", size)]["workloads"][wl]
+            fr = w["fixed_rate"]
+            fixed = (f"{fr['log_dropped']:.0f} of {fr['completed']:.0f}"
+                     if fr.get("log_dropped") is not None and fr.get("completed") else "n/a")
+            L.append("| " + " | ".join([
+                size, wl, fmt(n["qps"]), fmt(w["qps"]), ratio(w["qps"], n["qps"]),
+                fmt(n["cpu_us_per_q"], "{:.2f}"), fmt(w["cpu_us_per_q"], "{:.2f}"),
+                fmt(w.get("writer_us_per_q"), "{:.2f}"),
+                fmt(w.get("log_dropped_pct"), "{:.1f} %"), fixed]) + " |")
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
              "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
@@ -768,7 +853,7 @@ def report(res, a, path_md):
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         t = by.get(("telesink", size), {})
-        for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
+        for s in ["telesink", "telesink-log"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
             e = by.get((s, size))
             if not e:
                 continue

@@ -718,7 +718,6 @@ impl Handler {
     }
 }
 
-/// FORMERR with an empty question section.
 /// FORMERR with an empty question section: for requests whose question cannot be echoed
 /// (undecodable, or compressed into the header).
 async fn send_formerr<R: ResponseHandler>(handle: &mut R, request: &Metadata) -> ResponseInfo {

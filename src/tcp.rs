@@ -4,6 +4,10 @@
 //!
 //! A connection that sends nothing for `tcp_idle_timeout` is closed, so slow clients cannot hold
 //! the server; past the cap, new connections are closed at once and the oldest keep working.
+//!
+//! Pipelined queries on one connection are answered concurrently, each as soon as it is ready
+//! and in whatever order that gives (RFC 7766 §6.2.1.1): one query waiting on a slow upstream
+//! does not hold up a blocked or cached answer behind it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +25,10 @@ use crate::handler::Handler;
 
 /// Answers waiting to be written on one connection (pipelined queries).
 const RESPONSE_BUFFER: usize = 64;
+
+/// Queries of one connection answered at the same time; past it, reading the connection waits,
+/// so one client cannot pile up unbounded work.
+const IN_FLIGHT_PER_CONNECTION: usize = 64;
 
 pub async fn serve(
     listener: TcpListener,
@@ -66,15 +74,23 @@ async fn connection(
     let (messages, sender) =
         TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
     let mut messages = TimeoutStream::new(messages, idle);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     while let Some(message) = messages.next().await {
         let Ok(message) = message else {
             // Idle too long, closed, or broken framing: drop the connection.
             return;
         };
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let (bytes, src) = message.into_parts();
         let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
-        handler
-            .answer_wire(bytes, src, Protocol::Tcp, responder)
-            .await;
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            handler
+                .answer_wire(bytes, src, Protocol::Tcp, responder)
+                .await;
+            drop(slot);
+        });
     }
 }

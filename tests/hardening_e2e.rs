@@ -3,7 +3,8 @@
 //! * Abuse: a flooding client is REFUSED past its rate and counted in
 //!   `telesink_queries_total{result="refused"}`; TCP connections are capped (the one over the
 //!   cap is closed at once, the old ones keep working) and idle or stalled ones are closed, after
-//!   which new ones work; `ANY` is answered minimally (RFC 8482), never forwarded.
+//!   which new ones work; pipelined TCP queries are answered concurrently (a slow one does not
+//!   hold up the rest, RFC 7766); `ANY` is answered minimally (RFC 8482), never forwarded.
 //! * Faults: upstream down → SERVFAIL within `timeout_ms`, and answers again when it is back,
 //!   without a restart; an upstream answering garbage → SERVFAIL within `timeout_ms`; a list file
 //!   deleted or replaced by a directory under load → every query still answered with the old
@@ -192,6 +193,60 @@ fn tcp_exchange(s: &mut TcpStream, name: &str, id: u16) -> Result<ResponseCode, 
         return Err(format!("ID {} != {id}", m.metadata.id));
     }
     Ok(m.metadata.response_code)
+}
+
+/// Reads one framed answer; its ID and rcode.
+fn tcp_read_answer(s: &mut TcpStream) -> Result<(u16, ResponseCode), String> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).map_err(|e| e.to_string())?;
+    let m = Message::from_vec(&msg).map_err(|e| e.to_string())?;
+    Ok((m.metadata.id, m.metadata.response_code))
+}
+
+/// RFC 7766 §6.2.1.1: pipelined queries on one connection are answered concurrently, so a query
+/// waiting on a slow upstream does not hold up a local or blocked answer sent after it.
+#[test]
+fn tcp_pipelined_queries_are_not_held_behind_a_slow_one() {
+    let up = TestUpstream::start();
+    up.set(
+        "slow.example",
+        Reply::delayed(
+            Duration::from_millis(1500),
+            Reply::a(Ipv4Addr::new(192, 0, 2, 7)),
+        ),
+    );
+    let ts = base().upstream(&up).timeout_ms(4000).start();
+    let mut s = tcp_connect_from(ts.addr(), client(86), Duration::from_secs(3)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut framed = Vec::new();
+    for (name, id) in [
+        ("slow.example", 1u16),
+        ("nas.home.arpa", 2),
+        ("tracking.vendor.example", 3),
+    ] {
+        let q = encode_query(name, RecordType::A, &QueryOpts::tcp(), id);
+        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&q);
+    }
+    s.write_all(&framed).unwrap();
+    // Answered in order, the first answer would be the slow one (ID 1).
+    let mut fast = vec![
+        tcp_read_answer(&mut s).unwrap(),
+        tcp_read_answer(&mut s).unwrap(),
+    ];
+    fast.sort_by_key(|a| a.0);
+    assert_eq!(
+        fast,
+        vec![(2, ResponseCode::NoError), (3, ResponseCode::NoError)],
+        "the local and the blocked answer come first"
+    );
+    assert_eq!(
+        tcp_read_answer(&mut s).unwrap(),
+        (1, ResponseCode::NoError),
+        "the slow one still arrives"
+    );
 }
 
 #[test]
