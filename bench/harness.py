@@ -270,12 +270,13 @@ def atomic_write(path, src, extra):
 class Telesink(Server):
     name = "telesink"
     reloads = True
+    port = PORT
 
     def setup(self):
         shutil.copy(self.list_names(), os.path.join(self.work, "list.txt"))
         with open(os.path.join(self.work, "telesink.toml"), "w") as f:
             f.write(f"""[server]
-listen = ["127.0.0.1:{PORT}"]
+listen = ["127.0.0.1:{self.port}"]
 allow_networks = ["127.0.0.0/8"]
 rate_limit_qps = 0
 
@@ -479,23 +480,35 @@ class Floor(Server):
 
 
 class TelesinkLog(Telesink):
-    """telesink with the query log writing every query (`log = "all"`): the log's cost."""
+    """telesink with the query log writing every query (`log = "all"`), on its own ports, for
+    the query-log cost (bench_querylog)."""
     name = "telesink-log"
     reloads = False
-    METRICS = PORT + 1
+    port = PORT + 2
+    metrics = PORT + 1
+    log = True
+
+
+class TelesinkNoLog(TelesinkLog):
+    """The same with `log = "none"`: metrics on in both, so that only the log differs."""
+    name = "telesink-nolog"
+    port = PORT + 4
+    metrics = PORT + 3
+    log = False
 
     def setup(self):
         super().setup()
         path = os.path.join(self.work, "telesink.toml")
         with open(path) as f:
             text = f.read()
-        text = text.replace('[metrics]\nlisten = ""', f'[metrics]\nlisten = "127.0.0.1:{self.METRICS}"')
-        text = text.replace('log = "none"', 'path = "querylog.db"\nlog = "all"')
+        text = text.replace('[metrics]\nlisten = ""', f'[metrics]\nlisten = "127.0.0.1:{self.metrics}"')
+        if self.log:
+            text = text.replace('log = "none"', 'path = "querylog.db"\nlog = "all"')
         with open(path, "w") as f:
             f.write(text)
 
     def counters(self, proc):
-        """CPU ticks of the log writer thread, and rows dropped so far (metrics)."""
+        """CPU ticks of the log writer thread, and rows dropped so far (from /metrics)."""
         ticks = 0
         for tid in os.listdir(f"/proc/{proc.pid}/task"):
             try:
@@ -507,7 +520,7 @@ class TelesinkLog(Telesink):
                 pass
         dropped = None
         try:
-            with socket.create_connection(("127.0.0.1", self.METRICS), timeout=2) as c:
+            with socket.create_connection(("127.0.0.1", self.metrics), timeout=2) as c:
                 c.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
                 body = b""
                 while chunk := c.recv(65536):
@@ -519,7 +532,7 @@ class TelesinkLog(Telesink):
         return {"writer_ticks": ticks, "dropped": dropped}
 
 
-SERVERS = {"telesink": Telesink, "telesink-log": TelesinkLog, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
+SERVERS = {"telesink": Telesink, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
 
 
 # ------------------------------------------------------------------------------------------
@@ -539,7 +552,7 @@ def port_free(port):
 
 def start(server, logpath):
     for _ in range(100):
-        if port_free(PORT):
+        if port_free(getattr(server, "port", PORT)):
             break
         time.sleep(0.1)
     argv = ["taskset", "-c", SERVER_CPU] + server.argv()
@@ -643,23 +656,13 @@ def bench_server(kind, size, a, results):
             qfile = os.path.join(a.data, "q-cached.txt" if wl == "cached" else f"q-{wl}-{size}.txt")
             runs = []
             for i in range(a.runs):
-                r = measure_run(proc, qfile, a, server=server)
+                r = measure_run(proc, qfile, a)
                 runs.append(r)
-                if "writer_us_per_q" in r:
-                    log(f"   log writer {r['writer_us_per_q'] or 0:.2f} µs/q, dropped {r.get('log_dropped')} "
-                        f"({r.get('log_dropped_pct', 0):.1f} %)")
                 log(f"   {wl} run {i + 1}: {r['qps']:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
                     f"lost {r['lost']:.0f}, avg {1e3 * (r['avg_lat'] or 0):.3f} ms, rcodes {r['rcodes']}, "
                     f"other load on core 0 {r['core0_other_pct']}%")
-            k0 = server.counters(proc) if hasattr(server, "counters") else None
             _, lat = dnsperf(["-d", qfile, "-l", str(a.lat_duration), "-Q", str(a.lat_qps), "-q", str(a.outstanding)],
                              PORT, verbose=True, out=os.path.join(work, f"latency-{wl}.txt"))
-            if k0 is not None:
-                time.sleep(0.5)  # let the writer take what is queued
-                k1 = server.counters(proc)
-                if k0["dropped"] is not None and k1["dropped"] is not None:
-                    lat["log_dropped"] = k1["dropped"] - k0["dropped"]
-                    log(f"   log at {a.lat_qps} qps: dropped {lat['log_dropped']:.0f} of {lat.get('completed')}")
             os.unlink(os.path.join(work, f"latency-{wl}.txt"))
             log(f"   {wl} at {a.lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
                 f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat['lost']}")
@@ -670,10 +673,7 @@ def bench_server(kind, size, a, results):
                 "avg_lat_ms": med([1e3 * r["avg_lat"] for r in runs if r["avg_lat"] is not None]),
                 "lost": med([r["lost"] for r in runs]),
                 "core0_other_pct": med([r["core0_other_pct"] for r in runs]),
-                "writer_us_per_q": med([r.get("writer_us_per_q") for r in runs]),
-                "log_dropped_pct": med([r.get("log_dropped_pct") for r in runs]),
-                "fixed_rate": {k: lat.get(k) for k in ("qps", "completed", "lost", "avg_lat", "p50", "p99", "p999", "max",
-                                                      "lat_n", "log_dropped")},
+                "fixed_rate": {k: lat.get(k) for k in ("qps", "lost", "avg_lat", "p50", "p99", "p999", "max", "lat_n")},
             }
         entry["rss_after_kb"] = status_kb(proc.pid, "VmRSS")
 
@@ -691,6 +691,74 @@ def bench_server(kind, size, a, results):
         entry["rss_end_kb"] = status_kb(proc.pid, "VmRSS")
     finally:
         stop(proc)
+        results.append(entry)
+
+
+def bench_querylog(size, a, results):
+    """The query log's cost: telesink with `log = "none"` and with `log = "all"`, both running,
+    both pinned to the server core, measured in alternation (none, all, all, none, ...) so that
+    drift in the machine's speed falls on both alike."""
+    servers, procs = [], []
+    entry = {"server": "querylog-cost", "size": size, "pairs": []}
+    try:
+        for cls in (TelesinkNoLog, TelesinkLog):
+            work = os.path.join(a.work, f"{cls.name}-qlog-{size}")
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            srv = cls(a, size, work)
+            srv.setup()
+            proc, _, argv = start(srv, os.path.join(work, "server.log"))
+            servers.append(srv)
+            procs.append(proc)
+            if wait_blocked(srv.port, srv.probe_name(), proc, limit=a.load_limit) is None:
+                entry["error"] = f"{cls.name} did not answer (see {work}/server.log)"
+                log(entry["error"])
+                return
+            entry.setdefault("argv", []).append(" ".join(argv))
+        entry["version"] = servers[0].version()
+        log(f"== query-log cost {size}: {entry['version']}")
+        qfile = os.path.join(a.data, f"q-blocked-{size}.txt")
+        for srv in servers:
+            dnsperf(["-d", qfile, "-l", "2", "-q", str(a.outstanding)], srv.port)
+        for i in range(a.runs):
+            order = [0, 1] if i % 2 == 0 else [1, 0]
+            pair = [None, None]
+            for j in order:
+                pair[j] = measure_run(procs[j], qfile, a, port=servers[j].port,
+                                      server=servers[j] if servers[j].log else None)
+                time.sleep(0.5)  # let the writer take what is queued before the next run
+            n, w = pair
+            log(f"   pair {i + 1}: none {n['qps']:.0f} qps {n['cpu_us_per_q'] or 0:.2f} µs/q | "
+                f"all {w['qps']:.0f} qps {w['cpu_us_per_q'] or 0:.2f} µs/q, writer {w.get('writer_us_per_q') or 0:.2f} "
+                f"µs/q, dropped {w.get('log_dropped_pct', 0):.1f} % | ratio {w['qps'] / n['qps']:.3f}")
+            entry["pairs"].append({"none": n, "all": w, "qps_ratio": w["qps"] / n["qps"] if n["qps"] else None})
+        entry["fixed"] = []
+        for rate in a.qlog_rates:
+            row = {"rate": rate}
+            for j, key in ((0, "none"), (1, "all")):
+                k0 = servers[j].counters(procs[j]) if servers[j].log else None
+                _, lat = dnsperf(["-d", qfile, "-l", str(a.lat_duration), "-Q", str(rate), "-q", str(a.outstanding)],
+                                 servers[j].port, verbose=True, out=os.path.join(a.work, "qlog-latency.txt"))
+                row[key] = {k: lat.get(k) for k in ("qps", "completed", "lost", "p50", "p99", "max")}
+                if k0 is not None:
+                    time.sleep(1.0)
+                    k1 = servers[j].counters(procs[j])
+                    if k0["dropped"] is not None and k1["dropped"] is not None:
+                        row[key]["log_dropped"] = k1["dropped"] - k0["dropped"]
+            log(f"   at {rate} qps: p99 none {1e3 * (row['none'].get('p99') or 0):.3f} ms, all "
+                f"{1e3 * (row['all'].get('p99') or 0):.3f} ms; rows dropped {row['all'].get('log_dropped')} of "
+                f"{row['all'].get('completed')}")
+            entry["fixed"].append(row)
+        entry["qps_ratio"] = med([p["qps_ratio"] for p in entry["pairs"]])
+        entry["none_qps"] = med([p["none"]["qps"] for p in entry["pairs"]])
+        entry["all_qps"] = med([p["all"]["qps"] for p in entry["pairs"]])
+        entry["none_cpu"] = med([p["none"]["cpu_us_per_q"] for p in entry["pairs"]])
+        entry["all_cpu"] = med([p["all"]["cpu_us_per_q"] for p in entry["pairs"]])
+        entry["writer_cpu"] = med([p["all"].get("writer_us_per_q") for p in entry["pairs"]])
+        entry["dropped_pct"] = med([p["all"].get("log_dropped_pct") for p in entry["pairs"]])
+    finally:
+        for proc in procs:
+            stop(proc)
         results.append(entry)
 
 
@@ -799,7 +867,7 @@ def report(res, a, path_md):
     for size in sizes:
         for wl in a.workloads:
             t = by.get(("telesink", size), {}).get("workloads", {}).get(wl)
-            rows = [by.get((s, size)) for s in ["telesink", "telesink-log"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]]
+            rows = [by.get((s, size)) for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]]
             rows = [r for r in rows if r]
             if floor:
                 rows.append(floor)
@@ -817,29 +885,34 @@ def report(res, a, path_md):
                     "" if e["server"] == "telesink" else ratio(t and t["qps"], w["qps"]),
                     "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], w["cpu_us_per_q"]),
                 ]) + " |")
-    qlog = [(size, wl) for size in sizes for wl in a.workloads
-            if by.get(("telesink-log", size), {}).get("workloads", {}).get(wl)
-            and by.get(("telesink", size), {}).get("workloads", {}).get(wl)]
-    if qlog:
-        L.append("\n## Query-log cost\n")
-        L.append("telesink with `[querylog] log = \"all\"` (every query becomes a row) against `log = \"none\"`, same "
-                 "list, same load, the whole process (its log writer thread included) pinned to one core. "
-                 "*writer µs/q* = CPU of the `querylog-writer` thread per answered query; *dropped* = rows dropped "
-                 "because the queue was full (`telesink_querylog_dropped_total`), as a share of answered queries; "
-                 f"*dropped at {a.lat_qps} qps* = the same during the fixed-rate run.\n")
-        L.append("| list | workload | qps none | qps all | qps all/none | µs/q none | µs/q all | writer µs/q | dropped at saturation | dropped at fixed rate |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for size, wl in qlog:
-            n = by[("telesink", size)]["workloads"][wl]
-            w = by[("telesink-log", size)]["workloads"][wl]
-            fr = w["fixed_rate"]
-            fixed = (f"{fr['log_dropped']:.0f} of {fr['completed']:.0f}"
-                     if fr.get("log_dropped") is not None and fr.get("completed") else "n/a")
-            L.append("| " + " | ".join([
-                size, wl, fmt(n["qps"]), fmt(w["qps"]), ratio(w["qps"], n["qps"]),
-                fmt(n["cpu_us_per_q"], "{:.2f}"), fmt(w["cpu_us_per_q"], "{:.2f}"),
-                fmt(w.get("writer_us_per_q"), "{:.2f}"),
-                fmt(w.get("log_dropped_pct"), "{:.1f} %"), fixed]) + " |")
+    for e in res["servers"]:
+        if e["server"] != "querylog-cost" or not e.get("pairs"):
+            continue
+        L.append(f"\n## Query-log cost ({e['size']} list, blocked names)\n")
+        L.append("Two telesink processes, both pinned to the server core, metrics on in both: `[querylog] log = "
+                 "\"none\"` and `log = \"all\"` (every query becomes a row, in a SQLite file on disk). dnsperf alternates between "
+                 "them (none, all, all, none, ...). *writer µs/q* = CPU of the `querylog-writer` thread per answered "
+                 "query; *dropped* = rows the full queue turned away (`telesink_querylog_dropped_total`) as a share "
+                 "of answered queries. The writer runs in the idle scheduling class: at saturation it gets what the "
+                 "DNS thread leaves, so rows are dropped rather than answers slowed.\n")
+        L.append("| pair | qps none | qps all | all/none | µs/q none | µs/q all | writer µs/q | rows dropped |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for i, p in enumerate(e["pairs"]):
+            L.append(f"| {i + 1} | {fmt(p['none']['qps'])} | {fmt(p['all']['qps'])} | {fmt(p['qps_ratio'], '{:.3f}')} | "
+                     f"{fmt(p['none']['cpu_us_per_q'], '{:.2f}')} | {fmt(p['all']['cpu_us_per_q'], '{:.2f}')} | "
+                     f"{fmt(p['all'].get('writer_us_per_q'), '{:.2f}')} | {fmt(p['all'].get('log_dropped_pct'), '{:.1f} %')} |")
+        L.append(f"| **median** | {fmt(e['none_qps'])} | {fmt(e['all_qps'])} | **{fmt(e['qps_ratio'], '{:.3f}')}** | "
+                 f"{fmt(e['none_cpu'], '{:.2f}')} | {fmt(e['all_cpu'], '{:.2f}')} | {fmt(e['writer_cpu'], '{:.2f}')} | "
+                 f"{fmt(e['dropped_pct'], '{:.1f} %')} |")
+        L.append(f"\nAt fixed rates ({a.lat_duration} s each, dnsperf -Q): latency with the log off and on, and rows "
+                 "dropped with it on (counted 1 s after the run).\n")
+        L.append("| offered qps | p99 none ms | p99 all ms | max all ms | rows dropped / answered |")
+        L.append("|---:|---:|---:|---:|---:|")
+        for row in e.get("fixed", []):
+            n, w = row["none"], row["all"]
+            L.append(f"| {row['rate']} | {fmt(n.get('p99') and 1e3 * n['p99'], '{:.3f}')} | "
+                     f"{fmt(w.get('p99') and 1e3 * w['p99'], '{:.3f}')} | {fmt(w.get('max') and 1e3 * w['max'], '{:.3f}')} | "
+                     f"{fmt(w.get('log_dropped'))} / {fmt(w.get('completed'))} |")
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
              "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
@@ -853,7 +926,7 @@ def report(res, a, path_md):
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         t = by.get(("telesink", size), {})
-        for s in ["telesink", "telesink-log"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
+        for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
             e = by.get((s, size))
             if not e:
                 continue
@@ -889,7 +962,10 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--servers", default="telesink,unbound,hickory,dnsmasq,floor")
+    ap.add_argument("--servers", default="telesink,unbound,hickory,dnsmasq,floor,querylog",
+                    help="querylog = the query log's cost (telesink with log none / all, alternating)")
+    ap.add_argument("--qlog-rates", default="20000,50000",
+                    help="fixed rates for the query-log latency and dropped-rows check")
     ap.add_argument("--sizes", default="100k,1m")
     ap.add_argument("--workloads", default="blocked,cached,mix")
     ap.add_argument("--runs", type=int, default=3)
@@ -909,6 +985,7 @@ def main():
     a = ap.parse_args()
     a.sizes = a.sizes.split(",")
     a.workloads = a.workloads.split(",")
+    a.qlog_rates = [int(x) for x in a.qlog_rates.split(",") if x]
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
 
@@ -921,14 +998,14 @@ def main():
         i = kinds.index("telesink") + 1 if "telesink" in kinds else 0
         kinds[i:i] = list(a.extra)
     for k in kinds:
-        if k not in SERVERS and k not in a.extra:
+        if k not in SERVERS and k not in a.extra and k != "querylog":
             sys.exit(f"unknown server {k}; known: {', '.join(SERVERS)}")
     if "hickory" in kinds and not os.access(a.hickory, os.X_OK):
         log(f"hickory-dns not found at {a.hickory}: skipped (see bench/.tools/install.log)")
         kinds.remove("hickory")
 
     # Run a private copy of the telesink binary: others may rebuild target/release mid-run.
-    if any(k == "telesink" for k in kinds):
+    if any(k in ("telesink", "querylog") for k in kinds):
         src = a.telesink
         a.telesink = os.path.join(a.work, "telesink.bin")
         shutil.copy2(src, a.telesink)
@@ -946,6 +1023,9 @@ def main():
         for size in a.sizes:
             for k in kinds:
                 if k == "floor":
+                    continue
+                if k == "querylog":
+                    bench_querylog(size, a, res["servers"])
                     continue
                 res["load_" + k + "_" + size] = os.getloadavg()
                 bench_server(k, size, a, res["servers"])

@@ -76,9 +76,9 @@ pub struct QueryEvent<'a> {
     /// Every category that matched the name (or, for CNAME cloaking, the chain).
     pub categories: CategorySet,
     /// Names of the categories, for this policy generation.
-    pub category_table: &'a CategoryTable,
+    pub category_table: &'a Arc<CategoryTable>,
     /// The first list that matched, if any.
-    pub list: Option<&'a str>,
+    pub list: Option<&'a Arc<str>>,
     /// What the client's group did, when a category matched.
     pub action: Option<Action>,
     pub rcode: ResponseCode,

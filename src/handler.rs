@@ -606,7 +606,7 @@ impl RequestHandler for Handler {
                 name: policy.client_name(client).cloned(),
                 group: policy.group_name(client).cloned(),
             };
-            let list = outcome.verdict.list.map(|l| &*policy.list(l).name);
+            let list = outcome.verdict.list.map(|l| &policy.list(l).name);
             let event = QueryEvent {
                 time: SystemTime::now(),
                 client: &client_info,

@@ -723,7 +723,7 @@ mod tests {
 
     fn event<'a>(
         client: &'a ClientInfo,
-        table: &'a CategoryTable,
+        table: &'a Arc<CategoryTable>,
         result: QueryResult,
         categories: CategorySet,
         action: Option<Action>,
@@ -761,6 +761,7 @@ mod tests {
         let mut t = CategoryTable::new();
         let tel = t.intern("telemetry").unwrap();
         let xi = t.intern("xiaomi").unwrap();
+        let t = Arc::new(t);
         let anna = client([192, 168, 1, 50], Some("anna-phone"));
         let tv = client([192, 168, 1, 60], None);
         let both = CategorySet::single(tel).union(CategorySet::single(xi));
@@ -875,11 +876,12 @@ mod tests {
     #[test]
     fn every_metric_is_exposed() {
         let m = Metrics::new(8);
-        let t = CategoryTable::new();
+        let t = Arc::new(CategoryTable::new());
         let c = client([10, 0, 0, 1], None);
         m.record(&event(&c, &t, QueryResult::Local, CategorySet::EMPTY, None));
         let mut t2 = CategoryTable::new();
         let b = t2.intern(crate::category::BYPASS).unwrap();
+        let t2 = Arc::new(t2);
         m.record(&event(
             &c,
             &t2,
@@ -1008,7 +1010,7 @@ mod tests {
     #[test]
     fn client_cardinality_is_capped() {
         let m = Metrics::new(256);
-        let t = CategoryTable::new();
+        let t = Arc::new(CategoryTable::new());
         let clients: Vec<ClientInfo> = (0..300u32)
             .map(|i| client([10, 1, (i / 256) as u8, (i % 256) as u8], None))
             .collect();
@@ -1101,6 +1103,7 @@ mod tests {
         let mut t2 = CategoryTable::new();
         let new2 = t2.intern("samsung").unwrap();
         let tel2 = t2.intern("telemetry").unwrap();
+        let (t1, t2) = (Arc::new(t1), Arc::new(t2));
         let c = client([192, 168, 1, 9], Some("tv"));
         for _ in 0..5_000 {
             m.record(&event(
@@ -1256,6 +1259,7 @@ mod tests {
         for i in 0..20 {
             t.intern(&format!("cat{i}")).unwrap();
         }
+        let t = Arc::new(t);
         let clients: Vec<ClientInfo> = (0..64u8)
             .map(|i| {
                 client(

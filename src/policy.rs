@@ -133,7 +133,8 @@ struct RegexRules {
 }
 
 pub struct Policy {
-    pub categories: CategoryTable,
+    /// Shared with the query-log rows of this generation, which name their categories late.
+    pub categories: Arc<CategoryTable>,
     pub lists: Vec<ListInfo>,
     pub clients: Vec<Client>,
     pub groups: Vec<Group>,
@@ -357,7 +358,7 @@ impl Policy {
         Ok(Policy {
             default_block: set_of(&config.default.block),
             default_observe: set_of(&config.default.observe),
-            categories,
+            categories: Arc::new(categories),
             lists,
             clients,
             groups,

@@ -915,6 +915,8 @@ mod tests {
         fn add(&self, client: &ClientInfo, name: &str, action: Action, times: &[i64]) {
             let mut table = CategoryTable::new();
             let t = table.intern("telemetry").unwrap();
+            let table = Arc::new(table);
+            let list: Arc<str> = Arc::from("xiaomi");
             let log = querylog::QueryLog::open(
                 querylog::QueryLogSettings {
                     path: self.path.clone(),
@@ -936,7 +938,7 @@ mod tests {
                     result: QueryResult::Blocked,
                     categories: CategorySet::single(t),
                     category_table: &table,
-                    list: Some("xiaomi"),
+                    list: Some(&list),
                     action: Some(action),
                     rcode: ResponseCode::NoError,
                     upstream_time: None,

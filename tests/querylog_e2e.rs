@@ -230,6 +230,8 @@ fn retention_deletes_old_rows_at_start() {
         .unwrap();
         let mut table = CategoryTable::new();
         let cat = CategorySet::single(table.intern("telemetry").unwrap());
+        let table = std::sync::Arc::new(table);
+        let list: std::sync::Arc<str> = "vendor".into();
         let c = ClientInfo {
             addr: ANNA.into(),
             name: Some("anna-phone".into()),
@@ -244,7 +246,7 @@ fn retention_deletes_old_rows_at_start() {
                 result: QueryResult::Blocked,
                 categories: cat,
                 category_table: &table,
-                list: Some("vendor"),
+                list: Some(&list),
                 action: Some(telesink::category::Action::Blocked),
                 rcode: ResponseCode::NoError,
                 upstream_time: None,
