@@ -489,13 +489,6 @@ class TelesinkLog(Telesink):
     log = True
 
 
-class TelesinkNoLog(TelesinkLog):
-    """The same with `log = "none"`: metrics on in both, so that only the log differs."""
-    name = "telesink-nolog"
-    port = PORT + 4
-    metrics = PORT + 3
-    log = False
-
     def setup(self):
         super().setup()
         path = os.path.join(self.work, "telesink.toml")
@@ -530,6 +523,14 @@ class TelesinkNoLog(TelesinkLog):
         except OSError:
             pass
         return {"writer_ticks": ticks, "dropped": dropped}
+
+
+class TelesinkNoLog(TelesinkLog):
+    """The same with `log = "none"`: metrics on in both, so that only the log differs."""
+    name = "telesink-nolog"
+    port = PORT + 4
+    metrics = PORT + 3
+    log = False
 
 
 SERVERS = {"telesink": Telesink, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
