@@ -327,7 +327,8 @@ pub struct QueryLogConfig {
     pub retention_days: u32,
     /// Store the client's /24 (IPv4) or /56 (IPv6) instead of its address. Default false.
     pub anonymize: bool,
-    /// Entries waiting to be written; past it they are dropped and counted. Default 65536.
+    /// Entries waiting to be written; past it they are dropped and counted. Default 16384
+    /// (~3 MB): 0.16 s of rows at 100k qps, and the writer takes them every 0.1 s.
     pub queue_size: usize,
 }
 
@@ -413,7 +414,7 @@ impl QueryLogConfig {
             log: LogMode::Matched,
             retention_days: 30,
             anonymize: false,
-            queue_size: 65536,
+            queue_size: 16384,
         }
     }
 }
@@ -2456,7 +2457,7 @@ anonymize = false                         # store the client's /24 (IPv4) or /56
         assert_eq!(c.querylog.log, LogMode::Matched);
         assert_eq!(c.querylog.retention_days, 30);
         assert!(!c.querylog.anonymize);
-        assert_eq!(c.querylog.queue_size, 65536);
+        assert_eq!(c.querylog.queue_size, 16384);
         assert!(c.warnings.is_empty());
         assert_eq!(c.categories(), vec!["bypass"]);
     }
