@@ -28,7 +28,7 @@ BENCH=bench
 TOOLS=$BENCH/.tools
 mkdir -p "$TOOLS"
 
-SERVERS=${SERVERS:-telesink,unbound,hickory,dnsmasq,floor}
+SERVERS=${SERVERS:-telesink,unbound,hickory,dnsmasq,floor,querylog}
 SIZES=${SIZES:-100k,1m}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
