@@ -400,13 +400,16 @@ def audit(trace, unit, binary):
     MemoryDenyWriteExecute."""
     expand = syscall_groups()
     st = unit_settings(unit)
-    allowed, denied = set(), set()
+    # As systemd merges the lines of an allow-list filter: in order, `~` removes, others add.
+    allowed = set()
     for f in st["SystemCallFilter"]:
         names = set()
         for n in f.lstrip("~").split():
             names |= expand(n) if n.startswith("@") else {n}
-        (denied if f.startswith("~") else allowed).update(names)
-    allowed -= denied
+        if f.startswith("~"):
+            allowed -= names
+        else:
+            allowed |= names
     families = set(" ".join(st["RestrictAddressFamilies"]).split())
     state = ["/var/lib/" + d for d in " ".join(st.get("StateDirectory", [])).split()]
     writable = state + ["/tmp/", "/var/tmp/", "/dev/null"]
