@@ -2472,6 +2472,19 @@ mod tests {
         assert_eq!(json[0]["type"], "A");
         assert_eq!(json[0]["categories"][1], "xiaomi");
 
+        // A category without a client: every client's rows of it, newest first, within --since
+        // (read one key range per client).
+        let args = LogArgs {
+            category: Some("telemetry".into()),
+            since: Some(TimeSpec::parse("545s").unwrap()),
+            ..Default::default()
+        };
+        let r = log_at(&args, &path, &clients, jiff::Timestamp::now()).unwrap();
+        assert!(!r.rows.is_empty() && r.rows.len() < 10, "{}", r.rows.len());
+        assert!(r.rows.iter().all(|r| r.client == "anna-phone"));
+        assert!(r.rows.windows(2).all(|w| w[0].time_ms >= w[1].time_ms));
+        assert_eq!(r.rows[0].name, "n9.miui.com");
+
         let args = LogArgs {
             result: Some("forwarded".into()),
             since: Some(TimeSpec::parse("545s").unwrap()),
