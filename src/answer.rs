@@ -2,6 +2,7 @@
 //! and the Extended DNS Errors (RFC 8914) that say why.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
@@ -26,8 +27,9 @@ pub struct Reply {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
-    /// Extended DNS Error: info code and text (sent only when the query had EDNS).
-    pub ede: Option<(u16, String)>,
+    /// Extended DNS Error: info code and text (sent only when the query had EDNS). Shared, so
+    /// that the text of a block, made once per list, costs no allocation per query.
+    pub ede: Option<(u16, Arc<str>)>,
 }
 
 impl Reply {
@@ -42,7 +44,7 @@ impl Reply {
         }
     }
 
-    pub fn with_ede(mut self, code: u16, text: impl Into<String>) -> Reply {
+    pub fn with_ede(mut self, code: u16, text: impl Into<Arc<str>>) -> Reply {
         self.ede = Some((code, text.into()));
         self
     }
@@ -99,9 +101,38 @@ pub fn blocked(name: &Name, qtype: RecordType, mode: BlockMode, ttl: u32) -> Rep
     }
 }
 
+/// The Extended DNS Error text of a block: `blocked by list L (category a, b)`.
+pub fn blocked_text<'a>(list: Option<&str>, categories: impl Iterator<Item = &'a str>) -> String {
+    let mut text = String::with_capacity(64);
+    text.push_str("blocked");
+    if let Some(list) = list {
+        text.push_str(" by list ");
+        text.push_str(list);
+    }
+    let mut first = true;
+    for c in categories {
+        text.push_str(if first { " (category " } else { ", " });
+        text.push_str(c);
+        first = false;
+    }
+    if !first {
+        text.push(')');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_text_names_list_and_categories() {
+        assert_eq!(
+            blocked_text(Some("xiaomi"), ["telemetry", "xiaomi"].into_iter()),
+            "blocked by list xiaomi (category telemetry, xiaomi)"
+        );
+        assert_eq!(blocked_text(None, std::iter::empty()), "blocked");
+    }
 
     #[test]
     fn null_mode_per_type() {

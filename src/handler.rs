@@ -444,23 +444,7 @@ fn block_reply(policy: &Policy, name: &LowerName, qtype: RecordType, verdict: &V
         settings.mode,
         settings.ttl,
     );
-    let mut text = String::with_capacity(64);
-    text.push_str("blocked");
-    if let Some(list) = verdict.list {
-        text.push_str(" by list ");
-        text.push_str(&policy.list(list).name);
-    }
-    let cats: Vec<&str> = policy
-        .categories
-        .names(verdict.categories)
-        .map(|c| &**c)
-        .collect();
-    if !cats.is_empty() {
-        text.push_str(" (category ");
-        text.push_str(&cats.join(", "));
-        text.push(')');
-    }
-    reply.with_ede(ede::BLOCKED, text)
+    reply.with_ede(ede::BLOCKED, policy.block_text(verdict))
 }
 
 fn from_cache(entry: &crate::cache::Entry, now: Instant, fixed_ttl: Option<u32>) -> Reply {

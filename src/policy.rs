@@ -151,6 +151,8 @@ pub struct Policy {
     slots: [Slot; SLOTS],
     client_by_addr: std::collections::HashMap<IpAddr, ClientId>,
     client_nets: Vec<(IpNet, ClientId)>,
+    /// Per list: the EDE text of a block by that list alone, made once.
+    block_texts: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -355,7 +357,15 @@ impl Policy {
         let local =
             LocalZone::build(&config.records, config.blocking.ttl).map_err(PolicyError::Config)?;
 
+        let block_texts = lists
+            .iter()
+            .map(|l| {
+                let cats = categories.names(l.categories).map(|c| &**c);
+                Arc::from(crate::answer::blocked_text(Some(&l.name), cats))
+            })
+            .collect();
         Ok(Policy {
+            block_texts,
             default_block: set_of(&config.default.block),
             default_observe: set_of(&config.default.observe),
             categories: Arc::new(categories),
@@ -385,6 +395,19 @@ impl Policy {
 
     pub fn matcher_heap_bytes(&self) -> usize {
         self.matcher.heap_bytes()
+    }
+
+    /// The EDE text for a block with this verdict: made once per list for the usual case (one
+    /// list's categories), else now.
+    pub fn block_text(&self, verdict: &Verdict) -> Arc<str> {
+        if let Some(l) = verdict.list {
+            if self.list(l).categories == verdict.categories {
+                return self.block_texts[l.0 as usize].clone();
+            }
+        }
+        let cats = self.categories.names(verdict.categories).map(|c| &**c);
+        let list = verdict.list.map(|l| &*self.list(l).name);
+        Arc::from(crate::answer::blocked_text(list, cats))
     }
 
     pub fn list(&self, id: ListId) -> &ListInfo {
