@@ -20,13 +20,9 @@ use ipnet::IpNet;
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
-/// The built-in category of the bypass defences (DoH canary, iCloud Private Relay, DDR).
-pub const BYPASS_CATEGORY: &str = "bypass";
-
-/// The most distinct categories one configuration may name, `bypass` included. Equal to
-/// `category::MAX_CATEGORIES` (a policy keeps a query's categories in a 128-bit set); repeated
-/// here so that this module compiles on its own.
-pub const MAX_CATEGORIES: usize = 128;
+/// The built-in category of the bypass defences, and the most distinct categories one
+/// configuration may name (`bypass` included): defined with the categories themselves.
+pub use crate::category::{BYPASS as BYPASS_CATEGORY, MAX_CATEGORIES};
 
 /// Values of `[[list]].format`.
 pub const LIST_FORMATS: &[&str] = &[

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, MessageType, Metadata, ResponseCode};
+use hickory_proto::op::{Edns, Header, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
@@ -684,10 +684,11 @@ impl Handler {
         protocol: Protocol,
         mut responder: R,
     ) {
-        let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
+        // The header is read in full only for FORMERR; the hot path looks at the QR bit alone.
+        let Some(head) = bytes.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok()) else {
             return;
         };
-        if header.metadata.message_type == MessageType::Response {
+        if head[2] & 0x80 != 0 {
             return;
         }
         match Request::from_bytes(bytes, src, protocol) {
@@ -696,7 +697,9 @@ impl Handler {
                     .await;
             }
             Err(_) => {
-                send_formerr(&mut responder, &header.metadata).await;
+                if let Ok(header) = Header::read(&mut BinDecoder::new(&head)) {
+                    send_formerr(&mut responder, &header.metadata).await;
+                }
             }
         }
     }

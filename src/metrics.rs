@@ -48,8 +48,9 @@ use crate::category::Action;
 use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
 use crate::upstream::{UpstreamObserver, UpstreamOutcome};
 
-/// The `client` label of every client past `metrics.max_clients`.
-pub const OTHER_CLIENT: &str = "other";
+/// The `client` label of every client past `metrics.max_clients` (the config refuses it as a
+/// client name, so it is defined there).
+pub use crate::config::OTHER_CLIENT;
 
 /// Buckets of `telesink_response_seconds`: from a cache hit (100 µs) to a slow upstream (5 s).
 pub const RESPONSE_BUCKETS: [f64; 15] = [
