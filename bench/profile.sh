@@ -18,8 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1m}
-PORT=5300
-UP=5399
+PORT=${PORT:-5300}
+UP=${UP:-5399}
 BIN=${BIN:-target/release/telesink}
 LABEL=${LABEL:-$(basename "$BIN")}
 OUT=bench/results/profile-$(date +%Y%m%d-%H%M%S)-$LABEL

@@ -50,16 +50,26 @@ impl Reply {
     }
 }
 
+/// The synthetic SOA's fields (the direct path in `wire` writes the same).
+pub const SOA_MNAME: &str = "telesink.";
+pub const SOA_RNAME: &str = "hostmaster.telesink.";
+pub const SOA_SERIAL: u32 = 1;
+/// Refresh, retry, expire.
+pub const SOA_TIMERS: (i32, i32, i32) = (3600, 600, 86400);
+
 /// A synthetic SOA for `zone`, whose minimum (the negative-caching TTL) is `ttl`.
 pub fn soa(zone: &Name, ttl: u32) -> Record {
     let mut zone = zone.clone();
     zone.set_fqdn(true);
-    let mname = Name::from_ascii("telesink.").expect("valid");
-    let rname = Name::from_ascii("hostmaster.telesink.").expect("valid");
+    let mname = Name::from_ascii(SOA_MNAME).expect("valid");
+    let rname = Name::from_ascii(SOA_RNAME).expect("valid");
+    let (refresh, retry, expire) = SOA_TIMERS;
     Record::from_rdata(
         zone,
         ttl,
-        RData::SOA(SOA::new(mname, rname, 1, 3600, 600, 86400, ttl)),
+        RData::SOA(SOA::new(
+            mname, rname, SOA_SERIAL, refresh, retry, expire, ttl,
+        )),
     )
 }
 

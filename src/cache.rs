@@ -5,7 +5,6 @@
 //! a stale answer beats SERVFAIL. `quick_cache` does the bounded, sharded storage; lookups
 //! borrow the query name, so a hit allocates nothing for the key.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 
 use crate::upstream::UpstreamAnswer;
+use crate::wire::{CachedWire, MAX_NAME};
 
 /// Longest time any answer is cached, whatever its TTL.
 const MAX_TTL: u32 = 86_400;
@@ -23,45 +23,46 @@ const DEFAULT_NEGATIVE_TTL: u32 = 60;
 /// Longest time a negative answer is cached (RFC 2308 suggests 1–3 hours at most).
 const MAX_NEGATIVE_TTL: u32 = 3_600;
 
-#[derive(Clone, PartialEq, Eq)]
+/// The question name in lower-case wire format, and the type: the direct path has exactly
+/// those bytes from the datagram, so a hit needs no name conversion.
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    name: LowerName,
-    qtype: RecordType,
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        KeyRef {
-            name: &self.name,
-            qtype: self.qtype,
-        }
-        .hash(state)
-    }
+    name: Box<[u8]>,
+    qtype: u16,
 }
 
 /// The borrowed form of [`Key`], for lookups.
+#[derive(Hash)]
 struct KeyRef<'a> {
-    name: &'a LowerName,
-    qtype: RecordType,
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-        u16::from(self.qtype).hash(state);
-    }
+    name: &'a [u8],
+    qtype: u16,
 }
 
 impl Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        self.qtype == key.qtype && *self.name == key.name
+        self.qtype == key.qtype && *self.name == *key.name
     }
+}
+
+/// `name` in lower-case wire format, written into `buf`.
+pub fn wire_name<'b>(name: &LowerName, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
+    let mut len = 0;
+    for label in name.iter() {
+        // A LowerName is at most 255 bytes in wire form, root included.
+        buf[len] = label.len() as u8;
+        buf[len + 1..len + 1 + label.len()].copy_from_slice(label);
+        len += 1 + label.len();
+    }
+    buf[len] = 0;
+    &buf[..len + 1]
 }
 
 /// One cached answer.
 #[derive(Debug)]
 pub struct Entry {
     pub answer: UpstreamAnswer,
+    /// The same answer ready to send (the direct path), when it encodes.
+    pub wire: Option<CachedWire>,
     stored: Instant,
     ttl: u32,
 }
@@ -107,10 +108,20 @@ impl AnswerCache {
     }
 
     pub fn get(&self, name: &LowerName, qtype: RecordType, now: Instant) -> Lookup {
+        let mut buf = [0u8; MAX_NAME];
+        self.get_wire(wire_name(name, &mut buf), qtype, now)
+    }
+
+    /// [`get`](Self::get) by the lower-case wire-format name.
+    pub fn get_wire(&self, name: &[u8], qtype: RecordType, now: Instant) -> Lookup {
         let Some(cache) = &self.cache else {
             return Lookup::Miss;
         };
-        match cache.get(&KeyRef { name, qtype }) {
+        let key = KeyRef {
+            name,
+            qtype: u16::from(qtype),
+        };
+        match cache.get(&key) {
             None => Lookup::Miss,
             Some(e) if e.is_fresh(now) => Lookup::Fresh(e),
             Some(e) => {
@@ -134,13 +145,15 @@ impl AnswerCache {
         if ttl == 0 {
             return;
         }
+        let mut buf = [0u8; MAX_NAME];
         let key = Key {
-            name: name.clone(),
-            qtype,
+            name: wire_name(name, &mut buf).into(),
+            qtype: u16::from(qtype),
         };
         cache.insert(
             key,
             Arc::new(Entry {
+                wire: CachedWire::encode(name, qtype, &answer),
                 answer,
                 stored: Instant::now(),
                 ttl,

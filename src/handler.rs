@@ -8,6 +8,10 @@
 //! 5. [`respond`](Handler::respond): encode (truncating for UDP), send, hand the event to sinks.
 //!
 //! Each step returns either a final answer or lets the query go on.
+//!
+//! The listeners first try [`answer_direct`](Handler::answer_direct): the same steps for the
+//! commonest outcomes (blocked, a fresh cache hit, REFUSED), read from and written to bytes
+//! without hickory's codec ([`crate::wire`]); whatever it does not answer comes here whole.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +38,7 @@ use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
 use crate::local::LocalAnswer;
 use crate::policy::{ClientMatch, Policy, Verdict};
 use crate::upstream::Upstreams;
+use crate::wire::{self, WireQuery};
 
 /// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -420,6 +425,55 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Step 5's second half: hands what happened to the sinks (metrics, query log).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        policy: &Policy,
+        addr: IpAddr,
+        client: ClientMatch,
+        name: &str,
+        qtype: RecordType,
+        outcome: &Outcome,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        if self.inner.sinks.is_empty() {
+            return;
+        }
+        let client_info = ClientInfo {
+            addr: crate::policy::canonical(addr),
+            name: policy.client_name(client).cloned(),
+            group: policy.group_name(client).cloned(),
+        };
+        let list = outcome.verdict.list.map(|l| &policy.list(l).name);
+        let event = QueryEvent {
+            time: SystemTime::now(),
+            client: &client_info,
+            name,
+            qtype,
+            result: outcome.result,
+            categories: outcome.verdict.categories,
+            category_table: &policy.categories,
+            list,
+            action: if outcome.verdict.categories == CategorySet::EMPTY
+                && !outcome.verdict.exception
+            {
+                None
+            } else {
+                outcome.action
+            },
+            rcode,
+            upstream_time: outcome.upstream_time,
+            elapsed: started.elapsed(),
+        };
+        for sink in &self.inner.sinks {
+            sink.record(&event);
+        }
+    }
+}
+
 /// RFC 8482 §4.2: `ANY` for a name that is neither local nor blocked gets one synthesized
 /// `HINFO "RFC8482" ""` record instead of everything the upstream holds, so that telesink cannot
 /// amplify a spoofed query, over UDP or TCP. The question is not forwarded.
@@ -584,37 +638,16 @@ impl RequestHandler for Handler {
         )
         .await;
 
-        if !self.inner.sinks.is_empty() {
-            let client_info = ClientInfo {
-                addr: crate::policy::canonical(src.ip()),
-                name: policy.client_name(client).cloned(),
-                group: policy.group_name(client).cloned(),
-            };
-            let list = outcome.verdict.list.map(|l| &policy.list(l).name);
-            let event = QueryEvent {
-                time: SystemTime::now(),
-                client: &client_info,
-                name: question.text,
-                qtype: question.qtype,
-                result: outcome.result,
-                categories: outcome.verdict.categories,
-                category_table: &policy.categories,
-                list,
-                action: if outcome.verdict.categories == CategorySet::EMPTY
-                    && !outcome.verdict.exception
-                {
-                    None
-                } else {
-                    outcome.action
-                },
-                rcode: reply.rcode,
-                upstream_time: outcome.upstream_time,
-                elapsed: started.elapsed(),
-            };
-            for sink in &self.inner.sinks {
-                sink.record(&event);
-            }
-        }
+        self.record(
+            policy,
+            src.ip(),
+            client,
+            question.text,
+            question.qtype,
+            &outcome,
+            reply.rcode,
+            started,
+        );
         info
     }
 }
@@ -702,6 +735,96 @@ impl Handler {
                 }
             }
         }
+    }
+}
+
+impl Handler {
+    /// The direct path: the pipeline's most common outcomes (blocked, a fresh cache hit, and
+    /// REFUSED) for a query of the common shape, read from and written to bytes without
+    /// hickory's codec ([`wire`]). The same steps, in the same order of precedence, as
+    /// [`answer`](Self::answer). `None` hands the query, untouched, to
+    /// [`answer_wire`](Self::answer_wire): local names, bypass names, `ANY`, cache misses and
+    /// stale entries, CNAME-cloaking blocks, and answers that must be truncated.
+    ///
+    /// Nothing here has a side effect until the answer is certain; that is why the access step,
+    /// which takes a rate-limit token, runs last: a query that falls through is counted once.
+    pub fn answer_direct(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let q = WireQuery::parse(bytes)?;
+        let live = self.inner.live.load();
+        let policy = &live.policy;
+        let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
+
+        // Step 2: local names.
+        if policy.local.covers(q.labels()) {
+            return None;
+        }
+        // Step 3: the policy.
+        if bypass_rule(q.text()).is_some() {
+            return None;
+        }
+        let client = policy.client(src.ip());
+        let verdict = policy.classify(q.labels(), Some(q.text().as_bytes()));
+        let action = policy.action(client, &verdict);
+        let (mut out, mut outcome) = if action == Some(Action::Blocked) {
+            let b = policy.blocking;
+            let text = policy.block_text(&verdict);
+            let out = wire::blocked(&q, b.mode, b.ttl, &text, limit, MAX_UDP_PAYLOAD)?;
+            let mut outcome = Outcome::new(QueryResult::Blocked);
+            outcome.verdict = verdict;
+            outcome.action = action;
+            (out, outcome)
+        } else {
+            if q.qtype == RecordType::ANY {
+                return None;
+            }
+            // Step 4: a fresh cache hit, its CNAME/HTTPS targets checked for this client.
+            let now = Instant::now();
+            let Lookup::Fresh(entry) = self.inner.cache.get_wire(q.lower_name(), q.qtype, now)
+            else {
+                return None;
+            };
+            let cached = entry.wire.as_ref()?;
+            let mut outcome = Outcome::new(QueryResult::Cached);
+            outcome.verdict = verdict;
+            outcome.action = action;
+            let mut chain = Verdict::default();
+            for target in cached.targets.iter() {
+                chain.merge(policy.classify_str(target));
+            }
+            if chain.matched() {
+                outcome.verdict.merge(chain);
+                outcome.action = policy.action(client, &outcome.verdict);
+                if outcome.action == Some(Action::Blocked) {
+                    return None;
+                }
+            }
+            let out = cached.answer(&q, entry.age(now), limit, MAX_UDP_PAYLOAD)?;
+            (out, outcome)
+        };
+        // Step 1: access list and rate limit; a REFUSED replaces the answer.
+        if let Some((reply, refused)) = self.access(&live, src.ip()) {
+            let (code, text) = reply.ede.as_ref()?;
+            out = wire::refused(&q, (*code, text), limit, MAX_UDP_PAYLOAD)?;
+            outcome = refused;
+        }
+        let rcode = ResponseCode::from(0, out[3] & 0x0F);
+        self.record(
+            policy,
+            src.ip(),
+            client,
+            q.text(),
+            q.qtype,
+            &outcome,
+            rcode,
+            started,
+        );
+        Some(out)
     }
 }
 

@@ -28,3 +28,4 @@ pub mod timespec;
 pub mod udp;
 pub mod upstream;
 pub mod verify;
+pub mod wire;

@@ -128,6 +128,11 @@ impl LocalZone {
         Ok(zone)
     }
 
+    /// Whether the name (labels left to right, lower case) is in a zone answered here.
+    pub fn covers<'a>(&self, labels: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
+        !self.index.lookup(labels).is_empty()
+    }
+
     /// The local answer for `name`/`qtype`, or `None` when the name is not local.
     pub fn answer(&self, name: &LowerName, qtype: RecordType) -> Option<LocalAnswer> {
         if self.index.lookup(name.iter()).is_empty() {

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hickory_proto::op::SerialMessage;
 use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_server::net::tcp::TcpStream;
-use hickory_server::net::xfer::Protocol;
+use hickory_server::net::xfer::{DnsStreamHandle, Protocol};
 use hickory_server::server::{ResponseHandle, TimeoutStream};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -84,6 +85,15 @@ async fn connection(
             return;
         };
         let (bytes, src) = message.into_parts();
+        // Blocked and cached answers are ready at once: no task, no decode.
+        if let Some(answer) = handler.answer_direct(&bytes, src, Protocol::Tcp) {
+            let mut sender = sender.clone();
+            if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
+                tracing::debug!(error = %e, "failed to queue a TCP answer");
+            }
+            drop(slot);
+            continue;
+        }
         let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
         let handler = handler.clone();
         tokio::spawn(async move {

@@ -1,7 +1,8 @@
 //! The UDP listener: a dedicated thread per socket that reads a datagram, runs the request
 //! handler and writes the answer, with no task spawn or channel hop for answers the handler
-//! gives at once (blocked, cached, local, refused). Only queries that wait for an upstream
-//! move to the async runtime.
+//! gives at once (blocked, cached, local, refused). Blocked, cached and refused answers take the
+//! handler's direct path (`Handler::answer_direct`: bytes in, bytes out); the rest its general
+//! path, polled once here. Only queries that wait for an upstream move to the async runtime.
 //!
 //! Why not hickory-server's UDP loop: it spawns a task per datagram and sends every answer
 //! through a channel to a writer task, which costs more CPU than the whole policy decision
@@ -166,6 +167,15 @@ fn serve(
                 continue;
             };
             if !respondable(src) {
+                continue;
+            }
+            // Blocked, cached and refused answers: written straight from the datagram.
+            if let Some(answer) = handler.answer_direct(bytes, src, Protocol::Udp) {
+                OUTBOX.with(|o| {
+                    if let Some(q) = o.borrow_mut().as_mut() {
+                        q.push((answer, src));
+                    }
+                });
                 continue;
             }
             let responder = UdpResponder {

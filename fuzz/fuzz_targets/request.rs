@@ -1,5 +1,6 @@
-//! Arbitrary bytes → the whole request path, as the UDP and TCP listeners run it:
-//! `Request::from_bytes`, then `Handler::handle_request` (access, local records, policy, block
+//! Arbitrary bytes → the whole request path, as the UDP and TCP listeners run it: first
+//! `Handler::answer_direct` (bytes to bytes), and when it passes, `Request::from_bytes`, then
+//! `Handler::handle_request` (access, local records, policy, block
 //! answer, cache, forward, CNAME/HTTPS inspection, EDNS/EDE, encoding, metrics). On a decode
 //! error the listeners answer FORMERR when the header is readable; that is done here the same
 //! way. The answer, if any, must decode as a DNS response with the query's ID, and over UDP fit
@@ -305,6 +306,55 @@ fuzz_target!(|data: &[u8]| {
     let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
 
     let query_id = (msg.len() >= 2).then(|| u16::from_be_bytes([msg[0], msg[1]]));
+    // As the listeners: the direct path first (bytes to bytes), then the general one.
+    if let Some(out) = handler.answer_direct(msg, src, protocol) {
+        // Differential: the general path must give the same message (rate limits are off here,
+        // so running both changes nothing). `stale.example` turns stale a second in: a query at
+        // that instant may be fresh for one path and stale for the other.
+        let reference = Capture {
+            udp,
+            out: Arc::new(Mutex::new(Vec::new())),
+        };
+        general(w, handler, msg, src, protocol, &reference);
+        let reference = reference.out.lock().unwrap();
+        let stale = msg.windows(5).any(|w| w.eq_ignore_ascii_case(b"stale"));
+        if let (Some(general), false) = (reference.first(), stale) {
+            same_message(&out, general);
+        }
+        capture.out.lock().unwrap().push(out);
+    } else {
+        general(w, handler, msg, src, protocol, &capture);
+    }
+
+    let out = capture.out.lock().unwrap();
+    assert!(out.len() <= 1, "one answer per query, got {}", out.len());
+    if let Some(bytes) = out.first() {
+        let answer = Message::from_vec(bytes).unwrap_or_else(|e| {
+            panic!("the answer does not decode ({e}): {bytes:02x?}");
+        });
+        assert_eq!(Some(answer.metadata.id), query_id, "answer ID = query ID");
+        assert_eq!(answer.metadata.message_type, MessageType::Response);
+        if udp {
+            // What the query allows (hickory's encoder may drop the OPT itself when truncating,
+            // so the answer's own OPT cannot say).
+            let max = Message::from_vec(msg)
+                .ok()
+                .and_then(|q| q.edns.map(|e| e.max_payload().clamp(512, 1232)))
+                .unwrap_or(512);
+            assert!(bytes.len() <= max as usize, "{} > {max}", bytes.len());
+        }
+    }
+});
+
+/// The general path: hickory's decoder, `Handler::handle_request`, hickory's encoder.
+fn general(
+    w: &World,
+    handler: &Handler,
+    msg: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+    capture: &Capture,
+) {
     match Request::from_bytes(msg.to_vec(), src, protocol) {
         Ok(request) => {
             if request.metadata.message_type == MessageType::Response {
@@ -331,14 +381,16 @@ fuzz_target!(|data: &[u8]| {
             });
         }
     }
+}
 
-    let out = capture.out.lock().unwrap();
-    assert!(out.len() <= 1, "one answer per query, got {}", out.len());
-    if let Some(bytes) = out.first() {
-        let answer = Message::from_vec(bytes).unwrap_or_else(|e| {
-            panic!("the answer does not decode ({e}): {bytes:02x?}");
-        });
-        assert_eq!(Some(answer.metadata.id), query_id, "answer ID = query ID");
-        assert_eq!(answer.metadata.message_type, MessageType::Response);
-    }
-});
+/// The direct and the general answer decode to the same message.
+fn same_message(direct: &[u8], general: &[u8]) {
+    let d = Message::from_vec(direct).expect("the direct answer decodes");
+    let g = Message::from_vec(general).expect("the general answer decodes");
+    assert_eq!(d.metadata, g.metadata, "header");
+    assert_eq!(d.queries, g.queries, "question");
+    assert_eq!(d.answers, g.answers, "answers");
+    assert_eq!(d.authorities, g.authorities, "authorities");
+    assert_eq!(d.additionals, g.additionals, "additionals");
+    assert_eq!(d.edns, g.edns, "EDNS");
+}
