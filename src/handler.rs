@@ -36,6 +36,7 @@ use crate::category::{Action, CategorySet};
 use crate::config::BlockMode;
 use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
 use crate::local::LocalAnswer;
+use crate::matcher::NameHashes;
 use crate::policy::{ClientMatch, Policy, Verdict};
 use crate::upstream::Upstreams;
 use crate::wire::{self, WireQuery};
@@ -760,16 +761,19 @@ impl Handler {
         let policy = &live.policy;
         let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
 
+        let text = q.text();
+        let hashes = NameHashes::new(q.labels());
+
         // Step 2: local names.
-        if policy.local.covers(q.labels()) {
+        if policy.local.covers(&hashes) {
             return None;
         }
         // Step 3: the policy.
-        if bypass_rule(q.text()).is_some() {
+        if bypass_rule(text).is_some() {
             return None;
         }
         let client = policy.client(src.ip());
-        let verdict = policy.classify(q.labels(), Some(q.text().as_bytes()));
+        let verdict = policy.classify_hashed(&hashes, Some(text.as_bytes()));
         let action = policy.action(client, &verdict);
         let (mut out, mut outcome) = if action == Some(Action::Blocked) {
             let b = policy.blocking;
@@ -785,7 +789,11 @@ impl Handler {
             }
             // Step 4: a fresh cache hit, its CNAME/HTTPS targets checked for this client.
             let now = Instant::now();
-            let Lookup::Fresh(entry) = self.inner.cache.get_wire(q.lower_name(), q.qtype, now)
+            let mut key = [0u8; wire::MAX_NAME];
+            let Lookup::Fresh(entry) =
+                self.inner
+                    .cache
+                    .get_wire(q.lower_name(&mut key), q.qtype, now)
             else {
                 return None;
             };
@@ -818,7 +826,7 @@ impl Handler {
             policy,
             src.ip(),
             client,
-            q.text(),
+            text,
             q.qtype,
             &outcome,
             rcode,

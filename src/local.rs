@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{RecordConfig, RecordKind};
-use crate::matcher::{DomainMatcher, MatcherBuilder, Scope};
+use crate::matcher::{DomainMatcher, MatcherBuilder, NameHashes, Scope};
 
 /// Zones that are always local: their names get NXDOMAIN unless a record exists.
 const SPECIAL_ZONES: &[&str] = &[
@@ -128,9 +128,9 @@ impl LocalZone {
         Ok(zone)
     }
 
-    /// Whether the name (labels left to right, lower case) is in a zone answered here.
-    pub fn covers<'a>(&self, labels: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
-        !self.index.lookup(labels).is_empty()
+    /// Whether the name is in a zone answered here.
+    pub fn covers(&self, name: &NameHashes) -> bool {
+        !self.index.lookup_hashes(name).is_empty()
     }
 
     /// The local answer for `name`/`qtype`, or `None` when the name is not local.

@@ -94,13 +94,18 @@ impl DomainMatcher {
     where
         I: DoubleEndedIterator<Item = &'a [u8]>,
     {
+        self.lookup_hashes(&NameHashes::new(labels))
+    }
+
+    /// [`lookup`](Self::lookup) with the name's suffix hashes computed once by the caller (the
+    /// query path probes the local zones and the lists with the same name).
+    pub fn lookup_hashes(&self, name: &NameHashes) -> Hits {
         let mut hits = Hits::default();
         if self.keys.is_empty() {
             return hits;
         }
-        let mut hashes = [0u64; MAX_LABELS];
-        let n = suffix_hashes(labels, &mut hashes);
-        for (i, &h) in hashes[..n].iter().enumerate() {
+        let n = name.n;
+        for (i, &h) in name.hashes[..n].iter().enumerate() {
             if let Some(set) = self.get(h) {
                 // The last hash covers the whole name: exact rules apply only there.
                 if i + 1 == n {
@@ -128,6 +133,24 @@ impl DomainMatcher {
         } else {
             None
         }
+    }
+}
+
+/// A name's suffix hashes ([`suffix_hashes`]), what every matcher lookup probes.
+pub struct NameHashes {
+    hashes: [u64; MAX_LABELS],
+    n: usize,
+}
+
+impl NameHashes {
+    /// From the labels, left to right, lower case.
+    pub fn new<'a, I>(labels: I) -> NameHashes
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
+        let mut hashes = [0u64; MAX_LABELS];
+        let n = suffix_hashes(labels, &mut hashes);
+        NameHashes { hashes, n }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
 use crate::config::{BlockMode, ClientRef, Config, ListSource};
 use crate::lists::{self, Format, ParseOptions, ParseStats, Pattern, RuleAction};
 use crate::local::LocalZone;
-use crate::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, Scope};
+use crate::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
 
 /// Lists get one bit ("slot") each in the matcher's hit masks.
 const SLOTS: usize = 64;
@@ -448,7 +448,12 @@ impl Policy {
     where
         I: DoubleEndedIterator<Item = &'a [u8]>,
     {
-        let mut hits = self.matcher.lookup(labels);
+        self.classify_hashed(&NameHashes::new(labels), dotted)
+    }
+
+    /// [`classify`](Self::classify) with the name's hashes already computed.
+    pub fn classify_hashed(&self, name: &NameHashes, dotted: Option<&[u8]>) -> Verdict {
+        let mut hits = self.matcher.lookup_hashes(name);
         if let Some(rx) = &self.regex {
             if let Some(text) = dotted {
                 for i in rx.set.matches(text).iter() {

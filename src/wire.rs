@@ -40,9 +40,6 @@ pub struct WireQuery<'a> {
     message: &'a [u8],
     /// End of the question section (name, type, class) in `message`.
     question_end: usize,
-    /// The name in lower case, wire format.
-    lower: [u8; MAX_NAME],
-    lower_len: usize,
     /// The name in lower case as dotted text without the trailing dot.
     text: [u8; MAX_NAME],
     text_len: usize,
@@ -68,21 +65,21 @@ impl<'a> WireQuery<'a> {
         let mut q = WireQuery {
             message,
             question_end: 0,
-            lower: [0; MAX_NAME],
-            lower_len: 0,
             text: [0; MAX_NAME],
             text_len: 0,
             qtype: RecordType::A,
             edns_payload: None,
         };
         let mut i = HEADER;
+        let mut wire_len = 1; // the root label
         loop {
             let len = usize::from(*message.get(i)?);
             if len == 0 {
                 break;
             }
             // Compression pointers and extended label types: general path.
-            if len > 63 || q.lower_len + 1 + len + 1 > MAX_NAME {
+            wire_len += 1 + len;
+            if len > 63 || wire_len > MAX_NAME {
                 return None;
             }
             let label = message.get(i + 1..i + 1 + len)?;
@@ -90,28 +87,21 @@ impl<'a> WireQuery<'a> {
                 q.text[q.text_len] = b'.';
                 q.text_len += 1;
             }
-            q.lower[q.lower_len] = len as u8;
-            q.lower_len += 1;
             for &b in label {
                 // Printable ASCII only, and no dot inside a label: the lists' text form of the
                 // name must split back into the same labels.
                 if !(0x21..=0x7e).contains(&b) || b == b'.' {
                     return None;
                 }
-                let b = b.to_ascii_lowercase();
-                q.lower[q.lower_len] = b;
-                q.text[q.text_len] = b;
-                q.lower_len += 1;
+                q.text[q.text_len] = b.to_ascii_lowercase();
                 q.text_len += 1;
             }
             i += 1 + len;
         }
         // The root name: general path (nothing to match, and rare from clients).
-        if q.lower_len == 0 {
+        if q.text_len == 0 {
             return None;
         }
-        q.lower[q.lower_len] = 0;
-        q.lower_len += 1;
         i += 1;
         let fixed = message.get(i..i + 4)?;
         q.qtype = RecordType::from(u16::from_be_bytes([fixed[0], fixed[1]]));
@@ -158,9 +148,17 @@ impl<'a> WireQuery<'a> {
         Some(q)
     }
 
-    /// The name in lower case, wire format (the cache key).
-    pub fn lower_name(&self) -> &[u8] {
-        &self.lower[..self.lower_len]
+    /// The name in lower case, wire format (the cache key), written into `buf`: made only
+    /// when the cache is asked, not for blocked names.
+    pub fn lower_name<'b>(&self, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
+        let mut len = 0;
+        for label in self.labels() {
+            buf[len] = label.len() as u8;
+            buf[len + 1..len + 1 + label.len()].copy_from_slice(label);
+            len += 1 + label.len();
+        }
+        buf[len] = 0;
+        &buf[..len + 1]
     }
 
     /// The name in lower case, dotted, without the trailing dot.
@@ -502,7 +500,10 @@ mod tests {
         let bytes = query("Tracking.MIUI.com.", RecordType::AAAA, Some(4096));
         let q = WireQuery::parse(&bytes).unwrap();
         assert_eq!(q.text(), "tracking.miui.com");
-        assert_eq!(q.lower_name(), b"\x08tracking\x04miui\x03com\x00");
+        assert_eq!(
+            q.lower_name(&mut [0; MAX_NAME]),
+            b"\x08tracking\x04miui\x03com\x00"
+        );
         assert_eq!(q.qtype, RecordType::AAAA);
         assert_eq!(q.edns_payload, Some(4096));
         assert_eq!(q.limit(true, 1232), 1232);
