@@ -968,7 +968,8 @@ def main():
     ap.add_argument("--qlog-rates", default="20000,50000",
                     help="fixed rates for the query-log latency and dropped-rows check")
     ap.add_argument("--sizes", default="100k,1m")
-    ap.add_argument("--workloads", default="blocked,cached,mix")
+    ap.add_argument("--workloads", default="blocked,cached,mix",
+                    help='"" skips the qps workloads (load and reload figures only)')
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--outstanding", type=int, default=100)
@@ -985,7 +986,7 @@ def main():
     ap.add_argument("--responder", default=os.path.join(HERE, ".tools/responder"))
     a = ap.parse_args()
     a.sizes = a.sizes.split(",")
-    a.workloads = a.workloads.split(",")
+    a.workloads = [w for w in a.workloads.split(",") if w]
     a.qlog_rates = [int(x) for x in a.qlog_rates.split(",") if x]
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)

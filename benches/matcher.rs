@@ -6,12 +6,14 @@
 //! Before divan runs, `main` builds each matcher, prints `heap_bytes() / len()` and counts heap
 //! allocations (a counting global allocator wraps the system one) across 1M lookups of blocked
 //! names, subdomains of them and allowed names: the bench panics if that count is not zero.
+//! It also prints the builder's peak heap (inserting every name, then `build`) per name: what
+//! a reload adds to the resident size while the old policy keeps serving.
 //! The names are synthetic and deterministic (fixed seed), like bench/gen.py's: registrable
 //! names plus ~15% subdomain entries.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
@@ -21,21 +23,37 @@ use telesink::matcher::{DomainMatcher, MatcherBuilder, Scope};
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Heap bytes in use, and the most since the last reset.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(n: usize) {
+    let live = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        grow(l.size());
         System.alloc(l)
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        grow(l.size());
         System.alloc_zeroed(l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if n >= l.size() {
+            grow(n - l.size());
+        } else {
+            LIVE.fetch_sub(l.size() - n, Ordering::Relaxed);
+        }
         System.realloc(p, l, n)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
         System.dealloc(p, l)
     }
 }
@@ -106,6 +124,9 @@ fn registrable(r: &mut Rng) -> String {
 
 struct Fixture {
     matcher: DomainMatcher,
+    /// Peak heap of the builder (inserts and `build`) over the heap before it.
+    build_peak: usize,
+    build_ms: f64,
     /// Half list entries, half random subdomains of entries.
     blocked: Vec<String>,
     /// Names in no list and under no entry.
@@ -136,11 +157,16 @@ fn build(n: usize) -> Fixture {
             names.push(name);
         }
     }
+    let base = LIVE.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let started = std::time::Instant::now();
     let mut b = MatcherBuilder::with_capacity(n);
     for name in &names {
         b.insert(name, 0, Scope::Subtree, false);
     }
     let matcher = b.build();
+    let build_ms = started.elapsed().as_secs_f64() * 1e3;
+    let build_peak = PEAK.load(Ordering::SeqCst) - base;
 
     let mut blocked = Vec::with_capacity(100_000);
     for i in 0..100_000 {
@@ -162,6 +188,8 @@ fn build(n: usize) -> Fixture {
     }
     Fixture {
         matcher,
+        build_peak,
+        build_ms,
         blocked,
         allowed,
     }
@@ -177,6 +205,12 @@ fn main() {
             m.len(),
             bytes,
             bytes as f64 / m.len() as f64
+        );
+        println!(
+            "matcher {n:>9} names: build {:.0} ms, builder peak heap {} bytes, {:.2} bytes per name",
+            f.build_ms,
+            f.build_peak,
+            f.build_peak as f64 / n as f64
         );
 
         // Correctness of the fixture: every blocked query matches, no allowed one does.

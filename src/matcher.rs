@@ -3,8 +3,8 @@
 //! Built once per policy and never changed (a reload builds a new one). It must hold millions
 //! of names in little memory and answer without allocating, so it keeps no names at all:
 //! each rule's name is reduced to a 64-bit hash of its labels, read right to left, and the
-//! hashes sit in one sorted array beside a 32-bit payload (12 bytes per distinct name). A small
-//! index on the top bits of the hash narrows every lookup to a handful of neighbours.
+//! hashes sit in one sorted array, each beside its 32-bit payload (12 bytes per distinct name).
+//! A small index on the top bits of the hash narrows every lookup to a handful of neighbours.
 //!
 //! Hashing right to left lets one pass over a query name produce the hash of every suffix
 //! (`c`, `b.c`, `a.b.c`), so "the name or any parent" costs one probe per label.
@@ -62,29 +62,47 @@ impl Hits {
 /// An immutable set of names, each with its [`RuleSet`].
 #[derive(Debug, Default)]
 pub struct DomainMatcher {
-    /// `index[p]..index[p+1]` is the range of `keys` whose top `bits` bits equal `p`.
+    /// `index[p]..index[p+1]` is the range of `entries` whose keys' top `bits` bits equal `p`.
     index: Vec<u32>,
     bits: u32,
-    keys: Vec<u64>,
-    vals: Vec<u32>,
+    /// Sorted by key, one per distinct name.
+    entries: Vec<Entry>,
     sets: Vec<RuleSet>,
+}
+
+/// A name's hash and its value side by side, 12 bytes (4-byte aligned, so no padding): the
+/// builder sorts and merges the rules in this same array, and a lookup that finds the key has
+/// its value in the same cache line.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, packed(4))]
+struct Entry {
+    key: u64,
+    /// In the builder, the packed rule (slot, scope, action); in the matcher, the index of
+    /// the interned [`RuleSet`].
+    val: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.key
+    }
 }
 
 impl DomainMatcher {
     /// Number of distinct names.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.entries.is_empty()
     }
 
     /// Heap bytes held: the figure the performance issue tracks per entry.
     pub fn heap_bytes(&self) -> usize {
         self.index.capacity() * 4
-            + self.keys.capacity() * 8
-            + self.vals.capacity() * 4
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.sets.capacity() * std::mem::size_of::<RuleSet>()
     }
 
@@ -101,7 +119,7 @@ impl DomainMatcher {
     /// query path probes the local zones and the lists with the same name).
     pub fn lookup_hashes(&self, name: &NameHashes) -> Hits {
         let mut hits = Hits::default();
-        if self.keys.is_empty() {
+        if self.entries.is_empty() {
             return hits;
         }
         let n = name.n;
@@ -125,11 +143,11 @@ impl DomainMatcher {
     fn get(&self, hash: u64) -> Option<&RuleSet> {
         let p = (hash >> (64 - self.bits)) as usize;
         let (lo, hi) = (self.index[p] as usize, self.index[p + 1] as usize);
-        let slice = &self.keys[lo..hi];
+        let slice = &self.entries[lo..hi];
         // Buckets hold ~8 keys on average: a linear scan beats a binary search there.
-        let pos = slice.iter().position(|&k| k >= hash)?;
-        if slice[pos] == hash {
-            Some(&self.sets[self.vals[lo + pos] as usize])
+        let e = slice.iter().find(|e| e.key() >= hash)?;
+        if e.key() == hash {
+            Some(&self.sets[e.val as usize])
         } else {
             None
         }
@@ -210,14 +228,19 @@ fn finish(mut x: u64) -> u64 {
 ///
 /// A rule names a list by its "slot", a bit position 0..64: the policy gives each list a slot
 /// (lists beyond 64 share slots by category signature, see `policy`).
+///
+/// A reload builds beside the policy in force, so the builder's peak is what a reload costs
+/// over steady state. The rules sit in the matcher's own entry array (12 bytes per rule), and
+/// `build` sorts and merges them in place: no second copy of the rules ever exists.
 #[derive(Default)]
 pub struct MatcherBuilder {
-    /// (hash of the name, packed rule): slot in the low 6 bits, then scope and action bits.
-    rules: Vec<(u64, u8)>,
+    /// Per rule: the name's hash, and the slot in the low 6 bits of the value, then scope and
+    /// action bits.
+    entries: Vec<Entry>,
 }
 
-const RULE_SUBTREE: u8 = 1 << 6;
-const RULE_ALLOW: u8 = 1 << 7;
+const RULE_SUBTREE: u32 = 1 << 6;
+const RULE_ALLOW: u32 = 1 << 7;
 
 impl MatcherBuilder {
     pub fn new() -> Self {
@@ -226,16 +249,16 @@ impl MatcherBuilder {
 
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            rules: Vec::with_capacity(n),
+            entries: Vec::with_capacity(n),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.entries.is_empty()
     }
 
     /// Adds a rule for the dotted, normalised `name`.
@@ -246,35 +269,35 @@ impl MatcherBuilder {
         if n == 0 {
             return;
         }
-        let mut packed = slot & 63;
+        let mut packed = u32::from(slot & 63);
         if scope == Scope::Subtree {
             packed |= RULE_SUBTREE;
         }
         if allow {
             packed |= RULE_ALLOW;
         }
-        self.rules.push((hashes[n - 1], packed));
+        self.entries.push(Entry {
+            key: hashes[n - 1],
+            val: packed,
+        });
     }
 
-    pub fn build(mut self) -> DomainMatcher {
-        self.rules.sort_unstable();
-        self.rules.dedup();
+    pub fn build(self) -> DomainMatcher {
+        let mut entries = self.entries;
+        // In place (pattern-defeating quicksort): only the order matters, rules of one name
+        // are merged below whatever their order.
+        entries.sort_unstable_by_key(Entry::key);
 
-        let mut keys: Vec<u64> = Vec::new();
-        let mut vals: Vec<u32> = Vec::new();
+        // Merge each run of equal keys into one entry, written over the run's start: the write
+        // position never passes the read position.
         let mut sets: Vec<RuleSet> = Vec::new();
         let mut interned: HashMap<RuleSet, u32> = HashMap::new();
-
-        let distinct = count_distinct(&self.rules);
-        keys.reserve_exact(distinct);
-        vals.reserve_exact(distinct);
-
-        let mut i = 0;
-        while i < self.rules.len() {
-            let hash = self.rules[i].0;
+        let (mut r, mut w) = (0, 0);
+        while r < entries.len() {
+            let hash = entries[r].key();
             let mut set = RuleSet::default();
-            while i < self.rules.len() && self.rules[i].0 == hash {
-                let packed = self.rules[i].1;
+            while r < entries.len() && entries[r].key() == hash {
+                let packed = entries[r].val;
                 let bit = 1u64 << (packed & 63);
                 let hits = if packed & RULE_SUBTREE != 0 {
                     &mut set.subtree
@@ -286,23 +309,25 @@ impl MatcherBuilder {
                 } else {
                     hits.block |= bit;
                 }
-                i += 1;
+                r += 1;
             }
             let id = *interned.entry(set).or_insert_with(|| {
                 sets.push(set);
                 (sets.len() - 1) as u32
             });
-            keys.push(hash);
-            vals.push(id);
+            entries[w] = Entry { key: hash, val: id };
+            w += 1;
         }
-        drop(self.rules);
+        entries.truncate(w);
+        // A large array's unused tail (growth, duplicates) is given back in place (mremap).
+        entries.shrink_to_fit();
         sets.shrink_to_fit();
 
         // About 8 keys per bucket; at least one bit so the shift below stays in range.
-        let bits = (usize::BITS - (keys.len() / 8).max(1).leading_zeros()).clamp(1, 24);
+        let bits = (usize::BITS - (entries.len() / 8).max(1).leading_zeros()).clamp(1, 24);
         let mut index = vec![0u32; (1usize << bits) + 1];
-        for &k in &keys {
-            index[(k >> (64 - bits)) as usize + 1] += 1;
+        for e in &entries {
+            index[(e.key() >> (64 - bits)) as usize + 1] += 1;
         }
         for p in 1..index.len() {
             index[p] += index[p - 1];
@@ -311,23 +336,10 @@ impl MatcherBuilder {
         DomainMatcher {
             index,
             bits,
-            keys,
-            vals,
+            entries,
             sets,
         }
     }
-}
-
-fn count_distinct(sorted: &[(u64, u8)]) -> usize {
-    let mut n = 0;
-    let mut last = None;
-    for &(h, _) in sorted {
-        if last != Some(h) {
-            n += 1;
-            last = Some(h);
-        }
-    }
-    n
 }
 
 #[cfg(test)]
@@ -412,6 +424,22 @@ mod tests {
         assert!(m.lookup_str("host200001.example1.com").is_empty());
         let per_entry = m.heap_bytes() as f64 / m.len() as f64;
         assert!(per_entry <= 16.0, "{per_entry} bytes per entry");
+    }
+
+    #[test]
+    fn repeated_rules_merge_into_one_entry() {
+        let mut b = MatcherBuilder::new();
+        for i in 0..1000u32 {
+            b.insert("dup.example", (i % 4) as u8, Scope::Subtree, i % 8 == 7);
+            b.insert(&format!("n{i}.example"), 1, Scope::Exact, false);
+        }
+        let m = b.build();
+        assert_eq!(m.len(), 1001);
+        let h = m.lookup_str("x.dup.example");
+        assert_eq!(h.block, 0b1111);
+        assert_eq!(h.allow, 1 << 3);
+        assert_eq!(m.lookup_str("n999.example").block, 1 << 1);
+        assert!(m.lookup_str("x.n999.example").is_empty());
     }
 
     #[test]

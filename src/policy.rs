@@ -230,10 +230,9 @@ impl Policy {
                         ),
                     }
                 })?;
-            let (path, text) = read_source(&name, &source, &config.state_dir())?;
             let opts = ParseOptions { format, subdomains };
             let allow_list = kind == ListKind::Allow;
-            let stats = lists::parse_list(&text, &opts, |rule| {
+            let (path, stats) = parse_source(&name, &source, &config.state_dir(), &opts, |rule| {
                 let allow = allow_list || rule.action == RuleAction::Allow;
                 match rule.pattern {
                     Pattern::Domain { name, subdomains } => {
@@ -246,7 +245,7 @@ impl Policy {
                     }
                     Pattern::Regex(re) => regexes.push((re.into_owned(), slot, allow)),
                 }
-            });
+            })?;
             lists.push(ListInfo {
                 id,
                 name: Arc::from(name.as_str()),
@@ -595,17 +594,22 @@ fn source_display(s: &ListSource) -> String {
     }
 }
 
-/// Reads a list's text. URL lists are read from their on-disk cache (see `sources`).
+/// Reads the list at `source` and streams its rules to `on_rule`, one line in memory at a time:
+/// a reload builds beside the policy in force, and the text of a big list (14 MB for a million
+/// names) would be that much more at the peak. URL lists are read from their on-disk cache
+/// (see `sources`). Returns the file read (none for a URL list not downloaded yet) and the
+/// parse stats.
 ///
 /// A file replaced or rewritten while it is being read (a reload racing an editor or `cp`)
 /// gives a `ReadList` error of kind [`std::io::ErrorKind::Interrupted`]: the reload retries
 /// instead of building a policy from half a file.
-fn read_source(
+fn parse_source(
     name: &str,
     source: &ListSource,
     base_dir: &std::path::Path,
-) -> Result<(Option<PathBuf>, String), PolicyError> {
-    use std::io::Read;
+    opts: &ParseOptions,
+    on_rule: impl FnMut(lists::Rule<'_>),
+) -> Result<(Option<PathBuf>, ParseStats), PolicyError> {
     use std::os::unix::fs::MetadataExt;
 
     let path = match source {
@@ -614,7 +618,7 @@ fn read_source(
             let p = crate::sources::cache_path(base_dir, url);
             if !p.exists() {
                 tracing::warn!(list = name, %url, "no cached copy of this URL list yet; it is empty until the first download");
-                return Ok((None, String::new()));
+                return Ok((None, ParseStats::default()));
             }
             p
         }
@@ -632,16 +636,17 @@ fn read_source(
             "not a regular file",
         )));
     }
-    let mut file = std::fs::File::open(&path).map_err(err)?;
+    let file = std::fs::File::open(&path).map_err(err)?;
     let before = file.metadata().map_err(err)?;
-    let mut bytes = Vec::with_capacity(before.len() as usize);
-    file.read_to_end(&mut bytes).map_err(err)?;
-    // Still the same file, same size and time as when opened? Else it changed under us.
+    let reader = std::io::BufReader::with_capacity(64 << 10, file);
+    let (stats, bytes) = lists::parse_reader(reader, opts, on_rule).map_err(err)?;
+    // Still the same file, same size and time as when opened? Else it changed under us (the
+    // rules already handed on are dropped with the failed build).
     let unchanged = match std::fs::metadata(&path) {
         Ok(after) => {
             after.dev() == before.dev()
                 && after.ino() == before.ino()
-                && after.len() == bytes.len() as u64
+                && after.len() == bytes
                 && after.mtime() == before.mtime()
                 && after.mtime_nsec() == before.mtime_nsec()
         }
@@ -653,10 +658,5 @@ fn read_source(
             "the file changed while it was being read",
         )));
     }
-    let text = match String::from_utf8(bytes) {
-        Ok(s) => s,
-        // A stray invalid byte must not cost the whole list.
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    Ok((Some(path), text))
+    Ok((Some(path), stats))
 }

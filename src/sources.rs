@@ -282,10 +282,11 @@ pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Re
     Ok(Fetched::New { bytes, rules })
 }
 
+/// Streamed: a download's check must not hold the text of a big list (it may run during a
+/// reload, whose peak it would add to).
 fn count_rules(path: &Path, opts: &ParseOptions) -> io::Result<usize> {
-    let bytes = fs::read(path)?;
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(lists::parse_list(&text, opts, |_| {}).rules)
+    let file = io::BufReader::with_capacity(64 << 10, fs::File::open(path)?);
+    Ok(lists::parse_reader(file, opts, |_| {})?.0.rules)
 }
 
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
