@@ -198,7 +198,7 @@ async fn wait_for_shutdown(reloader: &crate::reload::Reloader) {
 /// queries in flight (an upstream outage) each keeps a few hundred KB of pages that
 /// `malloc_trim` cannot return, since a few live blocks sit among them. Soak measurement
 /// (bench/soak.sh, 2 cores): 7 arenas, +0.9 MB resident after a 5 s outage spread over all of
-/// them; 2 arenas: no lasting step (the spike's free blocks are reused), same latency.
+/// them; 2 arenas: none across the outage in a 3 min run (the spike's free blocks are reused).
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
