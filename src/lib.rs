@@ -5,6 +5,7 @@
 //! metrics and the query log.
 
 pub mod access;
+pub mod alloc;
 pub mod answer;
 pub mod cache;
 pub mod category;

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             telesink::logging::init();
-            telesink::server::limit_malloc_arenas();
+            telesink::alloc::tune();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -72,7 +72,6 @@ impl Reloader {
     ) -> Reloader {
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.config_loaded(SystemTime::now());
-        tune_allocator();
         let refresher = {
             let tx = tx.clone();
             Refresher::start(config.state_dir(), move |_url| {
@@ -340,7 +339,7 @@ fn free(old: Arc<Live>) -> bool {
     let weak = Arc::downgrade(&old);
     drop(old);
     if weak.strong_count() == 0 {
-        trim_heap();
+        crate::alloc::trim();
         return true;
     }
     let _ = std::thread::Builder::new()
@@ -350,42 +349,9 @@ fn free(old: Arc<Live>) -> bool {
             while weak.strong_count() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            trim_heap();
+            crate::alloc::trim();
         });
     false
-}
-
-/// glibc keeps freed memory in its arenas; a large list's worth is given back here, so that
-/// the resident size after a reload is that of one policy, not of the largest ever built.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-}
-
-/// Big buffers (a list's text, the matcher's arrays) get pages of their own, returned to the
-/// system when freed. Without this, glibc raises its mmap threshold after the first big free
-/// and later reloads build inside a thread arena that keeps the pages (measured: 1M names,
-/// 22 MB resident after start, 52 MB after any reload; with it, back to the start figure).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only changes allocator tuning; any threshold is valid.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 20);
-        }
-    }
 }
 
 fn list_counts(live: &Live) -> Vec<(Arc<str>, usize)> {

@@ -193,27 +193,6 @@ async fn wait_for_shutdown(reloader: &crate::reload::Reloader) {
     }
 }
 
-/// Caps glibc's malloc arenas at one per core, before any thread starts. glibc's default (8 per
-/// core) gives every UDP listener and runtime worker an arena of its own; after a burst of
-/// queries in flight (an upstream outage) each keeps a few hundred KB of pages that
-/// `malloc_trim` cannot return, since a few live blocks sit among them. Soak measurement
-/// (bench/soak.sh, 2 cores): 7 arenas, +0.9 MB resident after a 5 s outage spread over all of
-/// them; 2 arenas: none across the outage in a 3 min run (the spike's free blocks are reused).
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_ARENA_MAX: i32 = -8;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: mallopt only changes allocator tuning; any positive arena count is valid.
-        unsafe {
-            mallopt(M_ARENA_MAX, cores.min(i32::MAX as usize) as i32);
-        }
-    }
-}
-
 /// Publishes each list's entry count as `telesink_list_entries`.
 pub fn publish_lists(metrics: &crate::metrics::Metrics, policy: &Policy) {
     metrics.set_list_entries(
