@@ -46,15 +46,7 @@ impl Equivalent<Key> for KeyRef<'_> {
 
 /// `name` in lower-case wire format, written into `buf`.
 pub fn wire_name<'b>(name: &LowerName, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
-    let mut len = 0;
-    for label in name.iter() {
-        // A LowerName is at most 255 bytes in wire form, root included.
-        buf[len] = label.len() as u8;
-        buf[len + 1..len + 1 + label.len()].copy_from_slice(label);
-        len += 1 + label.len();
-    }
-    buf[len] = 0;
-    &buf[..len + 1]
+    crate::wire::write_name(name.iter(), buf)
 }
 
 /// One cached answer.

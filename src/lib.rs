@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod querylog;
 pub mod reload;
+pub mod sched;
 pub mod server;
 pub mod sources;
 pub mod tcp;

@@ -286,6 +286,9 @@ pub fn parse_list(text: &str, opts: &ParseOptions, on_rule: impl FnMut(Rule<'_>)
     p.finish()
 }
 
+/// Lines parsed between two yields of the core (a few hundred microseconds of work).
+const YIELD_EVERY_LINES: u64 = 2048;
+
 /// [`parse_list`] over a reader, one line at a time in one reused buffer, so that a reload
 /// never holds a list's text (14 MB for a million names). Invalid UTF-8 is replaced line by
 /// line, as [`String::from_utf8_lossy`] would over the whole text. Returns the stats and the
@@ -298,6 +301,7 @@ pub fn parse_reader(
     let mut p = LineParser::new(opts, on_rule);
     let mut buf = Vec::with_capacity(256);
     let mut bytes = 0u64;
+    let mut lines = 0u64;
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf)?;
@@ -305,6 +309,11 @@ pub fn parse_reader(
             break;
         }
         bytes += n as u64;
+        lines += 1;
+        if lines.is_multiple_of(YIELD_EVERY_LINES) {
+            // A reload parses in the background class; see `sched::yield_now`.
+            crate::sched::yield_now();
+        }
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         match std::str::from_utf8(raw) {
             Ok(line) => p.line(line),

@@ -887,7 +887,9 @@ const INSERT_CATEGORY: &str = "INSERT OR IGNORE INTO query_categories \
 
 impl Writer {
     fn run(&mut self) {
-        lower_priority();
+        // Answers come first: on a busy core rows wait in the queue (or, when it is full, are
+        // dropped and counted) rather than queries waiting for the writer.
+        crate::sched::background("query-log writer");
         let mut batch: Vec<Row> = Vec::with_capacity(self.tuning.batch_max);
         let mut next_heartbeat = Instant::now();
         let mut next_retention = Instant::now();
@@ -1067,22 +1069,6 @@ impl Writer {
     }
 }
 
-/// The writer yields the CPU to the DNS threads: on a busy core, answers come first and rows
-/// wait in the queue (or, when it is full, are dropped and counted) rather than the reverse.
-/// `SCHED_IDLE`: the writer gets the CPU time the DNS threads leave, and no more than a sliver
-/// of a saturated core (the `write_rows` yields keep the latency it adds small).
-fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is this thread; `param` is a valid sched_param for SCHED_IDLE.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if r != 0 {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "cannot move the query-log writer to the idle scheduling class"
-        );
-    }
-}
-
 /// Rows inserted between two `sched_yield`s (about 0.1–0.2 ms of work).
 const YIELD_EVERY: usize = 32;
 
@@ -1097,7 +1083,7 @@ fn write_rows(conn: &mut Connection, rows: &[Row], anonymize: bool) -> rusqlite:
             // writer otherwise (p99 at 20k qps on one shared core: 3.5 ms without, 0.15 ms with;
             // even in SCHED_IDLE, the kernel here did not preempt the writer at once).
             if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                std::thread::yield_now();
+                crate::sched::yield_now();
             }
             // A batch comes from few clients: format each address once.
             let addr: &str = addr_text.entry(r.addr).or_insert_with(|| {

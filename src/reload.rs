@@ -181,7 +181,13 @@ async fn reload(st: &mut State, cause: &str) {
         let path = st.config_path.clone();
         let live = st.live.clone();
         let metrics = st.metrics.clone();
-        let res = tokio::task::spawn_blocking(move || attempt(&path, &live, &metrics)).await;
+        let res = tokio::task::spawn_blocking(move || {
+            // The build shares the cores with the listeners: it gets what they leave, so that
+            // queries keep their latency while a big list is parsed and sorted.
+            let _background = crate::sched::Background::enter("policy build");
+            attempt(&path, &live, &metrics)
+        })
+        .await;
         match res {
             Ok(Attempt::Reread(why)) if rereads < MAX_REREADS => {
                 rereads += 1;

@@ -151,14 +151,7 @@ impl<'a> WireQuery<'a> {
     /// The name in lower case, wire format (the cache key), written into `buf`: made only
     /// when the cache is asked, not for blocked names.
     pub fn lower_name<'b>(&self, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
-        let mut len = 0;
-        for label in self.labels() {
-            buf[len] = label.len() as u8;
-            buf[len + 1..len + 1 + label.len()].copy_from_slice(label);
-            len += 1 + label.len();
-        }
-        buf[len] = 0;
-        &buf[..len + 1]
+        write_name(self.labels(), buf)
     }
 
     /// The name in lower case, dotted, without the trailing dot.
@@ -186,6 +179,22 @@ impl<'a> WireQuery<'a> {
             usize::from(u16::MAX)
         }
     }
+}
+
+/// Writes `labels` as a name in wire format into `buf`. The labels must fit a name (at most
+/// 255 bytes in wire form, root included), as a parsed query's or a `LowerName`'s do.
+pub fn write_name<'a, 'b>(
+    labels: impl Iterator<Item = &'a [u8]>,
+    buf: &'b mut [u8; MAX_NAME],
+) -> &'b [u8] {
+    let mut len = 0;
+    for label in labels {
+        buf[len] = label.len() as u8;
+        buf[len + 1..len + 1 + label.len()].copy_from_slice(label);
+        len += 1 + label.len();
+    }
+    buf[len] = 0;
+    &buf[..len + 1]
 }
 
 /// Writes a response: header, the question echoed, `body` (the records, already in wire
