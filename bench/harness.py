@@ -11,9 +11,10 @@ Per server and list size:
      core 1 (qps, lost, average latency, server CPU µs per completed query from /proc/PID/stat),
      then one run at a fixed offered rate (-Q LAT_QPS, -v) for the latency percentiles
   4. RSS after load (VmRSS)
-  5. reload (servers that reload in place): RUNS times, the list gains one new name; time from the
-     trigger to the first blocked answer for it, peak RSS (VmHWM reset through clear_refs, plus
-     10 ms VmRSS samples), p99 and lost of a fixed-rate dnsperf running across the reload
+  5. reload (servers that reload in place): RUNS times, three fixed-rate dnsperf windows (see
+     `reload_once`): none, then a reload (p99 and lost against the first window), then a second
+     reload, timed (trigger to the first blocked answer for a new name) with its peak RSS
+     (VmHWM reset through clear_refs, plus 10 ms VmRSS samples)
 """
 import argparse
 import json
@@ -663,8 +664,8 @@ def bench_server(kind, size, a, results):
                     f"lost {r['lost']:.0f}, avg {1e3 * (r['avg_lat'] or 0):.3f} ms, rcodes {r['rcodes']}, "
                     f"other load on core 0 {r['core0_other_pct']}%")
             _, lat = dnsperf(["-d", qfile, "-l", str(a.lat_duration), "-Q", str(a.lat_qps), "-q", str(a.outstanding)],
-                             PORT, verbose=True, out=os.path.join(work, f"latency-{wl}.txt"))
-            os.unlink(os.path.join(work, f"latency-{wl}.txt"))
+                             PORT, verbose=True, out=os.path.join(a.work, f"{kind}-latency-{wl}.txt"))
+            os.unlink(os.path.join(a.work, f"{kind}-latency-{wl}.txt"))
             log(f"   {wl} at {a.lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
                 f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat['lost']}")
             entry["workloads"][wl] = {
@@ -687,6 +688,7 @@ def bench_server(kind, size, a, results):
             entry["reload_peak_kb"] = med([r["peak_kb"] for r in reloads])
             entry["reload_steady_kb"] = med([r["steady_kb"] for r in reloads])
             entry["reload_p99_ms"] = med([r["p99_ms"] for r in reloads])
+            entry["reload_baseline_p99_ms"] = med([r["baseline_p99_ms"] for r in reloads])
             entry["reload_lost"] = med([r["lost"] for r in reloads])
             entry["reload_served_pct"] = med([r["served_pct"] for r in reloads])
         entry["rss_end_kb"] = status_kb(proc.pid, "VmRSS")
@@ -764,49 +766,78 @@ def bench_querylog(size, a, results):
 
 
 def reload_once(server, proc, k, a, work, load_s):
-    server.write_reload(k)
-    sentinel = SENTINEL.format(k=k)
-    steady = status_kb(proc.pid, "VmRSS")
-    hwm_reset = reset_hwm(proc.pid)
+    """Three windows of dnsperf at the same fixed rate on blocked names, one after the other:
+    1. no reload: the baseline tail this VM gives right now;
+    2. a reload triggered after 1 s, and nothing else from the harness: the tail during a reload;
+    3. another reload, timed (the harness asks for the new name every 10 ms) and with RSS
+       samples every 10 ms: reload time and peak RSS under the same load.
+    The polling and the sampler run on the load core and delay dnsperf's own receive loop, which
+    shows in its latencies (p99 0.1 -> 0.5-1 ms here), so windows 1 and 2 leave them out."""
     # Long enough to span the whole reload: about as long as the first load took, plus margin.
     window = int(max(a.reload_window, 1.5 * (load_s or 0) + 4))
     log_lines = sum(1 for _ in open(os.path.join(work, "server.log"), errors="replace"))
-    out = os.path.join(work, f"reload-{k}.txt")
-    perf_result = {}
+    # dnsperf -v writes a line per answer: not into the server's directory, whose file watcher
+    # would wake for each write and take the server core from the listener.
+    out = os.path.join(a.work, f"{server.name}-reload-{k}.txt")
+    fixed = ["-d", os.path.join(a.data, f"q-blocked-{server.size}.txt"), "-l", str(window),
+             "-Q", str(a.lat_qps), "-q", str(a.outstanding)]
 
-    def load():
-        _, r = dnsperf(["-d", os.path.join(a.data, f"q-blocked-{server.size}.txt"), "-l", str(window),
-                        "-Q", str(a.lat_qps), "-q", str(a.outstanding)], PORT, verbose=True, out=out)
-        perf_result.update(r)
+    # 1. Baseline.
+    _, base = dnsperf(fixed, PORT, verbose=True, out=out)
 
-    sampler = RssSampler(proc.pid)
-    sampler.start()
-    t = threading.Thread(target=load)
+    # 2. The tail across a reload.
+    server.write_reload(f"{k}a")
+    during = {}
+
+    def load(into, verbose):
+        _, r = dnsperf(fixed, PORT, verbose=verbose, out=out if verbose else None)
+        into.update(r)
+
+    t = threading.Thread(target=load, args=(during, True))
     t.start()
     time.sleep(1.0)
-    t0 = time.monotonic()
     server.trigger_reload(proc)
-    dt = wait_blocked(PORT, sentinel, proc, limit=a.load_limit)
+    t.join()
+    in_window = blocked(ask(PORT, SENTINEL.format(k=f"{k}a")))
+    if not in_window:
+        log("   !! the reload did not finish inside the latency window; widen --reload-window")
+        wait_blocked(PORT, SENTINEL.format(k=f"{k}a"), proc, limit=a.load_limit)
+    if during.get("p99") is None or base.get("p99") is None:
+        log(f"   !! no latency figures from a dnsperf window; its output is in {out}")
+    else:
+        os.unlink(out)
+
+    # 3. Timed, with the peak RSS.
+    server.write_reload(f"{k}b")
+    steady = status_kb(proc.pid, "VmRSS")
+    hwm_reset = reset_hwm(proc.pid)
+    timed = {}
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    t = threading.Thread(target=load, args=(timed, False))
+    t.start()
+    time.sleep(1.0)
+    server.trigger_reload(proc)
+    dt = wait_blocked(PORT, SENTINEL.format(k=f"{k}b"), proc, limit=a.load_limit)
     t.join()
     sampler.stop.set()
     sampler.join()
-    if perf_result.get("p99") is None:
-        log(f"   !! no latency figures from the dnsperf across the reload; its output is in {out}")
-    else:
-        os.unlink(out)
     hwm = status_kb(proc.pid, "VmHWM") if hwm_reset else None
     peak = max(x for x in (hwm, sampler.peak) if x)
     r = {"reload_s": round(dt, 3) if dt is not None else None, "steady_kb": steady, "peak_kb": peak,
-         "hwm_kb": hwm, "sampled_peak_kb": sampler.peak, "p99_ms": 1e3 * perf_result["p99"] if perf_result.get("p99") else None,
-         "lost": perf_result.get("lost"), "window_s": window, "rate": a.lat_qps,
+         "hwm_kb": hwm, "sampled_peak_kb": sampler.peak,
+         "p99_ms": 1e3 * during["p99"] if during.get("p99") and in_window else None,
+         "baseline_p99_ms": 1e3 * base["p99"] if base.get("p99") else None,
+         "lost": during.get("lost"), "window_s": window, "rate": a.lat_qps,
          # dnsperf stops sending while 100 queries are outstanding, so a stalled server shows as
          # fewer queries served, more than as lost ones: served / offered is the stall figure.
-         "served_pct": round(100.0 * (perf_result.get("completed") or 0) / (a.lat_qps * window), 1)}
+         "served_pct": round(100.0 * (during.get("completed") or 0) / (a.lat_qps * window), 1)}
     if hasattr(server, "reload_took_ms"):
         time.sleep(0.2)
         r["server_took_ms"] = server.reload_took_ms(log_lines)
     log(f"   reload {k}: {r['reload_s']} s, RSS steady {steady} kB, peak {peak} kB, "
-        f"p99 {fmt(r['p99_ms'], '{:.3f}')} ms, lost {r['lost']}, served {r['served_pct']}% of offered (dnsperf at {a.lat_qps} qps across it for {window} s)"
+        f"p99 {fmt(r['p99_ms'], '{:.3f}')} ms (same window without a reload: {fmt(r['baseline_p99_ms'], '{:.3f}')} ms), "
+        f"lost {r['lost']}, served {r['served_pct']}% of offered (dnsperf at {a.lat_qps} qps for {window} s)"
         + (f"; server says took_ms {r['server_took_ms']}" if r.get("server_took_ms") else ""))
     return r
 
@@ -917,14 +948,17 @@ def report(res, a, path_md):
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
              "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
-             "renamed into its watched directory; unbound: SIGHUP); *reload s* = trigger to the first blocked answer for "
-             f"the new name; *reload peak* = max(VmHWM reset via clear_refs, 10 ms VmRSS samples); *p99 / lost during* = "
-             f"dnsperf at {a.lat_qps} qps on blocked names across the reload (window ≈ 1.5 × load time + 4 s, reload "
-             "triggered after 1 s); *served during* = answered / offered in that window (dnsperf keeps at most 100 "
+             "renamed into its watched directory; unbound: SIGHUP). Each reload run is three dnsperf windows at "
+             f"{a.lat_qps} qps on blocked names (window ≈ 1.5 × load time + 4 s): no reload (*p99 baseline*), a reload "
+             "triggered after 1 s with nothing else from the harness running (*p99 / lost during*), and a second reload "
+             "under the same load, timed and sampled: *reload s* = trigger to the first blocked answer for the new name "
+             "(asked every 10 ms); *reload peak* = max(VmHWM reset via clear_refs, 10 ms VmRSS samples). The polling "
+             "and the sampler share the load core with dnsperf and would show in its latencies, hence the separate "
+             "windows; *during/baseline* = the ratio of the two p99s; *served during* = answered / offered in that window (dnsperf keeps at most 100 "
              "queries outstanding, so a server that stalls shows fewer answers more than lost ones). "
              f"Median of {a.reload_runs} reloads.\n")
-    L.append("| list | server | load s | RSS loaded MB | peak load MB | RSS after MB | reload s | steady MB | reload peak MB | peak/steady | p99 during ms | lost during | served during | RSS telesink/x | load s telesink/x |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| list | server | load s | RSS loaded MB | peak load MB | RSS after MB | reload s | steady MB | reload peak MB | peak/steady | p99 during ms | p99 baseline ms | during/baseline | lost during | served during | RSS telesink/x | load s telesink/x |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         t = by.get(("telesink", size), {})
         for s in ["telesink"] + list(a.extra) + ["unbound", "hickory-dns", "dnsmasq"]:
@@ -937,7 +971,8 @@ def report(res, a, path_md):
                 fmt(mb(e.get("hwm_load_kb")), "{:.1f}"), fmt(mb(e.get("rss_after_kb")), "{:.1f}"),
                 fmt(e.get("reload_s"), "{:.2f}") if e.get("reloads") else "n/a (restart)",
                 fmt(mb(e.get("reload_steady_kb")), "{:.1f}"), fmt(mb(e.get("reload_peak_kb")), "{:.1f}"),
-                fmt(pr, "{:.2f}"), fmt(e.get("reload_p99_ms"), "{:.3f}"), fmt(e.get("reload_lost")),
+                fmt(pr, "{:.2f}"), fmt(e.get("reload_p99_ms"), "{:.3f}"), fmt(e.get("reload_baseline_p99_ms"), "{:.3f}"),
+                ratio(e.get("reload_p99_ms"), e.get("reload_baseline_p99_ms")), fmt(e.get("reload_lost")),
                 fmt(e.get("reload_served_pct"), "{:.0f}%"),
                 "" if s == "telesink" else ratio(t.get("rss_after_kb"), e.get("rss_after_kb")),
                 "" if s == "telesink" else ratio(t.get("load_s"), e.get("load_s")),
@@ -959,6 +994,9 @@ def report(res, a, path_md):
 
 
 def main():
+    # The harness itself (RSS sampler, sanity queries, upstream) stays off the server's core: it
+    # goes with dnsperf. Servers are started with `taskset -c SERVER_CPU`, which overrides this.
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
