@@ -10,7 +10,7 @@
 //! path through hickory, which stays the reference: the tests compare the two.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, RecordType};
@@ -327,17 +327,19 @@ fn record(out: &mut [u8; 128], rtype: RecordType, ttl: u32, rdata: &[u8]) -> usi
 
 /// The synthetic SOA of [`answer::soa`] for the question name.
 fn soa(out: &mut [u8; 128], ttl: u32) -> usize {
-    let mut rdata = [0u8; 96];
-    let mut n = 0;
-    for name in [answer::SOA_MNAME, answer::SOA_RNAME] {
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            rdata[n] = label.len() as u8;
-            rdata[n + 1..n + 1 + label.len()].copy_from_slice(label.as_bytes());
-            n += 1 + label.len();
+    /// MNAME and RNAME in wire format, written once: the same for every block.
+    static NAMES: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let mut v = Vec::with_capacity(64);
+        let mut buf = [0u8; MAX_NAME];
+        for name in [answer::SOA_MNAME, answer::SOA_RNAME] {
+            let labels = name.split('.').filter(|l| !l.is_empty()).map(str::as_bytes);
+            v.extend_from_slice(write_name(labels, &mut buf));
         }
-        rdata[n] = 0;
-        n += 1;
-    }
+        v
+    });
+    let mut rdata = [0u8; 96];
+    let mut n = NAMES.len();
+    rdata[..n].copy_from_slice(&NAMES);
     let (refresh, retry, expire) = answer::SOA_TIMERS;
     for v in [
         answer::SOA_SERIAL,
