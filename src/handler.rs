@@ -755,7 +755,22 @@ impl Handler {
         src: SocketAddr,
         protocol: Protocol,
     ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.answer_direct_into(bytes, src, protocol, &mut out)?;
+        Some(out)
+    }
+
+    /// [`answer_direct`](Self::answer_direct), appending the answer to `out` (the UDP listener
+    /// writes a whole batch of answers into one buffer). `None`: nothing appended.
+    pub fn answer_direct_into(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
         let started = Instant::now();
+        let start = out.len();
         let q = WireQuery::parse(bytes)?;
         let live = self.inner.live.load();
         let policy = &live.policy;
@@ -775,14 +790,14 @@ impl Handler {
         let client = policy.client(src.ip());
         let verdict = policy.classify_hashed(&hashes, Some(text.as_bytes()));
         let action = policy.action(client, &verdict);
-        let (mut out, mut outcome) = if action == Some(Action::Blocked) {
+        let mut outcome = if action == Some(Action::Blocked) {
             let b = policy.blocking;
             let text = policy.block_text(&verdict);
-            let out = wire::blocked(&q, b.mode, b.ttl, &text, limit, MAX_UDP_PAYLOAD)?;
+            wire::blocked(&q, b.mode, b.ttl, &text, limit, MAX_UDP_PAYLOAD, out)?;
             let mut outcome = Outcome::new(QueryResult::Blocked);
             outcome.verdict = verdict;
             outcome.action = action;
-            (out, outcome)
+            outcome
         } else {
             if q.qtype == RecordType::ANY {
                 return None;
@@ -812,16 +827,17 @@ impl Handler {
                     return None;
                 }
             }
-            let out = cached.answer(&q, entry.age(now), limit, MAX_UDP_PAYLOAD)?;
-            (out, outcome)
+            cached.answer(&q, entry.age(now), limit, MAX_UDP_PAYLOAD, out)?;
+            outcome
         };
         // Step 1: access list and rate limit; a REFUSED replaces the answer.
         if let Some((reply, refused)) = self.access(&live, src.ip()) {
+            out.truncate(start);
             let (code, text) = reply.ede.as_ref()?;
-            out = wire::refused(&q, (*code, text), limit, MAX_UDP_PAYLOAD)?;
+            wire::refused(&q, (*code, text), limit, MAX_UDP_PAYLOAD, out)?;
             outcome = refused;
         }
-        let rcode = ResponseCode::from(0, out[3] & 0x0F);
+        let rcode = ResponseCode::from(0, out[start + 3] & 0x0F);
         self.record(
             policy,
             src.ip(),
@@ -832,7 +848,7 @@ impl Handler {
             rcode,
             started,
         );
-        Some(out)
+        Some(())
     }
 }
 

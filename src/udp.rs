@@ -84,14 +84,14 @@ impl ResponseHandler for UdpResponder {
         };
         // On a listener thread the answer joins the batch sent by one sendmmsg; elsewhere (a
         // query that waited for an upstream) it goes out at once.
-        let pending = OUTBOX.with(|o| match o.borrow_mut().as_mut() {
-            Some(queue) => {
-                queue.push((buf, self.dst));
-                None
+        let queued = OUTBOX.with(|o| match o.borrow_mut().as_mut() {
+            Some(outbox) => {
+                outbox.push(&buf, self.dst);
+                true
             }
-            None => Some(buf),
+            None => false,
         });
-        if let Some(buf) = pending {
+        if !queued {
             self.socket.send_to(&buf, self.dst)?;
         }
         Ok(info)
@@ -122,13 +122,42 @@ pub fn start(
     Ok(threads)
 }
 
-/// Encoded answers and where they go.
-type Answers = Vec<(Vec<u8>, SocketAddr)>;
+/// The answers of one batch, encoded one after another in one buffer, and where they go: no
+/// allocation per answer.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    /// (end of the answer in `bytes`, destination); each starts where the previous one ends.
+    answers: Vec<(usize, SocketAddr)>,
+}
+
+impl Outbox {
+    fn push(&mut self, answer: &[u8], dst: SocketAddr) {
+        self.bytes.extend_from_slice(answer);
+        self.answers.push((self.bytes.len(), dst));
+    }
+
+    /// The direct path's answer for `bytes`, if it has one, appended.
+    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> bool {
+        let answered = handler
+            .answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes)
+            .is_some();
+        if answered {
+            self.answers.push((self.bytes.len(), src));
+        }
+        answered
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.answers.clear();
+    }
+}
 
 thread_local! {
     /// Answers produced on a listener thread, waiting for the batch's `sendmmsg`.
     /// `None` on every other thread.
-    static OUTBOX: RefCell<Option<Answers>> = const { RefCell::new(None) };
+    static OUTBOX: RefCell<Option<Outbox>> = const { RefCell::new(None) };
 }
 
 fn serve(
@@ -139,9 +168,10 @@ fn serve(
 ) {
     // Timers and sockets that a query's first poll creates belong to the runtime.
     let _runtime = runtime.enter();
-    OUTBOX.with(|o| *o.borrow_mut() = Some(Vec::with_capacity(mmsg::BATCH)));
+    OUTBOX.with(|o| *o.borrow_mut() = Some(Outbox::default()));
     let fd = socket.as_raw_fd();
     let mut batch = mmsg::RecvBatch::new();
+    let mut send = mmsg::SendBatch::default();
     let waker = Waker::noop();
     while !stop.load(Ordering::Relaxed) {
         let n = match batch.recv(fd) {
@@ -170,12 +200,12 @@ fn serve(
                 continue;
             }
             // Blocked, cached and refused answers: written straight from the datagram.
-            if let Some(answer) = handler.answer_direct(bytes, src, Protocol::Udp) {
-                OUTBOX.with(|o| {
-                    if let Some(q) = o.borrow_mut().as_mut() {
-                        q.push((answer, src));
-                    }
-                });
+            let direct = OUTBOX.with(|o| {
+                o.borrow_mut()
+                    .as_mut()
+                    .is_some_and(|outbox| outbox.push_direct(&handler, bytes, src))
+            });
+            if direct {
                 continue;
             }
             let responder = UdpResponder {
@@ -192,23 +222,15 @@ fn serve(
                 runtime.spawn(fut);
             }
         }
-        let answers = OUTBOX.with(|o| {
-            o.borrow_mut()
-                .as_mut()
-                .map(std::mem::take)
-                .unwrap_or_default()
-        });
-        if !answers.is_empty() {
-            mmsg::send_all(fd, &answers);
-            OUTBOX.with(|o| {
-                if let Some(q) = o.borrow_mut().as_mut() {
-                    // Keep the allocation for the next batch.
-                    let mut answers = answers;
-                    answers.clear();
-                    *q = answers;
+        OUTBOX.with(|o| {
+            if let Some(outbox) = o.borrow_mut().as_mut() {
+                if !outbox.answers.is_empty() {
+                    send.send_all(fd, outbox);
+                    // Keeps the buffers for the next batch.
+                    outbox.clear();
                 }
-            });
-        }
+            }
+        });
     }
 }
 
@@ -290,50 +312,65 @@ mod mmsg {
         }
     }
 
-    /// Sends every answer, in as few `sendmmsg` calls as the kernel allows.
-    pub fn send_all(fd: RawFd, answers: &[(Vec<u8>, SocketAddr)]) {
-        for chunk in answers.chunks(BATCH) {
-            let addrs: Vec<SockAddr> = chunk.iter().map(|(_, a)| SockAddr::from(*a)).collect();
-            let mut iovs: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|(b, _)| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                })
-                .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-                .map(|i| {
+    /// What `sendmmsg` reads, kept from batch to batch.
+    #[derive(Default)]
+    pub struct SendBatch {
+        addrs: Vec<SockAddr>,
+        iovs: Vec<libc::iovec>,
+        hdrs: Vec<libc::mmsghdr>,
+    }
+
+    impl SendBatch {
+        /// Sends every answer of `outbox`, in as few `sendmmsg` calls as the kernel allows.
+        pub fn send_all(&mut self, fd: RawFd, outbox: &super::Outbox) {
+            let mut start = 0;
+            for chunk in outbox.answers.chunks(BATCH) {
+                self.addrs.clear();
+                self.iovs.clear();
+                self.hdrs.clear();
+                for &(end, dst) in chunk {
+                    self.addrs.push(SockAddr::from(dst));
+                    let answer = &outbox.bytes[start..end];
+                    self.iovs.push(libc::iovec {
+                        iov_base: answer.as_ptr() as *mut libc::c_void,
+                        iov_len: answer.len(),
+                    });
+                    start = end;
+                }
+                for (addr, iov) in self.addrs.iter().zip(self.iovs.iter_mut()) {
                     // SAFETY: all-zero is a valid mmsghdr; the fields set point at live data.
                     let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
-                    h.msg_hdr.msg_namelen = addrs[i].len();
-                    h.msg_hdr.msg_iov = &mut iovs[i];
+                    h.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+                    h.msg_hdr.msg_namelen = addr.len();
+                    h.msg_hdr.msg_iov = iov;
                     h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
-            let mut sent = 0;
-            while sent < hdrs.len() {
-                // SAFETY: the headers point into `addrs` and `iovs`, alive for this call.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        hdrs[sent..].as_mut_ptr(),
-                        (hdrs.len() - sent) as libc::c_uint,
-                        0,
-                    )
-                };
-                if n <= 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
+                    self.hdrs.push(h);
+                }
+                let hdrs = &mut self.hdrs;
+                let mut sent = 0;
+                while sent < hdrs.len() {
+                    // SAFETY: the headers point into `addrs`, `iovs` and the outbox's bytes,
+                    // none of which changes during this call.
+                    let n = unsafe {
+                        libc::sendmmsg(
+                            fd,
+                            hdrs[sent..].as_mut_ptr(),
+                            (hdrs.len() - sent) as libc::c_uint,
+                            0,
+                        )
+                    };
+                    if n <= 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        // A full socket buffer or an unreachable client: drop that answer, as a
+                        // lost datagram would be, and go on with the rest.
+                        tracing::debug!(error = %e, "udp send error");
+                        sent += 1;
+                    } else {
+                        sent += n as usize;
                     }
-                    // A full socket buffer or an unreachable client: drop that answer, as a
-                    // lost datagram would be, and go on with the rest.
-                    tracing::debug!(error = %e, "udp send error");
-                    sent += 1;
-                } else {
-                    sent += n as usize;
                 }
             }
         }

@@ -197,9 +197,10 @@ pub fn write_name<'a, 'b>(
     &buf[..len + 1]
 }
 
-/// Writes a response: header, the question echoed, `body` (the records, already in wire
-/// format, with their counts), and an OPT (with the EDE, if any) when the query had EDNS.
-/// `None` when it would not fit `limit`: the general path then truncates as RFC 6891 says.
+/// Appends a response to `out`: header, the question echoed, `body` (the records, already in
+/// wire format, with their counts), and an OPT (with the EDE, if any) when the query had EDNS.
+/// `None`, with nothing appended, when it would not fit `limit`: the general path then
+/// truncates as RFC 6891 says.
 #[allow(clippy::too_many_arguments)]
 fn respond(
     q: &WireQuery<'_>,
@@ -210,7 +211,8 @@ fn respond(
     ede: Option<(u16, &str)>,
     limit: usize,
     max_udp: u16,
-) -> Option<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let question = q.question();
     let ede_len = ede.map_or(0, |(_, t)| 4 + 2 + t.len());
     let opt_len = if q.edns_payload.is_some() {
@@ -222,7 +224,7 @@ fn respond(
     if len > limit || ede_len > usize::from(u16::MAX) {
         return None;
     }
-    let mut out = Vec::with_capacity(len);
+    out.reserve(len);
     let req = &q.message[..HEADER];
     let code = u16::from(rcode);
     if code > 0x0F {
@@ -252,11 +254,17 @@ fn respond(
             out.extend_from_slice(text.as_bytes());
         }
     }
-    Some(out)
+    Some(())
 }
 
 /// REFUSED with an Extended DNS Error (access list, rate limit).
-pub fn refused(q: &WireQuery<'_>, ede: (u16, &str), limit: usize, max_udp: u16) -> Option<Vec<u8>> {
+pub fn refused(
+    q: &WireQuery<'_>,
+    ede: (u16, &str),
+    limit: usize,
+    max_udp: u16,
+    out: &mut Vec<u8>,
+) -> Option<()> {
     respond(
         q,
         ResponseCode::Refused,
@@ -266,6 +274,7 @@ pub fn refused(q: &WireQuery<'_>, ede: (u16, &str), limit: usize, max_udp: u16) 
         Some(ede),
         limit,
         max_udp,
+        out,
     )
 }
 
@@ -277,7 +286,8 @@ pub fn blocked(
     text: &str,
     limit: usize,
     max_udp: u16,
-) -> Option<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let mut body = [0u8; 128];
     let (rcode, counts, len) = match (mode, q.qtype) {
         (BlockMode::Refused, _) => (ResponseCode::Refused, (0, 0, 0), 0),
@@ -311,6 +321,7 @@ pub fn blocked(
         Some((ede::BLOCKED, text)),
         limit,
         max_udp,
+        out,
     )
 }
 
@@ -418,15 +429,16 @@ impl CachedWire {
         })
     }
 
-    /// The cached answer for `q`, its TTLs lowered by `age` seconds. `None` when it would not
-    /// fit `limit` (the general path truncates).
+    /// Appends the cached answer for `q` to `out`, its TTLs lowered by `age` seconds. `None`,
+    /// with nothing appended, when it would not fit `limit` (the general path truncates).
     pub fn answer(
         &self,
         q: &WireQuery<'_>,
         age: u32,
         limit: usize,
         max_udp: u16,
-    ) -> Option<Vec<u8>> {
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
         let question = q.question();
         let end = usize::from(self.question_end);
         if HEADER + question.len() != end {
@@ -435,7 +447,8 @@ impl CachedWire {
         let body = &self.bytes[end..];
         let count = |i: usize| u16::from_be_bytes([self.bytes[i], self.bytes[i + 1]]);
         let rcode = ResponseCode::from(0, self.bytes[3] & 0x0F);
-        let mut out = respond(
+        let start = out.len();
+        respond(
             q,
             rcode,
             false,
@@ -444,13 +457,16 @@ impl CachedWire {
             None,
             limit,
             max_udp,
+            out,
         )?;
+        let answer = &mut out[start..];
         for &at in self.ttl_offsets.iter() {
             let at = usize::from(at);
-            let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
-            out[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+            let ttl =
+                u32::from_be_bytes([answer[at], answer[at + 1], answer[at + 2], answer[at + 3]]);
+            answer[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
         }
-        Some(out)
+        Some(())
     }
 }
 
@@ -600,7 +616,8 @@ mod tests {
             for edns in [None, Some(1232)] {
                 let bytes = query("Tracking.Vendor.example.", qtype, edns);
                 let q = WireQuery::parse(&bytes).unwrap();
-                let out = blocked(&q, mode, 10, "blocked by list v", 512, 1232).unwrap();
+                let mut out = Vec::new();
+                blocked(&q, mode, 10, "blocked by list v", 512, 1232, &mut out).unwrap();
                 let m = decode(&out);
                 let name = Name::from_ascii("Tracking.Vendor.example.").unwrap();
                 let want = answer::blocked(&name, qtype, mode, 10);
@@ -635,8 +652,12 @@ mod tests {
         let bytes = query("a.example.", RecordType::HTTPS, Some(512));
         let q = WireQuery::parse(&bytes).unwrap();
         let text = "x".repeat(600);
-        assert!(blocked(&q, BlockMode::Null, 10, &text, q.limit(true, 1232), 1232).is_none());
-        assert!(blocked(&q, BlockMode::Null, 10, &text, q.limit(false, 1232), 1232).is_some());
+        let mut out = Vec::new();
+        let udp = q.limit(true, 1232);
+        assert!(blocked(&q, BlockMode::Null, 10, &text, udp, 1232, &mut out).is_none());
+        assert!(out.is_empty(), "nothing appended when it does not fit");
+        let tcp = q.limit(false, 1232);
+        assert!(blocked(&q, BlockMode::Null, 10, &text, tcp, 1232, &mut out).is_some());
     }
 
     #[test]
@@ -664,7 +685,13 @@ mod tests {
         assert_eq!(&*wire.targets, [Arc::<str>::from("edge.cdn.example")]);
         let bytes = query("WWW.Example.", RecordType::A, Some(1232));
         let q = WireQuery::parse(&bytes).unwrap();
-        let m = decode(&wire.answer(&q, 7, 1232, 1232).unwrap());
+        // Appended after bytes already in the buffer (another answer of the batch).
+        let hit = |q: &WireQuery<'_>, age, limit| {
+            let mut out = vec![0xAA; 3];
+            wire.answer(q, age, limit, 1232, &mut out)?;
+            Some(out.split_off(3))
+        };
+        let m = decode(&hit(&q, 7, 1232).unwrap());
         assert_eq!(m.metadata.id, 0xBEEF);
         assert_eq!(m.queries[0].name().to_ascii(), "WWW.Example.");
         assert_eq!(m.answers.len(), 2);
@@ -675,9 +702,7 @@ mod tests {
         // Without EDNS: no OPT; too small a limit: general path.
         let plain = query("www.example.", RecordType::A, None);
         let q = WireQuery::parse(&plain).unwrap();
-        assert!(decode(&wire.answer(&q, 0, 512, 1232).unwrap())
-            .edns
-            .is_none());
-        assert!(wire.answer(&q, 0, 40, 1232).is_none());
+        assert!(decode(&hit(&q, 0, 512).unwrap()).edns.is_none());
+        assert!(hit(&q, 0, 40).is_none());
     }
 }
