@@ -10,6 +10,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::category::{Action, CategorySet, CategoryTable};
+use crate::devices::{Mac, NamedBy};
 
 /// How a query was answered: the `result` label of `telesink_queries_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,12 +45,16 @@ impl QueryResult {
     }
 }
 
-/// Who asked: the source address, and the configured client and group names if any.
+/// Who asked: the source address, the device's name if anything names it, and the group.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
     pub addr: IpAddr,
-    /// The `[[client]]` name whose addresses contain `addr`.
+    /// The device's name: a `[[client]]` (by address or MAC) or a DHCP lease's host name.
     pub name: Option<Arc<str>>,
+    /// How `name` was found ([`NamedBy::Address`] when nothing named the device).
+    pub named_by: NamedBy,
+    /// The MAC the kernel's neighbour table gives for `addr`, when known.
+    pub mac: Option<Mac>,
     /// The group whose policy applied; `None` means `[default]`.
     pub group: Option<Arc<str>>,
 }

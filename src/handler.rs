@@ -446,6 +446,12 @@ impl Handler {
         let client_info = ClientInfo {
             addr: crate::policy::canonical(addr),
             name: policy.client_name(client).cloned(),
+            named_by: if client.client.is_some() {
+                crate::devices::NamedBy::ConfigAddress
+            } else {
+                crate::devices::NamedBy::Address
+            },
+            mac: None,
             group: policy.group_name(client).cloned(),
         };
         let list = outcome.verdict.list.map(|l| &policy.list(l).name);

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod category;
 pub mod check;
 pub mod config;
+pub mod devices;
 pub mod events;
 pub mod explain;
 pub mod handler;

@@ -722,6 +722,8 @@ mod tests {
         ClientInfo {
             addr: IpAddr::V4(Ipv4Addr::from(addr)),
             name: name.map(Arc::from),
+            named_by: Default::default(),
+            mac: None,
             group: None,
         }
     }

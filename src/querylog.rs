@@ -1925,6 +1925,8 @@ mod tests {
         ClientInfo {
             addr: addr.parse().unwrap(),
             name: name.map(Arc::from),
+            named_by: Default::default(),
+            mac: None,
             group: Some(Arc::from("phones")),
         }
     }

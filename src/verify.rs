@@ -984,6 +984,8 @@ mod tests {
         ClientInfo {
             addr: "192.168.1.50".parse().unwrap(),
             name: Some(Arc::from("anna-phone")),
+            named_by: crate::devices::NamedBy::ConfigAddress,
+            mac: None,
             group: None,
         }
     }

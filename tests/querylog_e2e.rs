@@ -235,6 +235,8 @@ fn retention_deletes_old_rows_at_start() {
         let c = ClientInfo {
             addr: ANNA.into(),
             name: Some("anna-phone".into()),
+            named_by: telesink::devices::NamedBy::ConfigAddress,
+            mac: None,
             group: None,
         };
         for days in [10u64, 5, 1] {

@@ -1,0 +1,154 @@
+//! Two network namespaces joined by a veth pair: a "router" side where telesink runs and a
+//! "device" side that plays one phone with a fixed MAC and several addresses (two IPv4, two
+//! IPv6 privacy-style). The kernel's neighbour table in the router namespace is real.
+//!
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). [`NetnsPair::create`] returns `None` outside CI
+//! when that is missing (the caller skips, with the printed reason); under `CI=true` it panics,
+//! so such tests fail there rather than skip. Addresses are documentation ranges that exist only
+//! inside the two namespaces; everything is removed on drop.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The device's MAC on its side of the veth pair.
+pub const DEVICE_MAC: &str = "02:5e:1e:51:4c:01";
+
+pub struct NetnsPair {
+    /// Namespace where telesink (and its upstream) run.
+    pub router: String,
+    /// Namespace of the device.
+    pub device: String,
+    pub router_v4: Ipv4Addr,
+    pub router_v6: Ipv6Addr,
+    /// The device's IPv4 addresses (a DHCP renumbering, say).
+    pub device_v4: [Ipv4Addr; 2],
+    /// The device's IPv6 addresses (two privacy addresses on one MAC).
+    pub device_v6: [Ipv6Addr; 2],
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+fn must(args: &[&str]) {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why these tests cannot run here, if they cannot.
+fn missing_rights() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and veth pairs)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("needs `ip` from iproute2".into());
+    }
+    None
+}
+
+impl NetnsPair {
+    /// Creates both namespaces and the link; `None` (with a message) when this machine cannot
+    /// and we are not in CI.
+    pub fn create(test: &str) -> Option<NetnsPair> {
+        if let Some(why) = missing_rights() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: {why}; under CI=true this test must run");
+            }
+            eprintln!("skipping {test}: {why}");
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let pair = NetnsPair {
+            router: format!("tsr{id}"),
+            device: format!("tsd{id}"),
+            router_v4: Ipv4Addr::new(192, 0, 2, 1),
+            router_v6: "2001:db8:5::1".parse().unwrap(),
+            device_v4: [Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 51)],
+            device_v6: [
+                "2001:db8:5::a1b2:c3d4:e5f6:1".parse().unwrap(),
+                "2001:db8:5::9f8e:7d6c:5b4a:2".parse().unwrap(),
+            ],
+        };
+        must(&["ip", "netns", "add", &pair.router]);
+        must(&["ip", "netns", "add", &pair.device]);
+        let (vr, vd) = (format!("vr{id}"), format!("vd{id}"));
+        must(&[
+            "ip", "link", "add", &vr, "netns", &pair.router, "type", "veth", "peer", "name", &vd,
+            "netns", &pair.device,
+        ]);
+        pair.router_cmd(&["ip", "link", "set", "lo", "up"]);
+        pair.device_cmd(&["ip", "link", "set", "lo", "up"]);
+        pair.device_cmd(&["ip", "link", "set", &vd, "address", DEVICE_MAC]);
+        pair.router_cmd(&["ip", "addr", "add", &format!("{}/24", pair.router_v4), "dev", &vr]);
+        pair.router_cmd(&[
+            "ip", "addr", "add", &format!("{}/64", pair.router_v6), "dev", &vr, "nodad",
+        ]);
+        for a in pair.device_v4 {
+            pair.device_cmd(&["ip", "addr", "add", &format!("{a}/24"), "dev", &vd]);
+        }
+        for a in pair.device_v6 {
+            pair.device_cmd(&["ip", "addr", "add", &format!("{a}/64"), "dev", &vd, "nodad"]);
+        }
+        pair.router_cmd(&["ip", "link", "set", &vr, "up"]);
+        pair.device_cmd(&["ip", "link", "set", &vd, "up"]);
+        Some(pair)
+    }
+
+    /// A command run inside the router namespace (not started).
+    pub fn in_router(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.router, program]);
+        c
+    }
+
+    /// A command run inside the device namespace (not started).
+    pub fn in_device(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.device, program]);
+        c
+    }
+
+    pub fn router_cmd(&self, args: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.router];
+        full.extend_from_slice(args);
+        must(&full);
+    }
+
+    pub fn device_cmd(&self, args: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.device];
+        full.extend_from_slice(args);
+        must(&full);
+    }
+
+    /// Every address of the device, IPv4 first.
+    pub fn device_addrs(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.device_v4.iter().map(|&a| a.into()).collect();
+        v.extend(self.device_v6.iter().map(|&a| IpAddr::from(a)));
+        v
+    }
+
+    /// The router side's neighbour table as `ip neigh` prints it (for failure messages only).
+    pub fn router_neighbours(&self) -> String {
+        let out = run(&["ip", "netns", "exec", &self.router, "ip", "neigh", "show"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its end of the veth pair, and so the pair.
+        let _ = run(&["ip", "netns", "del", &self.router]);
+        let _ = run(&["ip", "netns", "del", &self.device]);
+    }
+}
