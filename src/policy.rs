@@ -660,3 +660,7 @@ fn parse_source(
     }
     Ok((Some(path), stats))
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
