@@ -3,11 +3,11 @@
 //! Output format is the implementation's; these tests look only for the facts the SPEC says are
 //! printed (names, counts, categories, `file:line`, group, action), in stdout or stderr.
 
-mod common;
+mod support;
 
 use std::fs;
 
-use common::*;
+use support::*;
 
 const BODY: &str = r#"
 [blocking]
@@ -322,30 +322,17 @@ fn run_refuses_an_invalid_config() {
         format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nrate_limit_qps = 0\nlisen = [\"127.0.0.1:1\"]\n"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "-c", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    let status = status
+    let out = cli_in_within(
+        dir.path(),
+        &["run", "-c", path.to_str().unwrap()],
+        std::time::Duration::from_secs(10),
+    );
+    let stderr = out.stderr;
+    let code = out
+        .code
         .unwrap_or_else(|| panic!("run kept serving with an invalid config; stderr:\n{stderr}"));
-    assert!(
-        !status.success(),
+    assert_ne!(
+        code, 0,
         "run must fail on an invalid config; stderr:\n{stderr}"
     );
     assert!(stderr.contains("lisen"), "{stderr}");

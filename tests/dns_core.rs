@@ -4,12 +4,12 @@
 //! distinct 127.0.0.x source addresses. List forms are in `dns_lists.rs`, per-client policy in
 //! `dns_policy.rs`.
 
-mod common;
+mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 /// `[blocking] ttl` used by these tests: not the default (10), so a hard-coded TTL shows.
 const TTL: u32 = 7;

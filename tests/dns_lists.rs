@@ -4,11 +4,11 @@
 //! Fixtures: `tests/fixtures/dns/{mixed,rpz,exact}.txt`; the CRLF + BOM list is written by the
 //! test itself so that no tool normalises its bytes.
 
-mod common;
+mod support;
 
 use std::net::Ipv4Addr;
 
-use common::*;
+use support::*;
 
 const TTL: u32 = 5;
 

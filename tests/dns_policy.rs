@@ -2,11 +2,11 @@
 //! "How a query is answered"): groups by client name and by CIDR, the first group in file order
 //! wins, `[default]` for the rest, and allow exception > observe > block.
 
-mod common;
+mod support;
 
 use std::net::Ipv4Addr;
 
-use common::*;
+use support::*;
 
 const CONFIG: &str = r#"
 [blocking]

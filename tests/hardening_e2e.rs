@@ -16,7 +16,7 @@
 //! The file-system tests mount small tmpfs file systems (root only, as CI runs); elsewhere they
 //! fall back to what an unprivileged user can do, or say why they are skipped.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -28,54 +28,19 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 use hickory_proto::op::{MessageType, OpCode};
 
-const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
-
-const BODY: &str = r#"
-[blocking]
-mode = "null"
-
-[[list]]
-name = "vendor"
-source = "vendor.txt"
-categories = ["telemetry"]
-
-[default]
-block = ["telemetry"]
-observe = []
-
-[[record]]
-name = "nas.home.arpa"
-type = "A"
-value = "192.168.1.10"
-"#;
-
+/// Null mode, the vendor list blocked by default, and one local record.
 fn base() -> Telesink {
-    Telesink::new().file("vendor.txt", LIST).toml(BODY)
+    Telesink::new()
+        .blocking_mode("null")
+        .vendor_blocked()
+        .record("nas.home.arpa", "A", "192.168.1.10")
 }
 
-/// Sum of every sample of `name` whose labels contain all of `labels` (`key="value"` texts).
-fn metric_sum(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            let (series, value) = l.rsplit_once(' ')?;
-            labels
-                .iter()
-                .all(|want| series.contains(want))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-fn metric(ts: &TelesinkProcess, name: &str, labels: &[&str]) -> f64 {
-    metric_sum(&ts.metrics().1, name, labels)
+fn metric(ts: &TelesinkProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
+    ts.scrape().sum(name, labels)
 }
 
 #[track_caller]
@@ -89,17 +54,6 @@ fn wait_until(what: &str, within: Duration, ts: &TelesinkProcess, mut ok: impl F
         );
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-#[track_caller]
-fn assert_blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
-    let r = ts.query(from, name, RecordType::A);
-    assert_eq!(
-        r.a(),
-        vec![Ipv4Addr::UNSPECIFIED],
-        "{name}: {}",
-        r.summary()
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,7 +98,7 @@ fn rate_limited_queries_are_refused_and_counted() {
         metric(
             &ts,
             "telesink_queries_total",
-            &["result=\"refused\"", "127.0.0.60"],
+            &[("result", "refused"), ("client", "127.0.0.60")],
         ) >= refused as f64
     });
     // Another client is not affected; the flooder gets answers again after a pause.
@@ -412,128 +366,22 @@ fn question_pointing_into_the_header_gets_a_decodable_formerr() {
 // Upstream faults
 // ---------------------------------------------------------------------------------------------
 
-/// How [`FlakyUpstream`] answers.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    /// A 192.0.2.77 for A questions, NODATA otherwise.
-    Good,
-    /// Random bytes; every third datagram starts with the query's ID and the QR bit, so that
-    /// the resolver has to parse the garbage rather than drop it for a wrong ID.
-    Garbage,
-}
-
-/// A UDP-only upstream on a fixed port that can be stopped (port closed) and started again on
-/// the same port, and switched to answering garbage.
-struct FlakyUpstream {
-    addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-    received: Arc<AtomicU64>,
-}
-
+/// The upstream's answer to A questions in these tests.
 const GOOD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
-
-impl FlakyUpstream {
-    fn start(mode: Mode) -> FlakyUpstream {
-        let port = free_port_udp_tcp();
-        let mut u = FlakyUpstream {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            mode: Arc::new(Mutex::new(mode)),
-            stop: Arc::new(AtomicBool::new(true)),
-            thread: None,
-            received: Arc::new(AtomicU64::new(0)),
-        };
-        u.up();
-        u
-    }
-
-    fn up(&mut self) {
-        assert!(self.thread.is_none());
-        let sock = UdpSocket::bind(self.addr).expect("rebind the upstream port");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        self.stop.store(false, Ordering::SeqCst);
-        let (stop, mode, received) = (self.stop.clone(), self.mode.clone(), self.received.clone());
-        self.thread = Some(thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let Ok((len, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                received.fetch_add(1, Ordering::SeqCst);
-                n += 1;
-                let reply = match *mode.lock().unwrap() {
-                    Mode::Good => good_answer(&buf[..len]),
-                    Mode::Garbage => {
-                        let mut out: Vec<u8> = (0..(n * 37 % 300 + 1))
-                            .map(|_| {
-                                seed ^= seed << 13;
-                                seed ^= seed >> 7;
-                                seed ^= seed << 17;
-                                seed as u8
-                            })
-                            .collect();
-                        if n.is_multiple_of(3) && len >= 2 && out.len() >= 3 {
-                            out[..2].copy_from_slice(&buf[..2]);
-                            out[2] |= 0x80;
-                        }
-                        Some(out)
-                    }
-                };
-                if let Some(r) = reply {
-                    let _ = sock.send_to(&r, peer);
-                }
-            }
-        }));
-    }
-
-    fn down(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for FlakyUpstream {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
-fn good_answer(packet: &[u8]) -> Option<Vec<u8>> {
-    let req = Message::from_vec(packet).ok()?;
-    let q = req.queries.first()?.clone();
-    let mut resp = Message::response(req.metadata.id, OpCode::Query);
-    resp.metadata.recursion_desired = req.metadata.recursion_desired;
-    resp.metadata.recursion_available = true;
-    resp.metadata.message_type = MessageType::Response;
-    resp.add_query(q.clone());
-    if q.query_type() == RecordType::A {
-        resp.add_answer(Record::from_rdata(
-            q.name().clone(),
-            60,
-            RData::A(GOOD_IP.into()),
-        ));
-    }
-    resp.to_vec().ok()
-}
 
 #[test]
 fn upstream_down_then_back_recovers_without_restart() {
-    let mut up = FlakyUpstream::start(Mode::Good);
+    let mut up = TestUpstream::start();
+    up.set_default(Reply::a(GOOD_IP));
     let mut ts = base()
-        .upstream_server(&up.addr.to_string())
+        .upstream(&up)
         .timeout_ms(500)
         .start();
     let slow = QueryOpts::udp().timeout(Duration::from_secs(5));
     let r = ts.query_with(client(90), "before.example", RecordType::A, &slow);
     assert_eq!(r.a(), vec![GOOD_IP], "{}", r.summary());
 
-    up.down();
+    up.stop();
     for i in 0..3 {
         let name = format!("down{i}.example");
         let r = ts.query_with(client(90), &name, RecordType::A, &slow);
@@ -543,7 +391,7 @@ fn upstream_down_then_back_recovers_without_restart() {
             "{name}: {:?}",
             r.elapsed
         );
-        // Over TCP too (the upstream's TCP port was never open).
+        // Over TCP too (the upstream's TCP port is closed too).
         let r = ts.query_with(
             client(91),
             &name,
@@ -561,9 +409,9 @@ fn upstream_down_then_back_recovers_without_restart() {
     let r = ts.query_with(client(90), "before.example", RecordType::A, &slow);
     assert_eq!(r.a(), vec![GOOD_IP], "{}", r.summary());
     // Local and blocked names never needed the upstream.
-    assert_blocked(&ts, client(90), "tracking.vendor.example");
+    ts.assert_blocked(client(90), "tracking.vendor.example");
 
-    up.up();
+    up.restart();
     let t0 = Instant::now();
     let mut n = 0;
     loop {
@@ -596,15 +444,16 @@ fn upstream_down_then_back_recovers_without_restart() {
         assert_eq!(r.a(), vec![GOOD_IP], "{}", r.summary());
     }
     assert!(ts.is_running());
-    let failed = metric(&ts, "telesink_queries_total", &["result=\"failed\""]);
+    let failed = metric(&ts, "telesink_queries_total", &[("result", "failed")]);
     assert!(failed >= 6.0, "SERVFAILs counted as failed: {failed}");
 }
 
 #[test]
 fn upstream_answering_garbage_gives_servfail_within_the_timeout() {
-    let up = FlakyUpstream::start(Mode::Garbage);
+    let up = TestUpstream::start();
+    up.set_default(Reply::Garbage);
     let mut ts = base()
-        .upstream_server(&up.addr.to_string())
+        .upstream(&up)
         .timeout_ms(500)
         .start();
     let slow = QueryOpts::udp().edns(1232).timeout(Duration::from_secs(5));
@@ -623,11 +472,11 @@ fn upstream_answering_garbage_gives_servfail_within_the_timeout() {
         );
     }
     assert!(
-        up.received.load(Ordering::SeqCst) >= 12,
+        up.seen().len() >= 12,
         "the upstream was asked"
     );
     // Still serving, and the upstream turning good again is picked up.
-    *up.mode.lock().unwrap() = Mode::Good;
+    up.set_default(Reply::a(GOOD_IP));
     let t0 = Instant::now();
     let mut n = 0;
     loop {
@@ -725,10 +574,10 @@ impl Load {
 }
 
 fn reloads(ts: &TelesinkProcess) -> (f64, f64) {
-    let body = ts.metrics().1;
+    let m = ts.scrape();
     (
-        metric_sum(&body, "telesink_reloads_total", &["outcome=\"success\""]),
-        metric_sum(&body, "telesink_reloads_total", &["outcome=\"failure\""]),
+        m.sum("telesink_reloads_total", &[("outcome", "success")]),
+        m.sum("telesink_reloads_total", &[("outcome", "failure")]),
     )
 }
 
@@ -749,7 +598,7 @@ fn list_deleted_or_unreadable_under_load_keeps_the_old_policy() {
         &ts,
         || reloads(&ts).1 > f0,
     );
-    assert_blocked(&ts, client(104), "tracking.vendor.example");
+    ts.assert_blocked(client(104), "tracking.vendor.example");
     assert!(
         ts.logs().contains("vendor.txt"),
         "the log names the list\n{}",
@@ -766,13 +615,13 @@ fn list_deleted_or_unreadable_under_load_keeps_the_old_policy() {
         &ts,
         || reloads(&ts).1 > f1,
     );
-    assert_blocked(&ts, client(104), "metrics.vendor.example");
+    ts.assert_blocked(client(104), "metrics.vendor.example");
     thread::sleep(Duration::from_millis(300));
 
     // Back: the next reload succeeds.
     fs::remove_dir(&list).unwrap();
     let (s2, _) = reloads(&ts);
-    ts.write_file("vendor.txt", LIST);
+    ts.write_file("vendor.txt", VENDOR_NAMES);
     wait_until(
         "reload after the list is back",
         Duration::from_secs(5),
@@ -870,7 +719,7 @@ fn read_only_database_directory_dns_keeps_answering() {
     redirect_db(&builder, &db);
     let ts = builder.start();
     for i in 0..20 {
-        assert_blocked(&ts, client(110), "tracking.vendor.example");
+        ts.assert_blocked(client(110), "tracking.vendor.example");
         let r = ts.query(client(110), &format!("n{i}.example"), RecordType::A);
         assert_eq!(r.a(), vec![DEFAULT_V4], "{}", r.summary());
     }
@@ -898,7 +747,7 @@ fn full_database_disk_drops_and_counts_rows_and_recovers() {
     let metrics_dropped = || metric(&ts, "telesink_querylog_dropped_total", &[]);
 
     for _ in 0..20 {
-        assert_blocked(&ts, client(112), "tracking.vendor.example");
+        ts.assert_blocked(client(112), "tracking.vendor.example");
     }
     wait_until("first rows written", Duration::from_secs(5), &ts, || {
         rows(&db) >= 20
@@ -944,7 +793,7 @@ fn full_database_disk_drops_and_counts_rows_and_recovers() {
     fs::remove_file(&filler).unwrap();
     let before = rows(&db);
     for _ in 0..20 {
-        assert_blocked(&ts, client(113), "metrics.vendor.example");
+        ts.assert_blocked(client(113), "metrics.vendor.example");
     }
     wait_until("rows written again", Duration::from_secs(10), &ts, || {
         rows(&db) >= before + 20

@@ -7,7 +7,7 @@
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool` on PATH). Without it the
 //! Prometheus test is skipped with a message, except under CI (`CI` set), where it fails.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use support::*;
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -156,68 +156,13 @@ fn send_traffic(ts: &TelesinkProcess) -> BTreeMap<&'static str, Expected> {
 
 // ---- exposition parsing ----------------------------------------------------------------------
 
-/// One sample of the text exposition: name, labels, value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-fn parse_exposition(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("value of {line:?}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let mut labels = BTreeMap::new();
-                // Label values here never contain `",` (names, addresses, numbers).
-                for pair in body.split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once("=\"").expect("label pair");
-                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
-                }
-                (n.to_string(), labels)
-            }
-            None => (series.to_string(), BTreeMap::new()),
-        };
-        out.push(Sample {
-            name,
-            labels,
-            value,
-        });
-    }
-    out
-}
-
-fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .find(|s| {
-            s.labels.len() == labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-}
-
 /// Every client's counters in the exposition equal `want` (absent series count as 0, and no
 /// series of a listed client has a value that was not sent).
-fn assert_counts(samples: &[Sample], want: &BTreeMap<&'static str, Expected>, started: f64) {
+fn assert_counts(samples: &Exposition, want: &BTreeMap<&'static str, Expected>, started: f64) {
     for (client, e) in want {
         for (result, n) in &e.results {
             assert_eq!(
-                value_of(
-                    samples,
-                    "telesink_queries_total",
+                samples.value("telesink_queries_total",
                     &[("client", client), ("result", result)]
                 ),
                 Some(*n as f64),
@@ -245,17 +190,13 @@ fn assert_counts(samples: &[Sample], want: &BTreeMap<&'static str, Expected>, st
         }
         for ((category, action), n) in &e.categories {
             assert_eq!(
-                value_of(
-                    samples,
-                    "telesink_category_queries_total",
+                samples.value("telesink_category_queries_total",
                     &[("client", client), ("category", category), ("action", action)]
                 ),
                 Some(*n as f64),
                 "telesink_category_queries_total{{client={client:?},category={category:?},action={action:?}}}"
             );
-            let seen = value_of(
-                samples,
-                "telesink_category_last_seen_timestamp_seconds",
+            let seen = samples.value("telesink_category_last_seen_timestamp_seconds",
                 &[("client", client), ("category", category)],
             )
             .unwrap_or_else(|| panic!("no last-seen for {client}/{category}"));
@@ -272,165 +213,6 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-// ---- Prometheus ------------------------------------------------------------------------------
-
-/// A Prometheus server on a loopback port with a temporary config and TSDB; killed by PID on
-/// drop (its log is printed if the test failed).
-struct Prometheus {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(bin: &Path, target: SocketAddr) -> Prometheus {
-        let mut last = String::new();
-        for _ in 0..4 {
-            let dir = tempfile::Builder::new()
-                .prefix("telesink-prometheus-")
-                .tempdir()
-                .unwrap();
-            let config = dir.path().join("prometheus.yml");
-            fs::write(
-                &config,
-                format!(
-                    "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                     scrape_configs:\n  - job_name: telesink\n    static_configs:\n      - targets: [\"{target}\"]\n"
-                ),
-            )
-            .unwrap();
-            let port = free_port_tcp();
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let log = dir.path().join("prometheus.log");
-            let child = Command::new(bin)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--log.level=warn")
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&log).unwrap())
-                .stderr(fs::File::create(dir.path().join("prometheus.err")).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut p = Prometheus {
-                child: Some(child),
-                addr,
-                log: dir.path().join("prometheus.err"),
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Some(Ok(Some(st))) = p.child.as_mut().map(|c| c.try_wait()) {
-                    last = format!("prometheus exited with {st}:\n{}", p.logs());
-                    break;
-                }
-                if matches!(http_get(addr, "/-/ready"), Ok((200, _))) {
-                    return p;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if last.is_empty() {
-                last = format!("prometheus not ready within 30 s:\n{}", p.logs());
-            }
-            p.kill();
-            if !last.contains("address already in use") {
-                break;
-            }
-        }
-        panic!("{last}");
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // By PID (Child::kill sends SIGKILL to this process only).
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// GET an API path: the parsed JSON, or an error with the body.
-    fn api(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
-        let (status, body) = http_get(self.addr, path_and_query)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
-        if status != 200 || v["status"] != "success" {
-            return Err(format!("HTTP {status}: {body}"));
-        }
-        Ok(v)
-    }
-
-    /// An instant query: the result vector (or scalar, as a one-element list).
-    fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-        let v = self.api(&format!("/api/v1/query?query={}", encode(promql)))?;
-        match v["data"]["resultType"].as_str() {
-            Some("vector") | Some("matrix") => {
-                Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
-            }
-            Some("scalar") | Some("string") => Ok(vec![v["data"]["result"].clone()]),
-            other => Err(format!("unexpected result type {other:?}: {v}")),
-        }
-    }
-
-    /// The single value of an instant query, if it returned exactly one series.
-    fn value(&self, promql: &str) -> Option<f64> {
-        let r = self.query(promql).ok()?;
-        if r.len() != 1 {
-            return None;
-        }
-        r[0]["value"][1].as_str()?.parse().ok()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&Prometheus) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if ok(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!("Prometheus: {what} not within {timeout:?}\n{}", self.logs());
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- prometheus log ---\n{}\n--- end ---", self.logs());
-        }
-        self.kill();
-    }
-}
-
-/// Percent-encoding of a URL query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Grafana's variables as the dashboard's "All" selection and a short test run give them.
@@ -479,46 +261,19 @@ fn dashboard_queries(dash: &serde_json::Value) -> Vec<(String, String)> {
     out
 }
 
-fn require_prometheus() -> Option<(PathBuf, PathBuf)> {
-    match (on_path("prometheus"), on_path("promtool")) {
-        (Some(p), Some(t)) => Some((p, t)),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "prometheus and promtool must be on PATH under CI: install Debian's `prometheus` package in .ci/run"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED dashboard_queries_return_data_in_prometheus: `prometheus`/`promtool` not on \
-                 PATH (apt-get install prometheus); under CI this test fails instead"
-            );
-            None
-        }
-    }
-}
-
 #[test]
 fn dashboard_queries_return_data_in_prometheus() {
-    let Some((prometheus_bin, promtool)) = require_prometheus() else {
+    let test = "dashboard_queries_return_data_in_prometheus";
+    let Some(tools) = support::prometheus::require(test, &["prometheus", "promtool"]) else {
         return;
     };
     let started = now_secs();
     let up = TestUpstream::start();
     let ts = start_telesink(&up, "");
-    let prom = Prometheus::start(&prometheus_bin, ts.metrics_addr());
+    let prom = Prometheus::start(&[ts.metrics_addr()]);
 
     // The opt-out mark that the dashboard draws as an annotation.
-    let cfg = ts.config_path().to_string_lossy().into_owned();
-    let mark = cli_in(
-        ts.dir(),
-        &[
-            "mark",
-            "--client",
-            "anna-phone",
-            "--note",
-            "e2e opt-out",
-            "-c",
-            &cfg,
-        ],
-    );
+    let mark = ts.cli(&["mark", "--client", "anna-phone", "--note", "e2e opt-out"]);
     assert_eq!(mark.code, Some(0), "telesink mark: {mark}");
 
     // Traffic only once Prometheus has a sample from before it, so rates see it.
@@ -532,7 +287,7 @@ fn dashboard_queries_return_data_in_prometheus() {
     // The exposition, straight from telesink: counts per client, and promtool's lint.
     let (status, body) = ts.metrics();
     assert_eq!(status, 200);
-    let samples = parse_exposition(&body);
+    let samples = Exposition::parse(&body).unwrap();
     assert_counts(&samples, &want, started);
     let forwarded: f64 = samples
         .iter()
@@ -540,15 +295,13 @@ fn dashboard_queries_return_data_in_prometheus() {
         .map(|s| s.value)
         .sum();
     assert_eq!(
-        value_of(
-            &samples,
-            "telesink_upstream_responses_total",
+        samples.value("telesink_upstream_responses_total",
             &[("upstream", &up.addr().to_string()), ("outcome", "ok")]
         ),
         Some(forwarded),
         "one ok upstream outcome per forwarded query"
     );
-    let mut lint = Command::new(&promtool)
+    let mut lint = Command::new(&tools[1])
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -676,9 +429,7 @@ fn counts_per_client_and_health() {
     let (status, body) = http_get(ts.metrics_addr(), "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
     let want = send_traffic(&ts);
-    let (status, body) = ts.metrics();
-    assert_eq!(status, 200);
-    let samples = parse_exposition(&body);
+    let samples = ts.scrape();
     assert_counts(&samples, &want, started);
     for name in [
         "telesink_response_seconds_bucket",
@@ -696,20 +447,20 @@ fn counts_per_client_and_health() {
         assert!(samples.iter().any(|s| s.name == name), "{name} missing");
     }
     assert_eq!(
-        value_of(&samples, "telesink_list_entries", &[("list", "xiaomi")]),
+        samples.value("telesink_list_entries", &[("list", "xiaomi")]),
         Some(2.0)
     );
     assert_eq!(
-        value_of(&samples, "telesink_config_last_reload_success", &[]),
+        samples.value("telesink_config_last_reload_success", &[]),
         Some(1.0)
     );
     // Cache: the repeated names were hits (anna 1, tv 3, unnamed 1); forwarded ones misses.
     assert_eq!(
-        value_of(&samples, "telesink_cache_hits_total", &[]),
+        samples.value("telesink_cache_hits_total", &[]),
         Some(5.0)
     );
     assert_eq!(
-        value_of(&samples, "telesink_cache_misses_total", &[]),
+        samples.value("telesink_cache_misses_total", &[]),
         Some(3.0)
     );
 }
@@ -723,8 +474,7 @@ fn client_label_values_are_capped() {
         ts.query(client(x), "example.org.", RecordType::A);
         ts.query(client(x), "tracking.miui.com.", RecordType::A);
     }
-    let (_, body) = ts.metrics();
-    let samples = parse_exposition(&body);
+    let samples = ts.scrape();
     let labels: BTreeSet<&str> = samples
         .iter()
         .filter(|s| s.name == "telesink_queries_total")
@@ -741,9 +491,7 @@ fn client_label_values_are_capped() {
         total, 12.0,
         "every query is counted, under its label or other"
     );
-    let other_blocked = value_of(
-        &samples,
-        "telesink_category_queries_total",
+    let other_blocked = samples.value("telesink_category_queries_total",
         &[
             ("client", "other"),
             ("category", "telemetry"),

@@ -2,7 +2,7 @@
 //! graceful shutdown flushes, a full queue drops and counts without slowing DNS, retention,
 //! anonymize, `log = "none"`, and a database that cannot be used.
 
-mod common;
+mod support;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -10,32 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use support::*;
 use rusqlite::Connection;
 
-const CONFIG: &str = r#"
-[[list]]
-name = "vendor"
-source = "vendor.txt"
-categories = ["telemetry"]
-
-[[client]]
-name = "anna-phone"
-addresses = ["127.0.0.31"]
-
-[default]
-block = ["telemetry"]
-observe = []
-"#;
-
-const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
 
 fn telesink(up: &TestUpstream, querylog: &str) -> Telesink {
     Telesink::new()
         .upstream(up)
-        .file("vendor.txt", LIST)
-        .toml(CONFIG)
+        .vendor_blocked()
+        .named_client("anna-phone", &["127.0.0.31"])
         .querylog_toml(querylog)
 }
 
@@ -46,26 +30,10 @@ fn count(db: &Path, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn cli(ts: &TelesinkProcess, args: &[&str]) -> CliOutput {
-    let cfg = ts.config_path().to_string_lossy().into_owned();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["-c", &cfg]);
-    cli_in(ts.dir(), &all)
-}
-
 fn metric(ts: &TelesinkProcess, name: &str) -> f64 {
-    let (_, body) = http_get(ts.metrics_addr(), "/metrics").unwrap();
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
-}
-
-#[track_caller]
-fn blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
-    let r = ts.query(from, name, RecordType::A);
-    assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
+    ts.scrape()
+        .value(name, &[])
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 #[test]
@@ -155,7 +123,7 @@ fn full_queue_drops_and_counts_and_dns_stays_fast() {
         let mut v = Vec::new();
         while Instant::now() < until {
             let t = Instant::now();
-            blocked(&ts, ANNA, "tracking.vendor.example");
+            ts.assert_blocked(ANNA, "tracking.vendor.example");
             v.push(t.elapsed());
         }
         v.sort();
@@ -258,7 +226,7 @@ fn retention_deletes_old_rows_at_start() {
         assert_eq!(log.shutdown().rows_written, 3);
     }
     let ts = builder.start();
-    blocked(&ts, ANNA, "metrics.vendor.example");
+    ts.assert_blocked(ANNA, "metrics.vendor.example");
     let deadline = Instant::now() + Duration::from_secs(10);
     while count(
         &db,
@@ -301,7 +269,7 @@ fn anonymize_stores_networks_only() {
     let mut ts = telesink(&up, "anonymize = true\nlog = \"all\"\n").start();
     let db = ts.dir().join("q.db");
     for _ in 0..3 {
-        blocked(&ts, ANNA, "tracking.vendor.example");
+        ts.assert_blocked(ANNA, "tracking.vendor.example");
         ts.query(ANNA, "www.example.org", RecordType::A);
     }
     // (The harness's readiness probe, "localhost" from 127.0.0.1, is logged too.)
@@ -323,7 +291,7 @@ fn anonymize_stores_networks_only() {
         0
     );
     // log by the client's name still finds its (anonymized) rows.
-    let out = cli(&ts, &["log", "--client", "anna-phone", "--json"]);
+    let out = ts.cli(&["log", "--client", "anna-phone", "--json"]);
     assert_eq!(out.code, Some(0), "{out}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
     let rows: Vec<_> = rows.iter().filter(|r| r["name"] != "localhost").collect();
@@ -351,7 +319,7 @@ fn log_none_writes_nothing() {
     let up = TestUpstream::start();
     let mut ts = telesink(&up, "log = \"none\"\n").start();
     for _ in 0..5 {
-        blocked(&ts, ANNA, "tracking.vendor.example");
+        ts.assert_blocked(ANNA, "tracking.vendor.example");
     }
     std::thread::sleep(Duration::from_millis(400));
     assert!(ts
@@ -361,7 +329,7 @@ fn log_none_writes_nothing() {
         !ts.dir().join("q.db").exists(),
         "log = \"none\" created a database"
     );
-    let out = cli(&ts, &["log"]);
+    let out = ts.cli(&["log"]);
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.all().contains("no query log here yet"), "{out}");
 }
@@ -371,7 +339,7 @@ fn unusable_database_is_a_clear_error_and_dns_keeps_serving() {
     let up = TestUpstream::start();
     // Corrupt: not a SQLite file.
     let ts = telesink(&up, "").file("q.db", vec![0x5au8; 16384]).start();
-    blocked(&ts, ANNA, "tracking.vendor.example");
+    ts.assert_blocked(ANNA, "tracking.vendor.example");
     let logs = ts.logs();
     assert!(
         logs.contains("q.db")
@@ -379,19 +347,19 @@ fn unusable_database_is_a_clear_error_and_dns_keeps_serving() {
             && logs.contains("move it aside"),
         "{logs}"
     );
-    let out = cli(&ts, &["log"]);
+    let out = ts.cli(&["log"]);
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.all().contains("not a SQLite database"), "{out}");
     drop(ts);
 
     // Cannot be created: the path is a directory.
     let ts = telesink(&up, "").file("q.db/keep", "").start();
-    blocked(&ts, ANNA, "tracking.vendor.example");
+    ts.assert_blocked(ANNA, "tracking.vendor.example");
     let logs = ts.logs();
     assert!(
         logs.contains("q.db") && logs.contains("it is a directory"),
         "{logs}"
     );
     // Nothing is logged, nothing is counted as written, DNS answers.
-    blocked(&ts, ANNA, "metrics.vendor.example");
+    ts.assert_blocked(ANNA, "metrics.vendor.example");
 }

@@ -13,7 +13,7 @@
 //! * URL lists from a loopback HTTP server: first fetch, 304, new content, server down, start-up
 //!   with the server unreachable (the cached copy serves at once).
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 /// The null sinkhole's A answer.
 const NULL: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -101,28 +101,17 @@ fn hold_answer(p: &TelesinkProcess, name: &str, want: Ipv4Addr, during: Duration
     }
 }
 
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// `telesink_reloads_total` (success, failure).
 fn reloads(p: &TelesinkProcess) -> (u64, u64) {
-    let (status, body) = p.metrics();
-    assert_eq!(status, 200);
-    let get = |o: &str| {
-        sample(&body, &format!("telesink_reloads_total{{outcome=\"{o}\"}}")).unwrap_or(0.0) as u64
-    };
+    let m = p.scrape();
+    let get = |o: &str| m.value("telesink_reloads_total", &[("outcome", o)]).unwrap_or(0.0) as u64;
     (get("success"), get("failure"))
 }
 
 fn last_reload_success(p: &TelesinkProcess) -> f64 {
-    sample(&p.metrics().1, "telesink_config_last_reload_success").expect("gauge present")
+    p.scrape()
+        .value("telesink_config_last_reload_success", &[])
+        .expect("gauge present")
 }
 
 /// Waits for `telesink_config_last_reload_success` to read `want` (metrics follow the swap).

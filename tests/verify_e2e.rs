@@ -2,30 +2,13 @@
 //! three clients give the three verdicts, from the query log and from a real Prometheus that
 //! scrapes two telesink instances.
 
-mod common;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-const CONFIG: &str = r#"
-[[list]]
-name = "vendor"
-source = "vendor.txt"
-categories = ["telemetry"]
-
-[[client]]
-name = "anna-phone"
-addresses = ["127.0.0.21"]
-
-[default]
-block = ["telemetry"]
-observe = []
-"#;
-
-const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
+use support::*;
 
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21); // stops after the mark
 const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22); // keeps going
@@ -46,31 +29,13 @@ fn sleep_until_ms(ms: i64) {
     }
 }
 
-#[track_caller]
-fn blocked(ts: &TelesinkProcess, from: Ipv4Addr, name: &str) {
-    let r = ts.query(from, name, RecordType::A);
-    assert_eq!(
-        r.a(),
-        vec![Ipv4Addr::UNSPECIFIED],
-        "{name} from {from}: {}",
-        r.summary()
-    );
-}
-
-fn cli(ts: &TelesinkProcess, args: &[&str]) -> CliOutput {
-    let cfg = ts.config_path().to_string_lossy().into_owned();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["-c", &cfg]);
-    cli_in(ts.dir(), &all)
-}
-
 #[test]
 fn three_clients_three_verdicts_mark_and_log() {
     let up = TestUpstream::start();
     let ts = Telesink::new()
         .upstream(&up)
-        .file("vendor.txt", LIST)
-        .toml(CONFIG)
+        .vendor_blocked()
+        .named_client("anna-phone", &["127.0.0.21"])
         .start();
     // The log runs from before this instant, so the whole baseline [start, mark) is logged.
     let start = now_ms();
@@ -82,18 +47,16 @@ fn three_clients_three_verdicts_mark_and_log() {
         } else {
             "tracking.vendor.example"
         };
-        blocked(&ts, ANNA, name);
-        blocked(&ts, TV, "tracking.vendor.example");
+        ts.assert_blocked(ANNA, name);
+        ts.assert_blocked(TV, "tracking.vendor.example");
     }
-    blocked(&ts, QUIET, "tracking.vendor.example");
-    blocked(&ts, QUIET, "metrics.vendor.example");
+    ts.assert_blocked(QUIET, "tracking.vendor.example");
+    ts.assert_blocked(QUIET, "metrics.vendor.example");
     assert!(now_ms() - start < 1200, "baseline traffic took too long");
 
     // The owner switches the opt-out on and records it.
     sleep_until_ms(start + 1500);
-    let out = cli(
-        &ts,
-        &["mark", "--client", "anna-phone", "--note", "analytics off"],
+    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"],
     );
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
@@ -108,16 +71,14 @@ fn three_clients_three_verdicts_mark_and_log() {
     // After the mark only the TV keeps trying.
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..5 {
-        blocked(&ts, TV, "metrics.vendor.example");
+        ts.assert_blocked(TV, "metrics.vendor.example");
     }
     // Let the window close and the writer flush its batch.
     sleep_until_ms(until + 700);
     let (since_s, until_s) = (rfc3339(mark_ms), rfc3339(until));
 
     // STOPPED, with the mark.
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "anna-phone",
@@ -140,9 +101,7 @@ fn three_clients_three_verdicts_mark_and_log() {
             && out.stdout.contains("(mark 1: analytics off)"),
         "{out}"
     );
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "127.0.0.21",
@@ -171,9 +130,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     );
 
     // CONTINUING, naming the domain.
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "127.0.0.22",
@@ -197,9 +154,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     );
 
     // INCONCLUSIVE: two attempts are too few to call silence a stop; it says how long to wait.
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "127.0.0.23",
@@ -223,9 +178,7 @@ fn three_clients_three_verdicts_mark_and_log() {
         (wait / window - 100f64.ln() / 2.0).abs() < 0.05,
         "{wait} {window}"
     );
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "127.0.0.23",
@@ -243,9 +196,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     );
 
     // Errors exit 2 and say what is valid.
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "nobody",
@@ -257,9 +208,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     );
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.all().contains("anna-phone"), "{out}");
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "verify",
             "--client",
             "anna-phone",
@@ -273,7 +222,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     assert!(out.all().contains("RFC 3339"), "{out}");
 
     // `log`: newest first, filters, JSON; it reads while the server writes.
-    let out = cli(&ts, &["log", "--client", "anna-phone", "--limit", "5"]);
+    let out = ts.cli(&["log", "--client", "anna-phone", "--limit", "5"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(
         out.stdout
@@ -283,9 +232,7 @@ fn three_clients_three_verdicts_mark_and_log() {
         5,
         "{out}"
     );
-    let out = cli(
-        &ts,
-        &[
+    let out = ts.cli(&[
             "log",
             "--client",
             "127.0.0.22",
@@ -305,9 +252,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, sorted, "newest first");
-    let out = cli(
-        &ts,
-        &["log", "--category", "telemetry", "--result", "forwarded"],
+    let out = ts.cli(&["log", "--category", "telemetry", "--result", "forwarded"],
     );
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("no logged queries match"), "{out}");
@@ -332,99 +277,6 @@ fn three_clients_three_verdicts_mark_and_log() {
 // ---------------------------------------------------------------------------------------------
 // verify --prometheus
 
-/// A Prometheus server (Debian's `prometheus`) on a free port, scraping the given targets every
-/// second. Killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[SocketAddr]) -> Option<Prometheus> {
-        let bin = which("prometheus")?;
-        let dir = tempfile::tempdir().unwrap();
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: telesink\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port_tcp();
-        let child = Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
-            .spawn()
-            .expect("start prometheus");
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(http_get(addr, "/-/ready"), Ok((200, _))) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus did not get ready: {}",
-                p.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Some(p)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.err")).unwrap_or_default()
-    }
-
-    /// Waits until every target has been scraped successfully at least once.
-    fn wait_targets_up(&self, n: usize) {
-        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, body)) = http_get(addr, "/api/v1/query?query=sum(up)") {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                if v["data"]["result"][0]["value"][1].as_str() == Some(&n.to_string()) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus targets not up: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(bin))
-            .find(|p| p.is_file())
-    })
-}
-
 fn verify_prometheus(
     ts: &TelesinkProcess,
     client: &str,
@@ -432,9 +284,7 @@ fn verify_prometheus(
     until: &str,
     url: &str,
 ) -> CliOutput {
-    cli(
-        ts,
-        &[
+    ts.cli(&[
             "verify",
             "--client",
             client,
@@ -452,23 +302,20 @@ fn verify_prometheus(
 
 #[test]
 fn prometheus_over_two_replicas_gives_the_same_verdicts() {
-    if which("prometheus").is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("prometheus is not installed; .ci/run must install it (apt-get install -y prometheus)");
-        }
-        eprintln!("SKIPPED prometheus_over_two_replicas_gives_the_same_verdicts: `prometheus` is not installed (apt-get install -y prometheus)");
+    let test = "prometheus_over_two_replicas_gives_the_same_verdicts";
+    if support::prometheus::require(test, &["prometheus"]).is_none() {
         return;
     }
     let up = TestUpstream::start();
     let replica = || {
         Telesink::new()
             .upstream(&up)
-            .file("vendor.txt", LIST)
-            .toml(CONFIG)
+            .vendor_blocked()
+            .named_client("anna-phone", &["127.0.0.21"])
             .start()
     };
     let (a, b) = (replica(), replica());
-    let prom = Prometheus::start(&[a.metrics_addr(), b.metrics_addr()]).unwrap();
+    let prom = Prometheus::start(&[a.metrics_addr(), b.metrics_addr()]);
     prom.wait_targets_up(2);
 
     // Baseline, spread over several scrapes and split between the replicas: the series exist
@@ -477,8 +324,8 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     let burst = |n: usize| {
         for i in 0..n {
             let ts = if i % 2 == 0 { &a } else { &b };
-            blocked(ts, ANNA, "tracking.vendor.example");
-            blocked(ts, TV, "tracking.vendor.example");
+            ts.assert_blocked(ANNA, "tracking.vendor.example");
+            ts.assert_blocked(TV, "tracking.vendor.example");
         }
     };
     burst(4);
@@ -493,28 +340,23 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     // After T, only the TV (on both replicas).
     sleep_until_ms(t + 1500);
     for i in 0..6 {
-        blocked(
-            if i % 2 == 0 { &a } else { &b },
-            TV,
-            "metrics.vendor.example",
-        );
+        let ts = if i % 2 == 0 { &a } else { &b };
+        ts.assert_blocked(TV, "metrics.vendor.example");
     }
     // Wait for scrapes past the window's end.
     sleep_until_ms(until + 3000);
     let (t_s, until_s) = (rfc3339(t), rfc3339(until));
 
-    let out = verify_prometheus(&a, "anna-phone", &t_s, &until_s, &prom.url);
+    let out = verify_prometheus(&a, "anna-phone", &t_s, &until_s, &prom.url());
     assert_eq!(out.code, Some(0), "{out}\n{}", prom.logs());
     assert!(
         out.stdout.contains("STOPPED") && out.stdout.contains("from Prometheus"),
         "{out}"
     );
-    let out = verify_prometheus(&a, "127.0.0.22", &t_s, &until_s, &prom.url);
+    let out = verify_prometheus(&a, "127.0.0.22", &t_s, &until_s, &prom.url());
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("CONTINUING"), "{out}");
-    let out = cli(
-        &a,
-        &[
+    let out = a.cli(&[
             "verify",
             "--client",
             "127.0.0.22",
@@ -525,7 +367,7 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
             "--until",
             &until_s,
             "--prometheus",
-            &prom.url,
+            &prom.url(),
             "--json",
         ],
     );
@@ -539,9 +381,7 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
 
     // Each replica's own log agrees with the summed verdict.
     for ts in [&a, &b] {
-        let out = cli(
-            ts,
-            &[
+        let out = ts.cli(&[
                 "verify",
                 "--client",
                 "anna-phone",
@@ -554,9 +394,7 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
             ],
         );
         assert_eq!(out.code, Some(0), "{out}");
-        let out = cli(
-            ts,
-            &[
+        let out = ts.cli(&[
                 "verify",
                 "--client",
                 "127.0.0.22",
