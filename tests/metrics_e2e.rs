@@ -12,10 +12,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::*;
 
@@ -264,7 +263,7 @@ fn dashboard_queries(dash: &serde_json::Value) -> Vec<(String, String)> {
 #[test]
 fn dashboard_queries_return_data_in_prometheus() {
     let test = "dashboard_queries_return_data_in_prometheus";
-    let Some(tools) = support::prometheus::require(test, &["prometheus", "promtool"]) else {
+    let Some(tools) = support::prom::require(test, &["prometheus", "promtool"]) else {
         return;
     };
     let started = now_secs();
@@ -383,7 +382,7 @@ fn dashboard_queries_return_data_in_prometheus() {
             .api(&format!(
                 "/api/v1/label/{}/values?match[]={}",
                 label.trim(),
-                encode(&selector)
+                support::prom::encode(&selector)
             ))
             .unwrap_or_else(|e| panic!("variable {}: {e}", v["name"]));
         let values = r["data"].as_array().unwrap();

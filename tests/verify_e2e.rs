@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -303,7 +302,7 @@ fn verify_prometheus(
 #[test]
 fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     let test = "prometheus_over_two_replicas_gives_the_same_verdicts";
-    if support::prometheus::require(test, &["prometheus"]).is_none() {
+    if support::prom::require(test, &["prometheus"]).is_none() {
         return;
     }
     let up = TestUpstream::start();

@@ -6,13 +6,13 @@
 //!   of 127.0.0.1) that telesink forwards to. Answers are configured per name with [`Reply`]
 //!   (garbage and silence included); every question it receives is recorded, so a test can
 //!   assert that a name was *not* forwarded; it can be stopped and restarted on its port.
-//! * [`telesink`]: [`Telesink`] (a builder) and [`TelesinkProcess`]: write a `config.toml` and
+//! * [`server`]: [`Telesink`] (a builder) and [`TelesinkProcess`]: write a `config.toml` and
 //!   list files into a temporary directory, start `telesink run -c <config>` on free ports, wait
 //!   until it answers, and kill it on drop (printing its stdout/stderr when the test failed);
 //!   [`cli`] runs one `telesink` subcommand to completion and captures its output.
 //! * [`configs`]: the config pieces tests repeat (the vendor list, clients, records).
 //! * [`process`]: the one way the tests start a child process (telesink, Prometheus).
-//! * [`prometheus`]: the `/metrics` text parser ([`Exposition`]) and a real Prometheus server.
+//! * [`prom`]: the `/metrics` text parser ([`Exposition`]) and a real Prometheus server.
 //! * [`dns`]: a DNS client: [`query`] / [`try_query`] with [`QueryOpts`] (UDP or TCP, EDNS
 //!   payload size and DO bit, query ID, exact question case, source address 127.0.0.x so that
 //!   every test can play several distinct clients), plus [`send_raw_udp`] / [`send_raw_tcp`] for
@@ -29,20 +29,29 @@ pub mod configs;
 pub mod dns;
 pub mod netns;
 pub mod process;
-pub mod prometheus;
-pub mod telesink;
+pub mod prom;
+pub mod server;
 pub mod upstream;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+// Re-exported for the tests, each of which uses a part.
+#[allow(unused_imports)]
 pub use configs::*;
+#[allow(unused_imports)]
 pub use dns::*;
+#[allow(unused_imports)]
 pub use hickory_proto::op::{Message, ResponseCode};
+#[allow(unused_imports)]
 pub use hickory_proto::rr::{Name, RData, Record, RecordType};
+#[allow(unused_imports)]
 pub use process::{which, CliOutput};
-pub use prometheus::{Exposition, Prometheus, Sample};
-pub use telesink::*;
+#[allow(unused_imports)]
+pub use prom::{Exposition, Prometheus, Sample};
+#[allow(unused_imports)]
+pub use server::*;
+#[allow(unused_imports)]
 pub use upstream::*;
 
 /// Path of the telesink binary built for these tests.

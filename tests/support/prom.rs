@@ -273,7 +273,7 @@ impl Drop for Prometheus {
 }
 
 /// Percent-encoding of a URL query value.
-fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
