@@ -118,6 +118,7 @@ fn precedence_policy() -> Policy {
 }
 
 #[test]
+#[rustfmt::skip] // tables: one case a line
 fn allow_exception_beats_observe_beats_block() {
     let p = precedence_policy();
     check(
@@ -217,6 +218,7 @@ fn groups_policy() -> Policy {
 }
 
 #[test]
+#[rustfmt::skip] // tables: one case a line
 fn the_first_group_in_file_order_wins() {
     let p = groups_policy();
     // anna-phone is named in phones and in strict: phones comes first.
@@ -252,7 +254,10 @@ fn a_client_is_named_by_address_or_cidr_and_grouped_by_name_or_cidr() {
     assert_eq!(client(&p, "fd00::10").as_deref(), Some("anna-phone"));
     assert_eq!(group(&p, "fd00::10").as_deref(), Some("phones"));
     // An IPv4-mapped IPv6 source (a dual-stack socket) is its IPv4 address.
-    assert_eq!(client(&p, "::ffff:192.168.1.10").as_deref(), Some("anna-phone"));
+    assert_eq!(
+        client(&p, "::ffff:192.168.1.10").as_deref(),
+        Some("anna-phone")
+    );
     assert_eq!(group(&p, "::ffff:192.168.1.11").as_deref(), Some("strict"));
     // A `[[client]]` given as a network names every address in it, and a group naming that
     // client by name takes them all.
@@ -278,13 +283,30 @@ fn observe_block_and_allow_per_group_from_the_same_verdict() {
     let p = groups_policy();
     let v = p.classify_str("metrics.vendor.example");
     let of = |from: &str| p.action(p.client(ip(from)), &v);
-    assert_eq!(of("192.168.1.10"), Some(Observed), "phones observes vendorx");
+    assert_eq!(
+        of("192.168.1.10"),
+        Some(Observed),
+        "phones observes vendorx"
+    );
     assert_eq!(of("192.168.1.11"), Some(Blocked), "strict blocks it");
-    assert_eq!(of("192.168.9.1"), Some(Allowed), "guests neither blocks nor observes it");
-    assert_eq!(of("172.16.0.1"), Some(Blocked), "[default] blocks telemetry");
+    assert_eq!(
+        of("192.168.9.1"),
+        Some(Allowed),
+        "guests neither blocks nor observes it"
+    );
+    assert_eq!(
+        of("172.16.0.1"),
+        Some(Blocked),
+        "[default] blocks telemetry"
+    );
     // The sets behind those answers, as explain shows them.
     let (block, observe) = p.group_sets(p.client(ip("192.168.1.10")));
-    let names = |s| p.categories.names(s).map(|c| c.to_string()).collect::<Vec<_>>();
+    let names = |s| {
+        p.categories
+            .names(s)
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(block), ["telemetry"]);
     assert_eq!(names(observe), ["vendorx"]);
     let (block, observe) = p.group_sets(p.client(ip("172.16.0.1")));
@@ -293,6 +315,7 @@ fn observe_block_and_allow_per_group_from_the_same_verdict() {
 }
 
 #[test]
+#[rustfmt::skip] // tables: one case a line
 fn the_bypass_category_is_built_in_and_follows_the_groups() {
     // `bypass` exists without any list naming it (the handler counts its defences under it).
     let p = build("[default]\nblock = []\nobserve = []\n", &[]);
@@ -344,6 +367,7 @@ observe = []
 }
 
 #[test]
+#[rustfmt::skip] // tables: one case a line
 fn regex_rules_block_and_adblock_exceptions_allow() {
     let list = "\
 ||tracking.vendor.example^

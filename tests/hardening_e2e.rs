@@ -372,10 +372,7 @@ const GOOD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 fn upstream_down_then_back_recovers_without_restart() {
     let mut up = TestUpstream::start();
     up.set_default(Reply::a(GOOD_IP));
-    let mut ts = base()
-        .upstream(&up)
-        .timeout_ms(500)
-        .start();
+    let mut ts = base().upstream(&up).timeout_ms(500).start();
     let slow = QueryOpts::udp().timeout(Duration::from_secs(5));
     let r = ts.query_with(client(90), "before.example", RecordType::A, &slow);
     assert_eq!(r.a(), vec![GOOD_IP], "{}", r.summary());
@@ -451,10 +448,7 @@ fn upstream_down_then_back_recovers_without_restart() {
 fn upstream_answering_garbage_gives_servfail_within_the_timeout() {
     let up = TestUpstream::start();
     up.set_default(Reply::Garbage);
-    let mut ts = base()
-        .upstream(&up)
-        .timeout_ms(500)
-        .start();
+    let mut ts = base().upstream(&up).timeout_ms(500).start();
     let slow = QueryOpts::udp().edns(1232).timeout(Duration::from_secs(5));
     for i in 0..12 {
         let r = ts.query_with(
@@ -470,10 +464,7 @@ fn upstream_answering_garbage_gives_servfail_within_the_timeout() {
             r.elapsed
         );
     }
-    assert!(
-        up.seen().len() >= 12,
-        "the upstream was asked"
-    );
+    assert!(up.seen().len() >= 12, "the upstream was asked");
     // Still serving, and the upstream turning good again is picked up.
     up.set_default(Reply::a(GOOD_IP));
     let t0 = Instant::now();

@@ -161,7 +161,8 @@ fn assert_counts(samples: &Exposition, want: &BTreeMap<&'static str, Expected>, 
     for (client, e) in want {
         for (result, n) in &e.results {
             assert_eq!(
-                samples.value("telesink_queries_total",
+                samples.value(
+                    "telesink_queries_total",
                     &[("client", client), ("result", result)]
                 ),
                 Some(*n as f64),
@@ -195,10 +196,12 @@ fn assert_counts(samples: &Exposition, want: &BTreeMap<&'static str, Expected>, 
                 Some(*n as f64),
                 "telesink_category_queries_total{{client={client:?},category={category:?},action={action:?}}}"
             );
-            let seen = samples.value("telesink_category_last_seen_timestamp_seconds",
-                &[("client", client), ("category", category)],
-            )
-            .unwrap_or_else(|| panic!("no last-seen for {client}/{category}"));
+            let seen = samples
+                .value(
+                    "telesink_category_last_seen_timestamp_seconds",
+                    &[("client", client), ("category", category)],
+                )
+                .unwrap_or_else(|| panic!("no last-seen for {client}/{category}"));
             assert!(
                 seen >= started - 1.0 && seen <= now_secs() + 1.0,
                 "last seen {seen} of {client}/{category} outside the test's run ({started})"
@@ -294,7 +297,8 @@ fn dashboard_queries_return_data_in_prometheus() {
         .map(|s| s.value)
         .sum();
     assert_eq!(
-        samples.value("telesink_upstream_responses_total",
+        samples.value(
+            "telesink_upstream_responses_total",
             &[("upstream", &up.addr().to_string()), ("outcome", "ok")]
         ),
         Some(forwarded),
@@ -454,14 +458,8 @@ fn counts_per_client_and_health() {
         Some(1.0)
     );
     // Cache: the repeated names were hits (anna 1, tv 3, unnamed 1); forwarded ones misses.
-    assert_eq!(
-        samples.value("telesink_cache_hits_total", &[]),
-        Some(5.0)
-    );
-    assert_eq!(
-        samples.value("telesink_cache_misses_total", &[]),
-        Some(3.0)
-    );
+    assert_eq!(samples.value("telesink_cache_hits_total", &[]), Some(5.0));
+    assert_eq!(samples.value("telesink_cache_misses_total", &[]), Some(3.0));
 }
 
 #[test]
@@ -490,7 +488,8 @@ fn client_label_values_are_capped() {
         total, 12.0,
         "every query is counted, under its label or other"
     );
-    let other_blocked = samples.value("telesink_category_queries_total",
+    let other_blocked = samples.value(
+        "telesink_category_queries_total",
         &[
             ("client", "other"),
             ("category", "telemetry"),

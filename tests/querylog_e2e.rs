@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use support::*;
 use rusqlite::Connection;
+use support::*;
 
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
 

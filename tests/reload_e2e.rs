@@ -104,7 +104,10 @@ fn hold_answer(p: &TelesinkProcess, name: &str, want: Ipv4Addr, during: Duration
 /// `telesink_reloads_total` (success, failure).
 fn reloads(p: &TelesinkProcess) -> (u64, u64) {
     let m = p.scrape();
-    let get = |o: &str| m.value("telesink_reloads_total", &[("outcome", o)]).unwrap_or(0.0) as u64;
+    let get = |o: &str| {
+        m.value("telesink_reloads_total", &[("outcome", o)])
+            .unwrap_or(0.0) as u64
+    };
     (get("success"), get("failure"))
 }
 

@@ -55,8 +55,7 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // The owner switches the opt-out on and records it.
     sleep_until_ms(start + 1500);
-    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"],
-    );
+    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
     let db = ts.dir().join("q.db");
@@ -78,17 +77,16 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // STOPPED, with the mark.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "anna-phone",
-            "--category",
-            "telemetry",
-            "--since",
-            "mark:last",
-            "--until",
-            &until_s,
-        ],
-    );
+        "verify",
+        "--client",
+        "anna-phone",
+        "--category",
+        "telemetry",
+        "--since",
+        "mark:last",
+        "--until",
+        &until_s,
+    ]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(
         out.stdout
@@ -101,18 +99,17 @@ fn three_clients_three_verdicts_mark_and_log() {
         "{out}"
     );
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.21",
-            "--category",
-            "telemetry",
-            "--since",
-            "mark:1",
-            "--until",
-            &until_s,
-            "--json",
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.21",
+        "--category",
+        "telemetry",
+        "--since",
+        "mark:1",
+        "--until",
+        &until_s,
+        "--json",
+    ]);
     assert_eq!(out.code, Some(0), "{out}");
     let j: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -130,17 +127,16 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // CONTINUING, naming the domain.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.22",
-            "--category",
-            "telemetry",
-            "--since",
-            &since_s,
-            "--until",
-            &until_s,
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.22",
+        "--category",
+        "telemetry",
+        "--since",
+        &since_s,
+        "--until",
+        &until_s,
+    ]);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stdout
@@ -154,18 +150,17 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // INCONCLUSIVE: two attempts are too few to call silence a stop; it says how long to wait.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.23",
-            "--category",
-            "telemetry",
-            "--since",
-            &since_s,
-            "--until",
-            &until_s,
-            "--json",
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.23",
+        "--category",
+        "telemetry",
+        "--since",
+        &since_s,
+        "--until",
+        &until_s,
+        "--json",
+    ]);
     assert_eq!(out.code, Some(3), "{out}");
     let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(j["verdict"], "INCONCLUSIVE");
@@ -178,17 +173,16 @@ fn three_clients_three_verdicts_mark_and_log() {
         "{wait} {window}"
     );
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.23",
-            "--category",
-            "telemetry",
-            "--since",
-            &since_s,
-            "--until",
-            &until_s,
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.23",
+        "--category",
+        "telemetry",
+        "--since",
+        &since_s,
+        "--until",
+        &until_s,
+    ]);
     assert!(
         out.stdout.contains("INCONCLUSIVE") && out.stdout.contains("use --until"),
         "{out}"
@@ -196,27 +190,25 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // Errors exit 2 and say what is valid.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "nobody",
-            "--category",
-            "telemetry",
-            "--since",
-            "1h",
-        ],
-    );
+        "verify",
+        "--client",
+        "nobody",
+        "--category",
+        "telemetry",
+        "--since",
+        "1h",
+    ]);
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.all().contains("anna-phone"), "{out}");
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "anna-phone",
-            "--category",
-            "telemetry",
-            "--since",
-            "yesterday",
-        ],
-    );
+        "verify",
+        "--client",
+        "anna-phone",
+        "--category",
+        "telemetry",
+        "--since",
+        "yesterday",
+    ]);
     assert_eq!(out.code, Some(2), "{out}");
     assert!(out.all().contains("RFC 3339"), "{out}");
 
@@ -232,14 +224,13 @@ fn three_clients_three_verdicts_mark_and_log() {
         "{out}"
     );
     let out = ts.cli(&[
-            "log",
-            "--client",
-            "127.0.0.22",
-            "--since",
-            &since_s,
-            "--json",
-        ],
-    );
+        "log",
+        "--client",
+        "127.0.0.22",
+        "--since",
+        &since_s,
+        "--json",
+    ]);
     assert_eq!(out.code, Some(0), "{out}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(rows.len(), 5, "{out}");
@@ -251,8 +242,7 @@ fn three_clients_three_verdicts_mark_and_log() {
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, sorted, "newest first");
-    let out = ts.cli(&["log", "--category", "telemetry", "--result", "forwarded"],
-    );
+    let out = ts.cli(&["log", "--category", "telemetry", "--result", "forwarded"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("no logged queries match"), "{out}");
 
@@ -284,19 +274,18 @@ fn verify_prometheus(
     url: &str,
 ) -> CliOutput {
     ts.cli(&[
-            "verify",
-            "--client",
-            client,
-            "--category",
-            "telemetry",
-            "--since",
-            since,
-            "--until",
-            until,
-            "--prometheus",
-            url,
-        ],
-    )
+        "verify",
+        "--client",
+        client,
+        "--category",
+        "telemetry",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--prometheus",
+        url,
+    ])
 }
 
 #[test]
@@ -356,20 +345,19 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("CONTINUING"), "{out}");
     let out = a.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.22",
-            "--category",
-            "telemetry",
-            "--since",
-            &t_s,
-            "--until",
-            &until_s,
-            "--prometheus",
-            &prom.url(),
-            "--json",
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.22",
+        "--category",
+        "telemetry",
+        "--since",
+        &t_s,
+        "--until",
+        &until_s,
+        "--prometheus",
+        &prom.url(),
+        "--json",
+    ]);
     let j: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(j["source"]["kind"], "prometheus");
@@ -381,30 +369,28 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     // Each replica's own log agrees with the summed verdict.
     for ts in [&a, &b] {
         let out = ts.cli(&[
-                "verify",
-                "--client",
-                "anna-phone",
-                "--category",
-                "telemetry",
-                "--since",
-                &t_s,
-                "--until",
-                &until_s,
-            ],
-        );
+            "verify",
+            "--client",
+            "anna-phone",
+            "--category",
+            "telemetry",
+            "--since",
+            &t_s,
+            "--until",
+            &until_s,
+        ]);
         assert_eq!(out.code, Some(0), "{out}");
         let out = ts.cli(&[
-                "verify",
-                "--client",
-                "127.0.0.22",
-                "--category",
-                "telemetry",
-                "--since",
-                &t_s,
-                "--until",
-                &until_s,
-            ],
-        );
+            "verify",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--since",
+            &t_s,
+            "--until",
+            &until_s,
+        ]);
         assert_eq!(out.code, Some(1), "{out}");
     }
 

@@ -440,4 +440,3 @@ pub fn raw_rcode(msg: &[u8]) -> Option<u8> {
 pub fn question(name: &str, t: RecordType) -> Query {
     Query::query(Name::from_ascii(name).unwrap(), t)
 }
-

@@ -71,4 +71,3 @@ pub fn client(x: u8) -> Ipv4Addr {
 pub fn norm(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
-

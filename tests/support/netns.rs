@@ -84,15 +84,39 @@ impl NetnsPair {
         must(&["ip", "netns", "add", &pair.device]);
         let (vr, vd) = (format!("vr{id}"), format!("vd{id}"));
         must(&[
-            "ip", "link", "add", &vr, "netns", &pair.router, "type", "veth", "peer", "name", &vd,
-            "netns", &pair.device,
+            "ip",
+            "link",
+            "add",
+            &vr,
+            "netns",
+            &pair.router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vd,
+            "netns",
+            &pair.device,
         ]);
         pair.router_cmd(&["ip", "link", "set", "lo", "up"]);
         pair.device_cmd(&["ip", "link", "set", "lo", "up"]);
         pair.device_cmd(&["ip", "link", "set", &vd, "address", DEVICE_MAC]);
-        pair.router_cmd(&["ip", "addr", "add", &format!("{}/24", pair.router_v4), "dev", &vr]);
         pair.router_cmd(&[
-            "ip", "addr", "add", &format!("{}/64", pair.router_v6), "dev", &vr, "nodad",
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", pair.router_v4),
+            "dev",
+            &vr,
+        ]);
+        pair.router_cmd(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/64", pair.router_v6),
+            "dev",
+            &vr,
+            "nodad",
         ]);
         for a in pair.device_v4 {
             pair.device_cmd(&["ip", "addr", "add", &format!("{a}/24"), "dev", &vd]);

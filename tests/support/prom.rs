@@ -51,9 +51,7 @@ impl Exposition {
     /// The value of the series `name` with exactly `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.iter()
-            .find(|s| {
-                s.name == name && s.labels.len() == labels.len() && has_labels(s, labels)
-            })
+            .find(|s| s.name == name && s.labels.len() == labels.len() && has_labels(s, labels))
             .map(|s| s.value)
     }
 
@@ -130,7 +128,9 @@ pub fn require(test: &str, tools: &[&str]) -> Option<Vec<PathBuf>> {
     if found.is_none() {
         let what = tools.join("/");
         if std::env::var_os("CI").is_some() {
-            panic!("{what} must be on PATH under CI: install Debian's `prometheus` package in .ci/run");
+            panic!(
+                "{what} must be on PATH under CI: install Debian's `prometheus` package in .ci/run"
+            );
         }
         eprintln!("SKIPPED {test}: {what} not on PATH (apt-get install prometheus); under CI this test fails instead");
     }
@@ -176,7 +176,8 @@ impl Prometheus {
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--log.level=warn")
                 .current_dir(dir.path());
-            let proc = Process::spawn(cmd, dir.path(), "prometheus").unwrap_or_else(|e| panic!("{e}"));
+            let proc =
+                Process::spawn(cmd, dir.path(), "prometheus").unwrap_or_else(|e| panic!("{e}"));
             let mut p = Prometheus { proc, addr, dir };
             let ready = || matches!(http_get(addr, "/-/ready"), Ok((200, _)));
             match p
@@ -252,11 +253,9 @@ impl Prometheus {
     /// Waits until `n` targets have been scraped successfully (`sum(up) == n`).
     #[track_caller]
     pub fn wait_targets_up(&self, n: usize) {
-        self.wait_for(
-            &format!("{n} targets up"),
-            Duration::from_secs(30),
-            |p| p.value("sum(up)") == Some(n as f64),
-        );
+        self.wait_for(&format!("{n} targets up"), Duration::from_secs(30), |p| {
+            p.value("sum(up)") == Some(n as f64)
+        });
     }
 }
 
@@ -299,9 +298,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.len(), 4);
-        assert_eq!(e.value("x_total", &[("client", "a\"b,c"), ("result", "ok")]), Some(3.0));
-        assert_eq!(e.value("x_total", &[("client", "d"), ("result", "ok")]), Some(4.0));
-        assert_eq!(e.value("x_total", &[("client", "d")]), None, "exact label set");
+        assert_eq!(
+            e.value("x_total", &[("client", "a\"b,c"), ("result", "ok")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            e.value("x_total", &[("client", "d"), ("result", "ok")]),
+            Some(4.0)
+        );
+        assert_eq!(
+            e.value("x_total", &[("client", "d")]),
+            None,
+            "exact label set"
+        );
         assert_eq!(e.sum("x_total", &[("result", "ok")]), 7.0);
         assert_eq!(e.value("up", &[]), Some(1.0));
         assert_eq!(e.value("y", &[]), Some(f64::INFINITY));

@@ -409,8 +409,16 @@ impl TelesinkProcess {
         let addr = self.addr;
         let opts = QueryOpts::udp().timeout(Duration::from_millis(200));
         // Any well-formed answer counts (even REFUSED): the server is up.
-        let answers =
-            || try_query(addr, Ipv4Addr::LOCALHOST, "localhost.", RecordType::A, &opts).is_ok();
+        let answers = || {
+            try_query(
+                addr,
+                Ipv4Addr::LOCALHOST,
+                "localhost.",
+                RecordType::A,
+                &opts,
+            )
+            .is_ok()
+        };
         let p = self.proc.as_mut().expect("started");
         p.wait_ready(timeout, Duration::from_millis(100), answers)
             .map_err(|e| format!("telesink on {addr}: {e}"))
