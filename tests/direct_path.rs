@@ -6,6 +6,8 @@
 //! No network here: the listeners' own tests (dns_core, dns_policy, hardening_e2e) send real
 //! datagrams through both paths; this one pins down that the two agree, case by case.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,11 +91,7 @@ impl QuerySink for Events {
 
 fn handler(mode: &str, rate_limit: u32) -> (Handler, Arc<Events>) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("vendor.txt"),
-        "tracking.vendor.example\nmetrics.vendor.example\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("vendor.txt"), support::VENDOR_NAMES).unwrap();
     std::fs::write(dir.path().join("ads.txt"), "||ads.example^\n").unwrap();
     let path = dir.path().join("config.toml");
     let config = Config::parse(&config(mode, rate_limit), &path).unwrap();
