@@ -11,9 +11,8 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::*;
@@ -304,26 +303,10 @@ fn dashboard_queries_return_data_in_prometheus() {
         Some(forwarded),
         "one ok upstream outcome per forwarded query"
     );
-    let mut lint = Command::new(&tools[1])
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    lint.stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    assert!(
-        lint.status.success(),
-        "promtool check metrics failed ({}):\n{}{}",
-        lint.status,
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    let mut lint = Command::new(&tools[1]);
+    lint.args(["check", "metrics"]);
+    let lint = support::process::run_with_input(lint, body.as_bytes(), Duration::from_secs(60));
+    assert_eq!(lint.code, Some(0), "promtool check metrics failed:\n{lint}");
 
     // Prometheus holds the same values, per client.
     prom.wait_for("the traffic's counters", Duration::from_secs(30), |p| {

@@ -17,12 +17,22 @@ pub struct Process {
 
 impl Process {
     /// Starts `cmd` with stdout and stderr in `<dir>/<tag>.out` and `<dir>/<tag>.err`.
-    pub fn spawn(mut cmd: Command, dir: &Path, tag: &str) -> Result<Process, String> {
+    pub fn spawn(cmd: Command, dir: &Path, tag: &str) -> Result<Process, String> {
+        Process::spawn_with_stdin(cmd, dir, tag, Stdio::null())
+    }
+
+    /// [`spawn`](Self::spawn) with `stdin` as its standard input.
+    pub fn spawn_with_stdin(
+        mut cmd: Command,
+        dir: &Path,
+        tag: &str,
+        stdin: Stdio,
+    ) -> Result<Process, String> {
         let stdout = dir.join(format!("{tag}.out"));
         let stderr = dir.join(format!("{tag}.err"));
         let file = |p: &Path| fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(file(&stdout)?)
             .stderr(file(&stderr)?)
             .spawn()
@@ -150,8 +160,18 @@ impl std::fmt::Display for CliOutput {
 
 /// Runs `cmd` to completion, killing it after `timeout`.
 pub fn run(cmd: Command, timeout: Duration) -> CliOutput {
+    run_with_input(cmd, b"", timeout)
+}
+
+/// Runs `cmd` with `input` as its standard input to completion, killing it after `timeout`.
+pub fn run_with_input(cmd: Command, input: &[u8], timeout: Duration) -> CliOutput {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = Process::spawn(cmd, dir.path(), "run").unwrap_or_else(|e| panic!("{e}"));
+    // From a file rather than a pipe: nothing to feed while waiting.
+    let stdin = dir.path().join("stdin");
+    fs::write(&stdin, input).unwrap();
+    let stdin = Stdio::from(fs::File::open(&stdin).unwrap());
+    let mut p =
+        Process::spawn_with_stdin(cmd, dir.path(), "run", stdin).unwrap_or_else(|e| panic!("{e}"));
     let code = match p.wait_exit(timeout) {
         Some(st) => st.code(),
         None => {
