@@ -458,3 +458,49 @@ observe = []
     assert_eq!(p.classify_str("exact.example").list, Some(ListId(2)));
     assert!(!p.classify_str("www.exact.example").matched());
 }
+
+#[test]
+fn many_lists_share_slots_and_still_block() {
+    // 70 lists of one category: more lists than the matcher has slots. The first 48 have a
+    // slot each (a block names its exact list); later ones share one with a list of the same
+    // categories (a block names that slot's first list, here l0).
+    let mut config = String::from("[default]\nblock = [\"telemetry\"]\nobserve = []\n");
+    let mut files = Vec::new();
+    for i in 0..70 {
+        config.push_str(&format!(
+            "[[list]]\nname = \"l{i}\"\nsource = \"l{i}.txt\"\ncategories = [\"telemetry\"]\n"
+        ));
+        files.push((format!("l{i}.txt"), format!("n{i}.example\n")));
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let p = build(&config, &files);
+    assert_eq!(p.lists.len(), 70);
+    for i in 0..70 {
+        let v = p.classify_str(&format!("n{i}.example"));
+        assert_eq!(
+            action(&p, "10.0.0.1", &format!("n{i}.example")),
+            Some(Blocked),
+            "n{i}"
+        );
+        let named = &*p.list(v.list.expect("a block names a list")).name;
+        if i < 48 {
+            assert_eq!(named, format!("l{i}"), "the exact list of n{i}");
+        } else {
+            // The first list with the same categories: l0's slot.
+            assert_eq!(named, "l0", "n{i} names the first list of its slot");
+        }
+    }
+}
+
+#[test]
+fn allow_domains_match_the_name_and_its_subdomains_only() {
+    let p = precedence_policy();
+    assert!(p.allow_domains_match("ok.tracking.vendor.example"));
+    assert!(p.allow_domains_match("a.b.ok.tracking.vendor.example"));
+    assert!(!p.allow_domains_match("tracking.vendor.example"));
+    // A suffix that is not a label boundary is another name.
+    assert!(!p.allow_domains_match("notok.tracking.vendor.example"));
+}
