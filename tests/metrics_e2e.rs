@@ -63,7 +63,7 @@ observe = []
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const UNNAMED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
-/// Outside `allow_networks`: every query is refused.
+/// Outside `allow_networks`: every query is refused, and counted under `client="refused"`.
 const OUTSIDER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
 /// What one client should have in `telesink_queries_total{client,result}` and
@@ -147,7 +147,8 @@ fn send_traffic(ts: &TelesinkProcess) -> BTreeMap<&'static str, Expected> {
         let r = ts.query(OUTSIDER, "example.org.", a);
         assert_eq!(r.rcode(), ResponseCode::Refused, "{}", r.summary());
     }
-    want.entry("127.0.0.9")
+    // Refused clients take no `client` slot: they share the label `refused`.
+    want.entry("refused")
         .or_default()
         .results
         .insert("refused", 3);
@@ -752,4 +753,87 @@ fn client_label_values_are_capped() {
     );
     // anna-phone (.2) and tv (.3) took the other two slots; .4 to .7 are `other`.
     assert_eq!(other_blocked, Some(4.0));
+}
+
+/// Issue 16 item 2: 1,000 made-up sources outside `allow_networks` (loopback aliases) are
+/// refused and counted under one label, `refused`; they take none of the `max_clients` slots,
+/// so a named device and an allowed unnamed one that ask afterwards still get their own series.
+#[test]
+fn strangers_cannot_take_the_client_label_slots() {
+    let up = TestUpstream::start();
+    // 127.0.0.1 (the readiness probe), anna-phone and tv hold 3 of the 8 slots.
+    let ts = start_telesink(&up, "max_clients = 8");
+    let opts = QueryOpts::udp().timeout(Duration::from_secs(2));
+    for i in 0..1000u32 {
+        let stranger = Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+        let r = try_query(ts.addr(), stranger, "example.org.", RecordType::A, &opts)
+            .unwrap_or_else(|e| panic!("stranger {stranger}: {e}"));
+        assert_eq!(r.rcode(), ResponseCode::Refused, "{}", r.summary());
+    }
+    for _ in 0..2 {
+        ts.query(ANNA, "tracking.miui.com.", RecordType::A);
+        ts.query(UNNAMED, "example.org.", RecordType::A);
+    }
+    let (_, body) = ts.metrics();
+    let samples = parse_exposition(&body);
+    let labels: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "telesink_queries_total")
+        .map(|s| s.labels["client"].as_str())
+        .collect();
+    assert!(
+        labels.iter().all(|l| !l.starts_with("127.1.")),
+        "a refused stranger got a label: {labels:?}"
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "refused"), ("result", "refused")]
+        ),
+        Some(1000.0)
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "anna-phone"), ("result", "blocked")]
+        ),
+        Some(2.0),
+        "the named device has its own series"
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "127.0.0.4"), ("result", "forwarded")]
+        ),
+        Some(1.0),
+        "an allowed unnamed device has its own series"
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "other"), ("result", "forwarded")]
+        ),
+        Some(0.0),
+        "nothing had to be counted as other"
+    );
+    // The device's last query, and (no device table wired here) not DNS-silent.
+    let last = value_of(
+        &samples,
+        "telesink_client_last_query_timestamp_seconds",
+        &[("client", "anna-phone")],
+    )
+    .expect("anna-phone's last query");
+    assert!((now_secs() - last).abs() < 60.0, "last query {last}");
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_client_dns_silent",
+            &[("client", "anna-phone")]
+        ),
+        Some(0.0)
+    );
 }

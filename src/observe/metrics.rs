@@ -90,7 +90,7 @@ fn result_index(r: QueryResult) -> usize {
     }
 }
 
-pub(super) fn unix_seconds(t: SystemTime) -> f64 {
+fn unix_seconds(t: SystemTime) -> f64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
         Err(_) => 0.0,
@@ -868,8 +868,9 @@ mod tests {
             .filter(|l| l.starts_with("telesink_queries_total{"))
             .filter_map(|l| l.split("client=\"").nth(1)?.split('"').next())
             .collect();
-        assert_eq!(labels.len(), 257, "256 clients + other");
+        assert_eq!(labels.len(), 258, "256 clients + other + refused");
         assert!(labels.contains(OTHER_CLIENT));
+        assert!(labels.contains(REFUSED_CLIENT));
         assert_eq!(
             sample(
                 &s,

@@ -15,7 +15,6 @@ use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, IntGauge, IntGaugeVec, Opts};
 
 use super::clients::{ClientSlots, ScrapeLabels};
-use super::metrics::unix_seconds;
 
 /// What the device table knows of one device, for `telesink_client_dns_silent`.
 #[derive(Clone, Debug)]
