@@ -718,7 +718,8 @@ fn counts_per_client_and_health() {
 #[test]
 fn client_label_values_are_capped() {
     let up = TestUpstream::start();
-    // 127.0.0.1 (the readiness probe) takes the first of the 3 slots.
+    // The configured anna-phone and tv are given two of the 3 slots at start; 127.0.0.1 (the
+    // readiness probe) takes the third.
     let ts = start_telesink(&up, "max_clients = 3");
     for x in 2..=7u8 {
         ts.query(client(x), "example.org.", RecordType::A);
@@ -731,8 +732,12 @@ fn client_label_values_are_capped() {
         .filter(|s| s.name == "telesink_queries_total")
         .map(|s| s.labels["client"].as_str())
         .collect();
-    assert_eq!(labels.len(), 4, "3 client labels + other: {labels:?}");
-    assert!(labels.contains("other"));
+    assert_eq!(
+        labels.len(),
+        5,
+        "3 client labels + other + refused: {labels:?}"
+    );
+    assert!(labels.contains("other") && labels.contains("refused"));
     let total: f64 = samples
         .iter()
         .filter(|s| s.name == "telesink_queries_total" && s.labels["client"] != "127.0.0.1")
@@ -751,7 +756,7 @@ fn client_label_values_are_capped() {
             ("action", "blocked"),
         ],
     );
-    // anna-phone (.2) and tv (.3) took the other two slots; .4 to .7 are `other`.
+    // anna-phone (.2) and tv (.3) hold their slots; .4 to .7 are `other`.
     assert_eq!(other_blocked, Some(4.0));
 }
 
