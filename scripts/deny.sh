@@ -55,7 +55,7 @@ log="$work/log"
 if [ "${DENY_LIVE:-on}" != "off" ]; then
   if cargo deny --log-level error check advisories >"$log" 2>&1; then
     cat "$log"
-    db="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* 2>/dev/null | head -n1 || true)"
+    db="$(find "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" -maxdepth 1 -name 'advisory-db-*' 2>/dev/null | head -n1 || true)"
     when="$( [ -n "$db" ] && git -C "$db" show -s --format='%cs, commit %h' HEAD 2>/dev/null || echo "date unknown")"
     echo "advisories ok: live RustSec database ($when)"
     exit 0

@@ -124,8 +124,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::observe::http::serve(listener, metrics, ready, shutdown).await
-            {
+            if let Err(e) = crate::observe::http::serve(listener, metrics, ready, shutdown).await {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });

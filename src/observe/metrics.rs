@@ -525,9 +525,9 @@ mod tests {
     use super::*;
     use crate::category::{CategorySet, CategoryTable};
     use crate::observe::events::ClientInfo;
-    use std::net::IpAddr;
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
+    use std::net::IpAddr;
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -952,8 +952,9 @@ mod tests {
             ));
         }
         assert_eq!(m.client_labels_in_use(), 1);
-        m.clients
-            .with(&c, Admission::Admitted, |h| assert_eq!(h.categories.len(), 3));
+        m.clients.with(&c, Admission::Admitted, |h| {
+            assert_eq!(h.categories.len(), 3)
+        });
         let s = m.encode();
         assert_eq!(
             sample(
@@ -1135,7 +1136,10 @@ mod tests {
         let s = m.encode();
         for who in ["phone", "tv", "nas"] {
             assert_eq!(
-                sample(&s, &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)),
+                sample(
+                    &s,
+                    &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)
+                ),
                 Some(0.0),
                 "{who}"
             );
@@ -1155,9 +1159,17 @@ mod tests {
         ])));
         m.watch_presence(lan.clone(), 30 * min);
         let s = m.encode();
-        for (who, want) in [("phone", 1.0), ("tv", 0.0), ("nas", 0.0), ("10.0.0.99", 1.0)] {
+        for (who, want) in [
+            ("phone", 1.0),
+            ("tv", 0.0),
+            ("nas", 0.0),
+            ("10.0.0.99", 1.0),
+        ] {
             assert_eq!(
-                sample(&s, &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)),
+                sample(
+                    &s,
+                    &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)
+                ),
                 Some(want),
                 "{who}\n{s}"
             );
