@@ -676,10 +676,27 @@ fn counts_per_client_and_health() {
     let ts = start_telesink(&up, "");
     let (status, body) = http_get(ts.metrics_addr(), "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
+    // The configured upstream's series exist before the first forwarded query.
+    let before = parse_exposition(&ts.metrics().1);
+    let upstream = up.addr().to_string();
+    for outcome in ["ok", "servfail", "timeout", "error"] {
+        assert_eq!(
+            value_of(
+                &before,
+                "telesink_upstream_responses_total",
+                &[("upstream", &upstream), ("outcome", outcome)]
+            ),
+            Some(0.0),
+            "{outcome}"
+        );
+    }
     let want = send_traffic(&ts);
     let (status, body) = ts.metrics();
     assert_eq!(status, 200);
     let samples = parse_exposition(&body);
+    // Read when scraped: the three forwarded answers are in the cache at once (a timer used to
+    // refresh it every 5 s, so a scrape right after traffic read 0).
+    assert_eq!(value_of(&samples, "telesink_cache_entries", &[]), Some(3.0));
     assert_counts(&samples, &want, started);
     for name in [
         "telesink_response_seconds_bucket",
