@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ struct Conn {
     answered: AtomicU64,
     /// Told to close by the accept loop, to make room.
     close: Notify,
+    /// Set while it is told to close: the accept loop waits for that slot instead of closing
+    /// another connection too.
+    closing: AtomicBool,
 }
 
 impl Conn {
@@ -87,6 +90,7 @@ impl Connections {
             busy: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             close: Notify::new(),
+            closing: AtomicBool::new(false),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, conn.clone());
@@ -102,12 +106,15 @@ impl Connections {
     }
 
     /// Tells the longest-idle connection that may be closed to close, and returns whether
-    /// there was one. Idle: no query being answered; and past [`EVICT_GRACE`] unless it has
+    /// there was one (or one is closing already). Idle: no query being answered; and past [`EVICT_GRACE`] unless it has
     /// been answered already.
     fn evict_longest_idle(&self) -> bool {
         let now = self.now();
         let grace = EVICT_GRACE.as_millis() as u64;
         let open = self.lock();
+        if open.values().any(|c| c.closing.load(Ordering::Acquire)) {
+            return true;
+        }
         let victim = open
             .values()
             .filter(|c| c.busy.load(Ordering::Acquire) == 0)
@@ -117,6 +124,7 @@ impl Connections {
             .min_by_key(|c| c.last_active.load(Ordering::Relaxed));
         match victim {
             Some(c) => {
+                c.closing.store(true, Ordering::Release);
                 c.close.notify_one();
                 true
             }
@@ -224,6 +232,7 @@ async fn connection(
                     return;
                 }
                 // A query arrived meanwhile: keep answering; the accept loop chooses again.
+                conn.closing.store(false, Ordering::Release);
                 continue;
             }
             m = messages.next() => m,
