@@ -796,8 +796,20 @@ fn strangers_cannot_take_the_client_label_slots() {
         ts.query(ANNA, "tracking.miui.com.", RecordType::A);
         ts.query(UNNAMED, "example.org.", RecordType::A);
     }
-    let (_, body) = ts.metrics();
-    let samples = parse_exposition(&body);
+    // An event is recorded just after its answer is sent: wait for the last ones.
+    let t0 = Instant::now();
+    let samples = loop {
+        let samples = parse_exposition(&ts.metrics().1);
+        let unnamed: f64 = samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.labels["client"] == "127.0.0.4")
+            .map(|s| s.value)
+            .sum();
+        if unnamed >= 2.0 || t0.elapsed() > Duration::from_secs(5) {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let labels: BTreeSet<&str> = samples
         .iter()
         .filter(|s| s.name == "telesink_queries_total")
@@ -857,5 +869,77 @@ fn strangers_cannot_take_the_client_label_slots() {
             &[("client", "anna-phone")]
         ),
         Some(0.0)
+    );
+}
+
+/// A device that a reload names gets its `client` label slot at the reload, before any other
+/// client can take the last one.
+#[test]
+fn a_reload_reserves_the_slots_of_newly_named_devices() {
+    let up = TestUpstream::start();
+    // anna-phone and tv (configured) and 127.0.0.1 hold 3 of the 4 slots.
+    let ts = start_telesink(&up, "max_clients = 4");
+    ts.query(client(1), "localhost.", RecordType::A);
+    let path = ts.config_path().to_path_buf();
+    let mut config = fs::read_to_string(&path).unwrap();
+    config.push_str("\n[[client]]\nname = \"laptop\"\naddresses = [\"127.0.0.5\"]\n");
+    fs::write(&path, config).unwrap();
+    ts.signal("HUP");
+    let t0 = Instant::now();
+    loop {
+        let samples = parse_exposition(&ts.metrics().1);
+        if value_of(
+            &samples,
+            "telesink_reloads_total",
+            &[("outcome", "success")],
+        ) >= Some(1.0)
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no reload\n{}",
+            ts.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An unnamed client asks first; the laptop after it.
+    ts.query(client(6), "example.org.", RecordType::A);
+    ts.query(client(5), "example.org.", RecordType::A);
+    // An event is recorded just after its answer is sent: wait for both.
+    let t0 = Instant::now();
+    let samples = loop {
+        let samples = parse_exposition(&ts.metrics().1);
+        let counted: f64 = samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.labels["result"] != "local")
+            .map(|s| s.value)
+            .sum();
+        if counted >= 2.0 || t0.elapsed() > Duration::from_secs(5) {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "laptop"), ("result", "cached")]
+        ),
+        Some(1.0),
+        "the laptop has its own series"
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "telesink_queries_total",
+            &[("client", "other"), ("result", "forwarded")]
+        ),
+        Some(1.0),
+        "127.0.0.6 came after the slots were given out: {:?}",
+        samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.value > 0.0)
+            .collect::<Vec<_>>()
     );
 }
