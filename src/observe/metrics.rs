@@ -337,13 +337,6 @@ impl Metrics {
         }
     }
 
-    /// The `client` label value that `label` (a configured name or an address) is counted
-    /// under: itself if it has, or can still get, one of the `max_clients` slots, else `other`.
-    /// Takes a slot: not for refused clients.
-    pub fn client_label(&self, label: &str) -> Arc<str> {
-        self.clients.reserve(label)
-    }
-
     /// How many distinct `client` label values are in use, `other` and `refused` not included.
     pub fn client_labels_in_use(&self) -> usize {
         self.clients.in_use()
