@@ -1,7 +1,7 @@
 //! telesink: a DNS sinkhole that blocks device telemetry by category and per client.
 //!
 //! The path of a query, top to bottom: [`server`] receives it, [`handler`] runs the pipeline
-//! (access, local records, policy, cache/forward, respond), [`events`] hands the outcome to
+//! (access, local records, policy, cache/forward, respond), [`observe`] hands the outcome to
 //! metrics and the query log.
 
 pub mod access;
@@ -12,14 +12,13 @@ pub mod category;
 pub mod check;
 pub mod config;
 pub mod devices;
-pub mod events;
 pub mod explain;
 pub mod handler;
 pub mod lists;
 pub mod local;
 pub mod logging;
 pub mod matcher;
-pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod querylog;
 pub mod reload;
@@ -32,3 +31,6 @@ pub mod udp;
 pub mod upstream;
 pub mod verify;
 pub mod wire;
+
+// The paths other modules import (`crate::events::X`, `crate::metrics::X`).
+pub use observe::{events, metrics};

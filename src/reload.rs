@@ -326,6 +326,8 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
     let old = live.swap(new.clone());
     metrics.reload_succeeded(SystemTime::now());
     crate::server::publish_lists(metrics, &new.policy);
+    // Devices the reload names get their `client` label slots now, before strangers can ask.
+    metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));
     let swapped = Swapped {
         names: new.policy.names(),
         heap_bytes: new.policy.matcher_heap_bytes(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -46,12 +46,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.max_clients));
     publish_lists(&metrics, &live.load().policy);
 
+    // Configured devices get their `client` label slots before any stranger can ask.
+    metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));
+
     let observer: Arc<dyn UpstreamObserver> = metrics.clone();
     let upstreams = Upstreams::new(
         &config.upstream.servers,
         config.upstream.timeout,
         Some(observer),
     )?;
+    // Their outcome series exist (at 0) before the first forwarded query.
+    metrics.set_upstreams(upstreams.labels());
     let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale);
 
     let querylog = crate::querylog::start_for_server(
@@ -78,6 +83,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
 
     let handler = Handler::new(live.clone(), cache, upstreams, sinks);
+    {
+        // Read at each scrape; `unwatch` at shutdown breaks the metrics → handler → metrics
+        // cycle.
+        let handler = handler.clone();
+        metrics.watch_cache(move || handler.cache().len());
+    }
 
     // UDP: listener threads (see `udp`); TCP: hickory's framing behind a capped accept loop.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -105,37 +116,28 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     let ready = Arc::new(AtomicBool::new(true));
     if let Some(listen) = config.metrics.listen {
+        let listener = crate::observe::http::bind(listen).await?;
         let metrics = metrics.clone();
         let ready = ready.clone();
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot serve metrics on {listen}: {}", bind_hint(listen)))?;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            let app = crate::metrics::router(metrics, ready);
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = crate::observe::http::serve(listener, metrics, ready, shutdown).await {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });
         tracing::info!(%listen, "serving metrics on /metrics and health on /healthz");
     }
 
-    // Housekeeping: cache size gauge and rate-limiter table.
+    // Housekeeping: the rate-limiter table.
     {
-        let handler = handler.clone();
         let live = live.clone();
-        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
-                metrics.set_cache_entries(handler.cache().len());
                 if let Some(l) = live.load().access.limiter() {
                     l.housekeep();
                 }
@@ -160,7 +162,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
     for t in udp_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
-    let _ = stop_tx.send(true);
     // No new queries now; answer those in flight (their events reach the query log first).
     let left = handler.drain(drain_max).await;
     if left > 0 {
@@ -172,6 +173,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             tracing::info!("{report}");
         }
     }
+    metrics.unwatch();
     tracing::info!("stopped");
     Ok(())
 }
@@ -218,14 +220,6 @@ pub fn log_policy(policy: &Policy) {
         took_ms = policy.built_in.as_millis() as u64,
         "policy built"
     );
-}
-
-fn bind_hint(addr: SocketAddr) -> &'static str {
-    if addr.port() < 1024 {
-        "ports below 1024 need root or CAP_NET_BIND_SERVICE (run `sudo setcap cap_net_bind_service=+ep $(command -v telesink)`, or use deploy/systemd/telesink.service); if the address is in use, another DNS server (systemd-resolved, dnsmasq) is listening there: stop it or pick another address"
-    } else {
-        "is another program using this address? Pick a free port or stop it"
-    }
 }
 
 fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> Result<Socket> {

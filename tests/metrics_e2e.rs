@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::*;
 
@@ -61,7 +61,7 @@ observe = []
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const UNNAMED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
-/// Outside `allow_networks`: every query is refused.
+/// Outside `allow_networks`: every query is refused, and counted under `client="refused"`.
 const OUTSIDER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
 /// What one client should have in `telesink_queries_total{client,result}` and
@@ -145,7 +145,8 @@ fn send_traffic(ts: &TelesinkProcess) -> BTreeMap<&'static str, Expected> {
         let r = ts.query(OUTSIDER, "example.org.", a);
         assert_eq!(r.rcode(), ResponseCode::Refused, "{}", r.summary());
     }
-    want.entry("127.0.0.9")
+    // Refused clients take no `client` slot: they share the label `refused`.
+    want.entry("refused")
         .or_default()
         .results
         .insert("refused", 3);
@@ -414,8 +415,23 @@ fn counts_per_client_and_health() {
     let ts = start_telesink(&up, "");
     let (status, body) = http_get(ts.metrics_addr(), "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
+    // The configured upstream's series exist before the first forwarded query.
+    let before = ts.scrape();
+    let upstream = up.addr().to_string();
+    for outcome in ["ok", "servfail", "timeout", "error"] {
+        assert_eq!(
+            before.value("telesink_upstream_responses_total",
+                &[("upstream", &upstream), ("outcome", outcome)]
+            ),
+            Some(0.0),
+            "{outcome}"
+        );
+    }
     let want = send_traffic(&ts);
     let samples = ts.scrape();
+    // Read when scraped: the three forwarded answers are in the cache at once (a timer used to
+    // refresh it every 5 s, so a scrape right after traffic read 0).
+    assert_eq!(samples.value("telesink_cache_entries", &[]), Some(3.0));
     assert_counts(&samples, &want, started);
     for name in [
         "telesink_response_seconds_bucket",
@@ -448,7 +464,8 @@ fn counts_per_client_and_health() {
 #[test]
 fn client_label_values_are_capped() {
     let up = TestUpstream::start();
-    // 127.0.0.1 (the readiness probe) takes the first of the 3 slots.
+    // The configured anna-phone and tv are given two of the 3 slots at start; 127.0.0.1 (the
+    // readiness probe) takes the third.
     let ts = start_telesink(&up, "max_clients = 3");
     for x in 2..=7u8 {
         ts.query(client(x), "example.org.", RecordType::A);
@@ -460,8 +477,12 @@ fn client_label_values_are_capped() {
         .filter(|s| s.name == "telesink_queries_total")
         .map(|s| s.labels["client"].as_str())
         .collect();
-    assert_eq!(labels.len(), 4, "3 client labels + other: {labels:?}");
-    assert!(labels.contains("other"));
+    assert_eq!(
+        labels.len(),
+        5,
+        "3 client labels + other + refused: {labels:?}"
+    );
+    assert!(labels.contains("other") && labels.contains("refused"));
     let total: f64 = samples
         .iter()
         .filter(|s| s.name == "telesink_queries_total" && s.labels["client"] != "127.0.0.1")
@@ -479,6 +500,155 @@ fn client_label_values_are_capped() {
             ("action", "blocked"),
         ],
     );
-    // anna-phone (.2) and tv (.3) took the other two slots; .4 to .7 are `other`.
+    // anna-phone (.2) and tv (.3) hold their slots; .4 to .7 are `other`.
     assert_eq!(other_blocked, Some(4.0));
+}
+
+/// Issue 16 item 2: 1,000 made-up sources outside `allow_networks` (loopback aliases) are
+/// refused and counted under one label, `refused`; they take none of the `max_clients` slots,
+/// so a named device and an allowed unnamed one that ask afterwards still get their own series.
+#[test]
+fn strangers_cannot_take_the_client_label_slots() {
+    let up = TestUpstream::start();
+    // 127.0.0.1 (the readiness probe), anna-phone and tv hold 3 of the 8 slots.
+    let ts = start_telesink(&up, "max_clients = 8");
+    let opts = QueryOpts::udp().timeout(Duration::from_secs(2));
+    for i in 0..1000u32 {
+        let stranger = Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+        let r = try_query(ts.addr(), stranger, "example.org.", RecordType::A, &opts)
+            .unwrap_or_else(|e| panic!("stranger {stranger}: {e}"));
+        assert_eq!(r.rcode(), ResponseCode::Refused, "{}", r.summary());
+    }
+    for _ in 0..2 {
+        ts.query(ANNA, "tracking.miui.com.", RecordType::A);
+        ts.query(UNNAMED, "example.org.", RecordType::A);
+    }
+    // An event is recorded just after its answer is sent: wait for the last ones.
+    let t0 = Instant::now();
+    let samples = loop {
+        let samples = ts.scrape();
+        let unnamed: f64 = samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.labels["client"] == "127.0.0.4")
+            .map(|s| s.value)
+            .sum();
+        if unnamed >= 2.0 || t0.elapsed() > Duration::from_secs(5) {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let labels: BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "telesink_queries_total")
+        .map(|s| s.labels["client"].as_str())
+        .collect();
+    assert!(
+        labels.iter().all(|l| !l.starts_with("127.1.")),
+        "a refused stranger got a label: {labels:?}"
+    );
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "refused"), ("result", "refused")]
+        ),
+        Some(1000.0)
+    );
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "anna-phone"), ("result", "blocked")]
+        ),
+        Some(2.0),
+        "the named device has its own series"
+    );
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "127.0.0.4"), ("result", "forwarded")]
+        ),
+        Some(1.0),
+        "an allowed unnamed device has its own series"
+    );
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "other"), ("result", "forwarded")]
+        ),
+        Some(0.0),
+        "nothing had to be counted as other"
+    );
+    // The device's last query, and (no device table wired here) not DNS-silent.
+    let last = samples.value("telesink_client_last_query_timestamp_seconds",
+        &[("client", "anna-phone")],
+    )
+    .expect("anna-phone's last query");
+    assert!((now_secs() - last).abs() < 60.0, "last query {last}");
+    assert_eq!(
+        samples.value("telesink_client_dns_silent",
+            &[("client", "anna-phone")]
+        ),
+        Some(0.0)
+    );
+}
+
+/// A device that a reload names gets its `client` label slot at the reload, before any other
+/// client can take the last one.
+#[test]
+fn a_reload_reserves_the_slots_of_newly_named_devices() {
+    let up = TestUpstream::start();
+    // anna-phone and tv (configured) and 127.0.0.1 hold 3 of the 4 slots.
+    let ts = start_telesink(&up, "max_clients = 4");
+    ts.query(client(1), "localhost.", RecordType::A);
+    let path = ts.config_path().to_path_buf();
+    let mut config = fs::read_to_string(&path).unwrap();
+    config.push_str("\n[[client]]\nname = \"laptop\"\naddresses = [\"127.0.0.5\"]\n");
+    fs::write(&path, config).unwrap();
+    ts.signal("HUP");
+    let t0 = Instant::now();
+    loop {
+        let samples = ts.scrape();
+        if samples.value("telesink_reloads_total",
+            &[("outcome", "success")],
+        ) >= Some(1.0)
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no reload\n{}",
+            ts.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An unnamed client asks first; the laptop after it.
+    ts.query(client(6), "example.org.", RecordType::A);
+    ts.query(client(5), "example.org.", RecordType::A);
+    // An event is recorded just after its answer is sent: wait for both.
+    let t0 = Instant::now();
+    let samples = loop {
+        let samples = ts.scrape();
+        let counted: f64 = samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.labels["result"] != "local")
+            .map(|s| s.value)
+            .sum();
+        if counted >= 2.0 || t0.elapsed() > Duration::from_secs(5) {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "laptop"), ("result", "cached")]
+        ),
+        Some(1.0),
+        "the laptop has its own series"
+    );
+    assert_eq!(
+        samples.value("telesink_queries_total",
+            &[("client", "other"), ("result", "forwarded")]
+        ),
+        Some(1.0),
+        "127.0.0.6 came after the slots were given out: {:?}",
+        samples
+            .iter()
+            .filter(|s| s.name == "telesink_queries_total" && s.value > 0.0)
+            .collect::<Vec<_>>()
+    );
 }

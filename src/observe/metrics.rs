@@ -1,5 +1,5 @@
-//! Prometheus metrics: the names, labels and label values of the SPEC's "Metrics" table, the
-//! process metrics, and the HTTP endpoint (`GET /metrics`, `GET /healthz`) that serves them.
+//! Prometheus metrics: the names, labels and label values of the SPEC's "Metrics" table and
+//! the process metrics.
 //!
 //! # Hot path
 //!
@@ -8,9 +8,10 @@
 //! queries: the client's label handles (one pre-resolved `IntCounter` per `result`, and per
 //! matched category the three `action` counters and the last-seen gauge) are cached in lock-free
 //! [`papaya`] maps, keyed by the configured client name (or, for unnamed clients, the address)
-//! and by category name. A query is one lock-free lookup plus a few atomic increments. Only the
-//! first query of a new client, or the first match of a category for a client, takes the slow
-//! path (a mutex and `with_label_values`).
+//! and by category name. A query is one lock-free lookup plus a few atomic operations (the
+//! client's last-query time among them). Only the first admitted query of a new client, or the
+//! first match of a category for a client, takes the slow path (a mutex and
+//! `with_label_values`); no reload and no query-log work takes that mutex.
 //!
 //! Measured with the ignored test `metrics::tests::record_cost` (1M events over 64 clients, half
 //! of them with one or two categories; release build, `cargo test --release -- --ignored
@@ -22,43 +23,42 @@
 //!
 //! # Cardinality
 //!
-//! The `client` label takes at most `max_clients` distinct values (configured names and
-//! addresses, in the order they are first seen, across reloads too); every client past that is
-//! counted as `other`. Categories, lists and upstreams come from the configuration, so they are
-//! bounded by it.
+//! The `client` label takes at most `max_clients` distinct values: configured devices first
+//! ([`Metrics::reserve_clients`]), then allowed clients in the order they are first seen, across
+//! reloads too; admitted clients past that are counted as `other`, and refused clients that hold
+//! no slot as `refused` (see `observe::clients`). Categories, lists and upstreams come from the
+//! configuration, so they are bounded by it.
+//!
+//! # Computed at scrape
+//!
+//! `telesink_cache_entries`, `telesink_optout_mark_timestamp_seconds`,
+//! `telesink_client_last_query_timestamp_seconds` and `telesink_client_dns_silent` are built
+//! when scraped, from sources handed over with [`Metrics::watch_cache`],
+//! [`Metrics::set_optout_mark`] and [`Metrics::watch_presence`] (see `observe::scrape`).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::clients::{Admission, CategoryHandles, ClientSlots};
+use super::scrape::{CacheSize, Presence, ScrapeCollector, ScrapeSources};
 use crate::category::Action;
-use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
 use crate::upstream::{UpstreamObserver, UpstreamOutcome};
 
-/// The `client` label of every client past `metrics.max_clients` (the config refuses it as a
-/// client name, so it is defined there).
-pub use crate::config::OTHER_CLIENT;
+pub use super::clients::{OTHER_CLIENT, REFUSED_CLIENT};
+pub use super::http::{router, CONTENT_TYPE};
+pub use super::scrape::{DevicePresence, PresenceSource};
 
 /// Buckets of `telesink_response_seconds`: from a cache hit (100 µs) to a slow upstream (5 s).
 pub const RESPONSE_BUCKETS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-
-/// Content type of `GET /metrics`: the Prometheus text exposition format 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const ACTIONS: [Action; 3] = [Action::Blocked, Action::Observed, Action::Allowed];
 
@@ -97,59 +97,20 @@ fn unix_seconds(t: SystemTime) -> f64 {
     }
 }
 
-/// One category's handles for one client.
-struct CategoryHandles {
-    /// `telesink_category_queries_total{client,category,action}`, by [`action_index`].
-    by_action: [IntCounter; 3],
-    /// `telesink_category_last_seen_timestamp_seconds{client,category}`.
-    last_seen: Gauge,
-}
-
-/// One `client` label value's pre-resolved handles.
-struct ClientHandles {
-    label: Arc<str>,
-    /// `telesink_queries_total{client,result}`, by [`result_index`].
-    results: [IntCounter; 6],
-    /// Keyed by category name: indexes change across reloads, names do not.
-    categories: FastMap<Arc<str>, CategoryHandles>,
-}
-
-/// The maps read on every query: keys are few (bounded by `max_clients` and the categories),
-/// so a fast seeded hasher does, where SipHash cost ~10 % of a blocked query's instructions.
-type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Every `client` label value given out so far. Touched only on the slow path.
-#[derive(Default)]
-struct ClientSlots {
-    by_label: HashMap<Arc<str>, Arc<ClientHandles>>,
-}
-
 /// The telesink metrics registry and the handles the server updates.
 pub struct Metrics {
     registry: Registry,
-    max_clients: usize,
 
-    queries: IntCounterVec,
     category_queries: IntCounterVec,
     category_last_seen: GaugeVec,
     /// `telesink_response_seconds{result}`, by [`result_index`].
     response_seconds: [Histogram; 6],
 
-    /// Fast lookup of named clients, by configured name.
-    clients_by_name: FastMap<Arc<str>, Arc<ClientHandles>>,
-    /// Fast lookup of unnamed clients, by address. Holds only addresses that own a label, so it
-    /// is bounded by `max_clients`.
-    clients_by_addr: FastMap<IpAddr, Arc<ClientHandles>>,
-    /// Set once `max_clients` labels are given out: a client missing from the fast maps is then
-    /// `other` without taking the slot lock.
-    clients_full: AtomicBool,
-    client_slots: Mutex<ClientSlots>,
-    other: Arc<ClientHandles>,
+    clients: Arc<ClientSlots>,
 
     upstream_responses: IntCounterVec,
     upstreams: papaya::HashMap<Arc<str>, [IntCounter; 4]>,
 
-    cache_entries: IntGauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
 
@@ -162,13 +123,13 @@ pub struct Metrics {
     last_reload_timestamp: Gauge,
 
     querylog_dropped: IntCounter,
-    optout_mark: GaugeVec,
+    scrape: Arc<ScrapeSources>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("max_clients", &self.max_clients)
+            .field("max_clients", &self.clients.max())
             .finish_non_exhaustive()
     }
 }
@@ -244,10 +205,6 @@ impl Metrics {
             )
             .unwrap(),
         );
-        let cache_entries = register(
-            &registry,
-            IntGauge::new("telesink_cache_entries", "Answers held in the cache.").unwrap(),
-        );
         let cache_hits = register(
             &registry,
             IntCounter::new(
@@ -307,17 +264,6 @@ impl Metrics {
             )
             .unwrap(),
         );
-        let optout_mark = register(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "telesink_optout_mark_timestamp_seconds",
-                    "Unix time of the client's latest opt-out mark (telesink mark).",
-                ),
-                &["client"],
-            )
-            .unwrap(),
-        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -336,18 +282,19 @@ impl Metrics {
             ))
             .expect("process collector registers once");
 
-        let other = Arc::new(ClientHandles::new(OTHER_CLIENT.into(), &queries));
+        let clients = Arc::new(ClientSlots::new(max_clients, queries));
+        let scrape = Arc::new(ScrapeSources::new());
+        registry
+            .register(Box::new(ScrapeCollector::new(
+                clients.clone(),
+                scrape.clone(),
+            )))
+            .expect("scrape-time metric names are unique and valid");
         Metrics {
-            max_clients,
             category_last_seen,
             response_seconds,
-            clients_by_name: FastMap::default(),
-            clients_by_addr: FastMap::default(),
-            clients_full: AtomicBool::new(max_clients == 0),
-            client_slots: Mutex::new(ClientSlots::default()),
-            other,
+            clients,
             upstreams: papaya::HashMap::new(),
-            cache_entries,
             cache_hits,
             cache_misses,
             list_entries,
@@ -357,10 +304,9 @@ impl Metrics {
             last_reload_success,
             last_reload_timestamp,
             querylog_dropped,
-            optout_mark,
+            scrape,
             upstream_responses,
             category_queries,
-            queries,
             registry,
         }
     }
@@ -382,99 +328,18 @@ impl Metrics {
 
     // ---- clients -------------------------------------------------------------------------
 
-    /// Runs `f` with the handles of `client`'s label: lock-free and allocation-free once the
-    /// client has been seen.
-    fn with_client<R>(&self, client: &ClientInfo, f: impl FnOnce(&ClientHandles) -> R) -> R {
-        match &client.name {
-            Some(name) => {
-                let map = self.clients_by_name.pin();
-                if let Some(h) = map.get(&**name) {
-                    return f(h);
-                }
-            }
-            None => {
-                let map = self.clients_by_addr.pin();
-                if let Some(h) = map.get(&client.addr) {
-                    return f(h);
-                }
-            }
+    /// Gives each configured device (its name) a `client` slot now, before strangers can take
+    /// them. Call at start and after a reload that adds clients; names past the cap stay
+    /// `other`.
+    pub fn reserve_clients<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for n in names {
+            self.clients.reserve(n);
         }
-        if self.clients_full.load(Ordering::Acquire) {
-            return f(&self.other);
-        }
-        let h = self.client_slow(client);
-        f(&h)
     }
 
-    /// First query of a client not in the fast maps: give it a label slot if one is left.
-    #[cold]
-    fn client_slow(&self, client: &ClientInfo) -> Arc<ClientHandles> {
-        let label: Arc<str> = match &client.name {
-            Some(n) => n.clone(),
-            None => client.addr.to_string().into(),
-        };
-        let h = self.claim_label(&label);
-        if !Arc::ptr_eq(&h, &self.other) {
-            match &client.name {
-                Some(n) => {
-                    self.clients_by_name.pin().insert(n.clone(), h.clone());
-                }
-                None => {
-                    self.clients_by_addr.pin().insert(client.addr, h.clone());
-                }
-            }
-        }
-        h
-    }
-
-    /// The handles of `label`, creating them if a slot is left, else those of `other`.
-    fn claim_label(&self, label: &Arc<str>) -> Arc<ClientHandles> {
-        let mut slots = self.client_slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = slots.by_label.get(label) {
-            return h.clone();
-        }
-        if &**label == OTHER_CLIENT {
-            return self.other.clone();
-        }
-        if slots.by_label.len() >= self.max_clients {
-            self.clients_full.store(true, Ordering::Release);
-            return self.other.clone();
-        }
-        let h = Arc::new(ClientHandles::new(label.clone(), &self.queries));
-        slots.by_label.insert(label.clone(), h.clone());
-        if slots.by_label.len() >= self.max_clients {
-            self.clients_full.store(true, Ordering::Release);
-        }
-        h
-    }
-
-    /// The `client` label value that `label` (a configured name or an address) is counted
-    /// under: itself if it has, or can still get, one of the `max_clients` slots, else `other`.
-    pub fn client_label(&self, label: &str) -> Arc<str> {
-        let label: Arc<str> = label.into();
-        let h = self.claim_label(&label);
-        if !Arc::ptr_eq(&h, &self.other) {
-            // Keep the fast maps in step, so the client's queries find this slot even after
-            // the slots run out.
-            match label.parse::<IpAddr>() {
-                Ok(addr) => {
-                    self.clients_by_addr.pin().insert(addr, h.clone());
-                }
-                Err(_) => {
-                    self.clients_by_name.pin().insert(label.clone(), h.clone());
-                }
-            }
-        }
-        h.label.clone()
-    }
-
-    /// How many distinct `client` label values are in use, `other` not included.
+    /// How many distinct `client` label values are in use, `other` and `refused` not included.
     pub fn client_labels_in_use(&self) -> usize {
-        self.client_slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_label
-            .len()
+        self.clients.in_use()
     }
 
     // ---- methods the rest of the server calls -------------------------------------------
@@ -498,7 +363,7 @@ impl Metrics {
     }
 
     /// Declares the configured upstreams, so that their `outcome` series exist (at 0) before
-    /// the first forwarded query. Call at start and after each successful reload.
+    /// the first forwarded query. Call at start (upstreams do not change on reload).
     pub fn set_upstreams<'a>(&self, upstreams: impl IntoIterator<Item = &'a str>) {
         let map = self.upstreams.pin();
         for u in upstreams {
@@ -509,12 +374,31 @@ impl Metrics {
         }
     }
 
-    /// `telesink_cache_entries`: the answers the cache holds now. (Hits and misses need no call:
-    /// [`QuerySink::record`] counts a `cached` answer as a hit and a `forwarded` or `failed` one
-    /// as a miss.)
-    pub fn set_cache_entries(&self, entries: usize) {
-        self.cache_entries
-            .set(entries.min(i64::MAX as usize) as i64);
+    /// `telesink_cache_entries` is `entries()` at each scrape (0 until this is called). Hits
+    /// and misses need no call: [`QuerySink::record`] counts a `cached` answer as a hit and a
+    /// `forwarded` or `failed` one as a miss.
+    pub fn watch_cache(&self, entries: impl Fn() -> usize + Send + Sync + 'static) {
+        self.scrape
+            .cache
+            .store(Some(Arc::new(CacheSize(Box::new(entries)))));
+    }
+
+    /// Drops what [`Metrics::watch_cache`] and [`Metrics::watch_presence`] handed over (they
+    /// may hold the handler, which holds these metrics): call at shutdown.
+    pub fn unwatch(&self) {
+        self.scrape.cache.store(None);
+        self.scrape.presence.store(None);
+    }
+
+    /// `telesink_client_dns_silent{client}` from `source` at each scrape: 1 for a device on
+    /// the LAN whose latest query (the device table's or this registry's, whichever is later;
+    /// telesink's start if it never asked) is `silent_after` old or older. Until this is called,
+    /// and for labels the source does not list, the gauge is 0 for every client label.
+    pub fn watch_presence(&self, source: Arc<dyn PresenceSource>, silent_after: Duration) {
+        self.scrape.presence.store(Some(Arc::new(Presence {
+            source,
+            silent_after,
+        })));
     }
 
     /// `telesink_list_entries{list}` for the lists of the policy now in force: `(name, entries)`.
@@ -564,26 +448,20 @@ impl Metrics {
 
     /// `telesink_optout_mark_timestamp_seconds{client}` = `at`, the client's latest opt-out
     /// mark. `client` is the client's label (configured name, else the address, as
-    /// [`ClientInfo::label`] gives); it takes a `client` slot like a query would. Set by the
-    /// query-log task when it sees a mark; Grafana draws it as an annotation.
+    /// [`ClientInfo::label`](crate::observe::events::ClientInfo::label) gives). Set by the
+    /// query-log writer (idle priority) when it sees a mark: it swaps in a new snapshot of the
+    /// marks and takes no lock; the scrape maps the client to its label (its slot's, else its
+    /// own while slots are left, else `other`) without taking a slot. Grafana draws it as an
+    /// annotation.
     pub fn set_optout_mark(&self, client: &str, at: SystemTime) {
-        let label = self.client_label(client);
-        let g = self.optout_mark.with_label_values(&[&*label]);
-        // Several clients past the cap share `other`: keep the latest mark.
         let t = unix_seconds(at);
-        if t > g.get() {
-            g.set(t);
-        }
-    }
-}
-
-impl ClientHandles {
-    fn new(label: Arc<str>, queries: &IntCounterVec) -> ClientHandles {
-        ClientHandles {
-            results: QueryResult::ALL.map(|r| queries.with_label_values(&[&*label, r.as_str()])),
-            label,
-            categories: FastMap::default(),
-        }
+        let client: Arc<str> = client.into();
+        self.scrape.marks.rcu(|marks| {
+            let mut next = HashMap::clone(marks);
+            let e = next.entry(client.clone()).or_insert(t);
+            *e = e.max(t);
+            next
+        });
     }
 }
 
@@ -601,13 +479,15 @@ impl QuerySink for Metrics {
             QueryResult::Forwarded | QueryResult::Failed => self.cache_misses.inc(),
             QueryResult::Blocked | QueryResult::Local | QueryResult::Refused => {}
         }
-        self.with_client(event.client, |client| {
+        let now = unix_seconds(event.time);
+        let admission = Admission::of(event.result);
+        self.clients.with(event.client, admission, |client| {
             client.results[result_index(event.result)].inc();
+            client.touch(now);
             if event.categories.is_empty() {
                 return;
             }
             let action = action_index(event.action.unwrap_or(Action::Allowed));
-            let now = unix_seconds(event.time);
             let map = client.categories.pin();
             for category in event.categories.iter() {
                 let name = event.category_table.name(category);
@@ -633,88 +513,14 @@ impl QuerySink for Metrics {
     }
 }
 
-// ---- HTTP ------------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct HttpState {
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-}
-
-/// The axum router of the metrics endpoint: `GET /metrics` and `GET /healthz` (200 `ok` while
-/// `ready` is true, 503 otherwise).
-pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(healthz_handler))
-        .with_state(HttpState { metrics, ready })
-}
-
-async fn metrics_handler(State(s): State<HttpState>) -> Response {
-    let body = s.metrics.encode();
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
-}
-
-async fn healthz_handler(State(s): State<HttpState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-/// Serves `GET /metrics` and `GET /healthz` on `listen` until `shutdown` completes.
-/// `ready` is what `/healthz` reports: set it once DNS is being served, clear it on shutdown.
-pub async fn serve(
-    listen: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| bind_error(listen, e))?;
-    serve_listener(listener, metrics, ready, shutdown).await
-}
-
-/// [`serve`] on a listener already bound (so that a bind error can stop start-up before DNS is
-/// served).
-pub async fn serve_listener(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, ready))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-fn bind_error(listen: SocketAddr, e: std::io::Error) -> std::io::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "another process is listening there: stop it, or set [metrics] listen to a free address"
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            "use a port above 1023, or give telesink CAP_NET_BIND_SERVICE"
-        }
-        std::io::ErrorKind::AddrNotAvailable => {
-            "no interface has that address: set [metrics] listen to an address of this host, e.g. 127.0.0.1:9153"
-        }
-        _ => "check [metrics] listen in the configuration",
-    };
-    std::io::Error::new(
-        e.kind(),
-        format!("cannot listen for metrics on {listen} ([metrics] listen): {e}; {hint}"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::category::{CategorySet, CategoryTable};
+    use crate::observe::events::ClientInfo;
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
+    use std::net::IpAddr;
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -897,7 +703,7 @@ mod tests {
             Some(Action::Blocked),
         ));
         m.upstream_response("9.9.9.9:53", UpstreamOutcome::Timeout);
-        m.set_cache_entries(42);
+        m.watch_cache(|| 42);
         m.record(&event(
             &c,
             &t,
@@ -1055,8 +861,9 @@ mod tests {
             .filter(|l| l.starts_with("telesink_queries_total{"))
             .filter_map(|l| l.split("client=\"").nth(1)?.split('"').next())
             .collect();
-        assert_eq!(labels.len(), 257, "256 clients + other");
+        assert_eq!(labels.len(), 258, "256 clients + other + refused");
         assert!(labels.contains(OTHER_CLIENT));
+        assert!(labels.contains(REFUSED_CLIENT));
         assert_eq!(
             sample(
                 &s,
@@ -1138,7 +945,9 @@ mod tests {
             ));
         }
         assert_eq!(m.client_labels_in_use(), 1);
-        m.with_client(&c, |h| assert_eq!(h.categories.len(), 3));
+        m.clients.with(&c, Admission::Admitted, |h| {
+            assert_eq!(h.categories.len(), 3)
+        });
         let s = m.encode();
         assert_eq!(
             sample(
@@ -1168,56 +977,218 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn http_endpoints() {
-        let m = Arc::new(Metrics::new(4));
-        let ready = Arc::new(AtomicBool::new(false));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Taken: the error names the address and what to do.
-        let err = serve(addr, m.clone(), ready.clone(), std::future::pending())
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains(&addr.to_string()), "{err}");
-        assert!(err.to_string().contains("[metrics] listen"), "{err}");
-        drop(listener);
-
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(addr, m.clone(), ready.clone(), async {
-            let _ = rx.await;
-        }));
-        let get = |path: &'static str| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            for _ in 0..100 {
-                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-                    s.write_all(
-                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                            .as_bytes(),
-                    )
-                    .await
-                    .unwrap();
-                    let mut out = String::new();
-                    s.read_to_string(&mut out).await.unwrap();
-                    return out;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("metrics endpoint never came up");
-        };
-        assert!(get("/healthz").await.starts_with("HTTP/1.1 503"));
-        ready.store(true, Ordering::Release);
-        let h = get("/healthz").await;
-        assert!(h.starts_with("HTTP/1.1 200") && h.ends_with("ok\n"), "{h}");
-        let r = get("/metrics").await;
-        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-        assert!(
-            r.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{r}"
+    /// Issue 16 item 2: refused clients never take a label slot; configured devices keep
+    /// theirs; a refused query from a client that holds a slot stays under its label.
+    #[test]
+    fn refused_clients_take_no_slot() {
+        let m = Metrics::new(4);
+        m.reserve_clients(["anna-phone"]);
+        let t = Arc::new(CategoryTable::new());
+        let allowed = client([192, 168, 1, 9], None);
+        m.record(&event(
+            &allowed,
+            &t,
+            QueryResult::Forwarded,
+            CategorySet::EMPTY,
+            None,
+        ));
+        for i in 0..1000u32 {
+            let stranger = client([203, 0, (i / 250) as u8, (i % 250) as u8 + 1], None);
+            m.record(&event(
+                &stranger,
+                &t,
+                QueryResult::Refused,
+                CategorySet::EMPTY,
+                None,
+            ));
+        }
+        // The allowed client, rate limited later, is still counted under its own label.
+        m.record(&event(
+            &allowed,
+            &t,
+            QueryResult::Refused,
+            CategorySet::EMPTY,
+            None,
+        ));
+        assert_eq!(m.client_labels_in_use(), 2, "anna-phone and 192.168.1.9");
+        let anna = client([192, 168, 1, 50], Some("anna-phone"));
+        let tv = client([192, 168, 1, 60], Some("tv"));
+        for c in [&anna, &tv] {
+            m.record(&event(c, &t, QueryResult::Local, CategorySet::EMPTY, None));
+        }
+        let s = m.encode();
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_queries_total{client="refused",result="refused"}"#
+            ),
+            Some(1000.0)
         );
-        assert!(r.contains("telesink_build_info"));
-        tx.send(()).unwrap();
-        task.await.unwrap().unwrap();
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_queries_total{client="192.168.1.9",result="refused"}"#
+            ),
+            Some(1.0)
+        );
+        for who in ["anna-phone", "tv"] {
+            assert_eq!(
+                sample(
+                    &s,
+                    &format!(r#"telesink_queries_total{{client="{who}",result="local"}}"#)
+                ),
+                Some(1.0),
+                "{who}"
+            );
+        }
+        assert!(!s.contains("203.0."), "no stranger has a series");
+    }
+
+    #[test]
+    fn gauges_computed_at_scrape() {
+        let m = Metrics::new(2);
+        let t = Arc::new(CategoryTable::new());
+        let entries = Arc::new(std::sync::atomic::AtomicUsize::new(3));
+        let e = entries.clone();
+        m.watch_cache(move || e.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(sample(&m.encode(), "telesink_cache_entries"), Some(3.0));
+        entries.store(7, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sample(&m.encode(), "telesink_cache_entries"), Some(7.0));
+
+        // Last query: per client label, the latest event's time.
+        let phone = client([10, 0, 0, 7], Some("phone"));
+        for secs in [1_700_000_000, 1_700_000_050, 1_700_000_020] {
+            let mut e = event(&phone, &t, QueryResult::Forwarded, CategorySet::EMPTY, None);
+            e.time = UNIX_EPOCH + Duration::from_secs(secs);
+            m.record(&e);
+        }
+        let s = m.encode();
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_client_last_query_timestamp_seconds{client="phone"}"#
+            ),
+            Some(1_700_000_050.0)
+        );
+
+        // Marks: under the slot's label; an unknown client under its own while a slot is
+        // left (without taking it); `other` once the slots are gone.
+        m.set_optout_mark("phone", UNIX_EPOCH + Duration::from_secs(1_700_000_100));
+        m.set_optout_mark("phone", UNIX_EPOCH + Duration::from_secs(1_700_000_090));
+        m.set_optout_mark("laptop", UNIX_EPOCH + Duration::from_secs(1_700_000_200));
+        let s = m.encode();
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_optout_mark_timestamp_seconds{client="phone"}"#
+            ),
+            Some(1_700_000_100.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_optout_mark_timestamp_seconds{client="laptop"}"#
+            ),
+            Some(1_700_000_200.0)
+        );
+        assert_eq!(m.client_labels_in_use(), 1, "a mark takes no slot");
+        m.reserve_clients(["tv"]);
+        let s = m.encode();
+        assert_eq!(
+            sample(
+                &s,
+                r#"telesink_optout_mark_timestamp_seconds{client="other"}"#
+            ),
+            Some(1_700_000_200.0)
+        );
+    }
+
+    /// A device table for the DNS-silent gauge: what a test says is on the LAN.
+    struct Lan(Mutex<Vec<DevicePresence>>);
+
+    impl PresenceSource for Lan {
+        fn devices(&self) -> Vec<DevicePresence> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn device(label: &str, on_lan: bool, last_query: Option<Duration>) -> DevicePresence {
+        DevicePresence {
+            label: label.into(),
+            on_lan,
+            last_query: last_query.map(|ago| SystemTime::now() - ago),
+        }
+    }
+
+    #[test]
+    fn dns_silent_from_a_presence_source() {
+        let m = Metrics::new(8);
+        m.reserve_clients(["phone", "tv", "nas"]);
+        let t = Arc::new(CategoryTable::new());
+        // Without a source: 0 for every client label, so the series (and the panel) exist.
+        let s = m.encode();
+        for who in ["phone", "tv", "nas"] {
+            assert_eq!(
+                sample(
+                    &s,
+                    &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)
+                ),
+                Some(0.0),
+                "{who}"
+            );
+        }
+        assert!(!s.contains(r#"telesink_client_dns_silent{client="refused"}"#));
+
+        let min = Duration::from_secs(60);
+        let lan = Arc::new(Lan(Mutex::new(vec![
+            // On the LAN, quiet for 2 h: silent.
+            device("phone", true, Some(120 * min)),
+            // On the LAN, asked a minute ago: not silent.
+            device("tv", true, Some(min)),
+            // Quiet for 2 h but gone from the LAN: not silent.
+            device("nas", false, Some(120 * min)),
+            // Not a configured client, holds no slot, on the LAN and quiet: silent, own label.
+            device("10.0.0.99", true, Some(60 * min)),
+        ])));
+        m.watch_presence(lan.clone(), 30 * min);
+        let s = m.encode();
+        for (who, want) in [
+            ("phone", 1.0),
+            ("tv", 0.0),
+            ("nas", 0.0),
+            ("10.0.0.99", 1.0),
+        ] {
+            assert_eq!(
+                sample(
+                    &s,
+                    &format!(r#"telesink_client_dns_silent{{client="{who}"}}"#)
+                ),
+                Some(want),
+                "{who}\n{s}"
+            );
+        }
+
+        // The phone asks telesink now: this registry's last query beats the table's older one.
+        let phone = client([10, 0, 0, 7], Some("phone"));
+        let mut e = event(&phone, &t, QueryResult::Forwarded, CategorySet::EMPTY, None);
+        e.time = SystemTime::now();
+        m.record(&e);
+        assert_eq!(
+            sample(&m.encode(), r#"telesink_client_dns_silent{client="phone"}"#),
+            Some(0.0)
+        );
+
+        // The tv leaves the LAN and comes back quiet for an hour: silent.
+        lan.0.lock().unwrap()[1] = device("tv", true, Some(60 * min));
+        assert_eq!(
+            sample(&m.encode(), r#"telesink_client_dns_silent{client="tv"}"#),
+            Some(1.0)
+        );
+        m.unwatch();
+        assert_eq!(
+            sample(&m.encode(), r#"telesink_client_dns_silent{client="tv"}"#),
+            Some(0.0)
+        );
     }
 
     /// Counts this thread's allocations, for the per-event benchmark below (per thread, so
