@@ -1578,6 +1578,21 @@ fn full_fixture_sets_every_key() {
         ]
     );
     assert_eq!(c.clients.len(), 2);
+    assert_eq!(
+        c.clients[0].macs,
+        vec!["3c:2e:f9:12:34:56".parse::<Mac>().unwrap()]
+    );
+    assert_eq!(
+        c.client_discovery,
+        ClientDiscovery {
+            neighbours: false,
+            leases: vec![
+                PathBuf::from("/var/lib/misc/dnsmasq.leases"),
+                dir.join("odhcpd.leases")
+            ],
+            silent_after: Duration::from_secs(3600),
+        }
+    );
     assert_eq!(c.groups.len(), 2);
     assert_eq!(c.default.observe, vec!["ads"]);
     assert_eq!(c.records.len(), 7);
