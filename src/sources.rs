@@ -135,7 +135,7 @@ pub fn url_lists(config: &Config) -> Vec<UrlList> {
                 url,
                 &l.name,
                 l.refresh,
-                l.format.parse().unwrap_or(Format::Auto),
+                l.format,
                 l.subdomains,
             );
         }

@@ -49,13 +49,6 @@ fn tables<T>(t: Option<Tables<T>>) -> Vec<Spanned<Entry<T>>> {
     t.map(|t| t.0).unwrap_or_default()
 }
 
-/// The elements of an array with their key paths (`server.listen[1]`).
-fn items<'a, T>(a: &'a Array<T>, k: &'a str) -> impl Iterator<Item = (&'a T, Range<usize>, String)> {
-    a.0.iter()
-        .enumerate()
-        .map(move |(i, v)| (v.get_ref(), v.span(), format!("{k}[{i}]")))
-}
-
 impl<'t> Convert<'t> {
     pub(super) fn new(text: &'t str, path: &'t Path, base_dir: PathBuf) -> Self {
         Convert {
@@ -83,6 +76,15 @@ impl<'t> Convert<'t> {
         });
     }
 
+    /// The elements of an array as `T`, with their spans and key paths (`server.listen[1]`).
+    fn items<T: TryFrom<Raw, Error = String>>(
+        &self,
+        a: &Array<T>,
+        k: &str,
+    ) -> Res<Vec<(T, Range<usize>, String)>> {
+        a.items(k).map_err(|(m, span, key)| self.error(&span, key, m))
+    }
+
     /// "missing; every [[list]] needs a name: …", at the table's header.
     fn missing(&self, span: &Range<usize>, path: &str, header: &str, k: &str, expected: &str) -> ConfigError {
         self.error(
@@ -103,7 +105,7 @@ impl<'t> Convert<'t> {
         let lists = self.lists(tables(raw.list))?;
         let allow = self.allow(section(raw.allow))?;
         let clients = self.clients(tables(raw.client))?;
-        let client_discovery = self.client_discovery(section(raw.clients));
+        let client_discovery = self.client_discovery(section(raw.clients))?;
 
         let mut categories: Vec<&str> = Vec::new();
         for c in lists.iter().flat_map(|l| &l.categories) {
@@ -118,10 +120,10 @@ impl<'t> Convert<'t> {
         let default_t = section(raw.default);
         let default = DefaultPolicy {
             block: self
-                .categories_ref(default_t.block.as_ref(), "default.block", &categories)
+                .categories_ref(default_t.block.as_ref(), "default.block", &categories)?
                 .unwrap_or_else(|| DefaultPolicy::default().block),
             observe: self
-                .categories_ref(default_t.observe.as_ref(), "default.observe", &categories)
+                .categories_ref(default_t.observe.as_ref(), "default.observe", &categories)?
                 .unwrap_or_default(),
         };
         let records = self.records(tables(raw.record))?;
@@ -158,7 +160,7 @@ impl<'t> Convert<'t> {
         if let Some(listen) = t.listen {
             let span = listen.span();
             let listen = listen.into_inner();
-            if listen.0.is_empty() {
+            if listen.is_empty() {
                 return Err(self.error(
                     &span,
                     "server.listen",
@@ -167,7 +169,7 @@ impl<'t> Convert<'t> {
             }
             let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
             cfg.listen.clear();
-            for (addr, span, k) in items(&listen, "server.listen") {
+            for (addr, span, k) in self.items(&listen, "server.listen")? {
                 if let Some(line) = seen.insert(addr.0, self.line(&span)) {
                     return Err(self.error(
                         &span,
@@ -179,7 +181,7 @@ impl<'t> Convert<'t> {
             }
         }
         if let Some(nets) = t.allow_networks {
-            if nets.get_ref().0.is_empty() {
+            if nets.get_ref().is_empty() {
                 return Err(self.error(
                     &nets.span(),
                     "server.allow_networks",
@@ -187,7 +189,11 @@ impl<'t> Convert<'t> {
                      [\"0.0.0.0/0\", \"::/0\"]",
                 ));
             }
-            cfg.allow_networks = nets.get_ref().0.iter().map(|n| n.get_ref().0).collect();
+            cfg.allow_networks = self
+                .items(nets.get_ref(), "server.allow_networks")?
+                .into_iter()
+                .map(|(n, _, _)| n.0)
+                .collect();
         }
         if let Some(qps) = t.rate_limit_qps {
             cfg.rate_limit_qps = qps.0;
@@ -215,7 +221,7 @@ impl<'t> Convert<'t> {
     fn upstream(&self, t: RawUpstream) -> Res<UpstreamConfig> {
         let mut cfg = UpstreamConfig::default();
         if let Some(servers) = t.servers {
-            if servers.get_ref().0.is_empty() {
+            if servers.get_ref().is_empty() {
                 return Err(self.error(
                     &servers.span(),
                     "upstream.servers",
@@ -227,7 +233,7 @@ impl<'t> Convert<'t> {
             }
             cfg.servers.clear();
             let mut seen: HashMap<String, usize> = HashMap::new();
-            for (up, span, k) in items(servers.get_ref(), "upstream.servers") {
+            for (up, span, k) in self.items(servers.get_ref(), "upstream.servers")? {
                 if let Some(line) = seen.insert(up.label(), self.line(&span)) {
                     return Err(self.error(
                         &span,
@@ -235,7 +241,7 @@ impl<'t> Convert<'t> {
                         format!("{} is listed twice (also on line {line})", up.label()),
                     ));
                 }
-                cfg.servers.push(up.clone());
+                cfg.servers.push(up);
             }
         }
         if let Some(ms) = t.timeout_ms {
@@ -289,7 +295,7 @@ impl<'t> Convert<'t> {
                     "missing; every [[list]] needs categories, like categories = [\"telemetry\"]",
                 ));
             };
-            if cats_v.get_ref().0.is_empty() {
+            if cats_v.get_ref().is_empty() {
                 return Err(self.error(
                     &cats_v.span(),
                     key(&path, "categories"),
@@ -298,7 +304,7 @@ impl<'t> Convert<'t> {
             }
             let mut cats: Vec<String> = Vec::new();
             let cats_key = key(&path, "categories");
-            for (c, c_span, k) in items(cats_v.get_ref(), &cats_key) {
+            for (c, c_span, k) in self.items(cats_v.get_ref(), &cats_key)? {
                 if !cats.contains(&c.0) {
                     cats.push(c.0.clone());
                 }
@@ -350,13 +356,14 @@ impl<'t> Convert<'t> {
 
     fn allow(&self, t: RawAllow) -> Res<AllowConfig> {
         let mut cfg = AllowConfig::default();
-        for d in t.domains.unwrap_or_default().0 {
-            if !cfg.domains.contains(&d.get_ref().0) {
-                cfg.domains.push(d.into_inner().0);
+        let domains = t.domains.unwrap_or_default();
+        for (d, _, _) in self.items(&domains, "allow.domains")? {
+            if !cfg.domains.contains(&d.0) {
+                cfg.domains.push(d.0);
             }
         }
         let lists = t.lists.unwrap_or_default();
-        for (s, span, k) in items(&lists, "allow.lists") {
+        for (s, span, k) in self.items(&lists, "allow.lists")? {
             let source =
                 files::list_source(&self.base_dir, &s.0).map_err(|m| self.error(&span, k, m))?;
             if !cfg.lists.contains(&source) {
@@ -419,14 +426,14 @@ impl<'t> Convert<'t> {
             let mut addresses: Vec<IpNet> = Vec::new();
             if let Some(addrs) = &t.addresses {
                 let addrs_key = key(&path, "addresses");
-                if addrs.get_ref().0.is_empty() && t.macs.is_none() {
+                if addrs.get_ref().is_empty() && t.macs.is_none() {
                     return Err(self.error(
                         &addrs.span(),
                         addrs_key,
                         "empty; expected at least one address or CIDR, like [\"192.168.1.50\", \"fd00::50\"] (or name the device by macs = [\"3c:2e:f9:12:34:56\"])",
                     ));
                 }
-                for (net, n_span, k) in items(addrs.get_ref(), &addrs_key) {
+                for (net, n_span, k) in self.items(addrs.get_ref(), &addrs_key)? {
                     if !addresses.contains(&net.0) {
                         addresses.push(net.0);
                     }
@@ -441,14 +448,14 @@ impl<'t> Convert<'t> {
             let mut macs: Vec<Mac> = Vec::new();
             if let Some(m) = &t.macs {
                 let macs_key = key(&path, "macs");
-                if m.get_ref().0.is_empty() && addresses.is_empty() {
+                if m.get_ref().is_empty() && addresses.is_empty() {
                     return Err(self.error(
                         &m.span(),
                         macs_key,
                         "empty; expected at least one MAC address, like [\"3c:2e:f9:12:34:56\"] (or addresses)",
                     ));
                 }
-                for (mac, m_span, k) in items(m.get_ref(), &macs_key) {
+                for (mac, m_span, k) in self.items(m.get_ref(), &macs_key)? {
                     match macs_seen.get(&mac.0) {
                         Some(&(client, _)) if client == out.len() => continue,
                         Some(&(client, line)) => {
@@ -510,13 +517,14 @@ impl<'t> Convert<'t> {
         Ok(out)
     }
 
-    fn client_discovery(&self, t: RawClients) -> ClientDiscovery {
+    fn client_discovery(&self, t: RawClients) -> Res<ClientDiscovery> {
         let mut cfg = ClientDiscovery::default();
         if let Some(b) = t.neighbours {
             cfg.neighbours = b.0;
         }
-        for p in t.leases.unwrap_or_default().0 {
-            let p = files::resolve(&self.base_dir, &p.get_ref().0);
+        let leases = t.leases.unwrap_or_default();
+        for (p, _, _) in self.items(&leases, "clients.leases")? {
+            let p = files::resolve(&self.base_dir, &p.0);
             if !cfg.leases.contains(&p) {
                 cfg.leases.push(p);
             }
@@ -524,7 +532,7 @@ impl<'t> Convert<'t> {
         if let Some(d) = t.silent_after {
             cfg.silent_after = d.get_ref().0;
         }
-        cfg
+        Ok(cfg)
     }
 
     /// `block`/`observe` of a group or of [default]: category names. One that no list has is a
@@ -535,10 +543,12 @@ impl<'t> Convert<'t> {
         a: Option<&Array<Category>>,
         k: &str,
         defined: &[&str],
-    ) -> Option<Vec<String>> {
-        let a = a?;
+    ) -> Res<Option<Vec<String>>> {
+        let Some(a) = a else {
+            return Ok(None);
+        };
         let mut out: Vec<String> = Vec::new();
-        for (c, span, key) in items(a, k) {
+        for (c, span, key) in self.items(a, k)? {
             if !defined.contains(&c.0.as_str()) {
                 let msg = format!(
                     "no [[list]] has category {:?}, so this matches nothing; {}defined categories: {}",
@@ -549,10 +559,10 @@ impl<'t> Convert<'t> {
                 self.warn(&span, key, msg);
             }
             if !out.contains(&c.0) {
-                out.push(c.0.clone());
+                out.push(c.0);
             }
         }
-        Some(out)
+        Ok(Some(out))
     }
 
     fn groups(
@@ -584,7 +594,7 @@ impl<'t> Convert<'t> {
             let mut refs: Vec<ClientRef> = Vec::new();
             let mut pending_warnings = Vec::new();
             let members = t.clients.unwrap_or_default();
-            for (m, m_span, k) in items(&members, &key(&path, "clients")) {
+            for (m, m_span, k) in self.items(&members, &key(&path, "clients"))? {
                 let s = m.0.trim();
                 let r = if client_names.contains(&s) {
                     ClientRef::Name(s.to_string())
@@ -628,10 +638,10 @@ impl<'t> Convert<'t> {
                 self.warn(&span, key, msg);
             }
             let block = self
-                .categories_ref(t.block.as_ref(), &key(&path, "block"), categories)
+                .categories_ref(t.block.as_ref(), &key(&path, "block"), categories)?
                 .unwrap_or_default();
             let observe = self
-                .categories_ref(t.observe.as_ref(), &key(&path, "observe"), categories)
+                .categories_ref(t.observe.as_ref(), &key(&path, "observe"), categories)?
                 .unwrap_or_default();
             out.push(GroupConfig {
                 name,

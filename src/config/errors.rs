@@ -243,7 +243,9 @@ fn walk_table(t: &DeTable<'_>, table: &str, header: &str, span: &Range<usize>, b
                                 Some(DeValue::String(n)) if !n.is_empty() => format!("{key} {n:?}"),
                                 _ => format!("{key}[{i}]"),
                             };
-                            if contains(&item.span(), span) {
+                            // `[[server]]` where `[server]` belongs: toml gives the array
+                            // its first table's span; the key is at fault, not the table.
+                            if contains(&item.span(), span) && item.span() != v.span() {
                                 here(best, path.clone());
                             }
                             walk_table(sub, &path, &format!("[[{key}]]"), span, best);

@@ -29,8 +29,8 @@ pub(super) fn list_source(base_dir: &Path, s: &str) -> Result<ListSource, String
         if loopback_only && !is_loopback(host) {
             return Err(format!(
                 "{s:?} is plain HTTP, which anyone on the way can alter; lists are fetched over \
-                 https:// only (plain http:// only from this machine, 127.0.0.1 or [::1]): \
-                 write \"https://{}\"",
+                 https:// only: write \"https://{}\" (plain http:// only from this machine: \
+                 127.0.0.1, [::1], localhost)",
                 &s[scheme.len()..]
             ));
         }

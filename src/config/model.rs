@@ -10,6 +10,7 @@
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -188,9 +189,33 @@ pub(super) struct Tables<T>(pub Vec<Spanned<Entry<T>>>);
 #[derive(Debug)]
 pub(super) struct Entry<T>(pub T);
 
-/// An array of values, each with its span.
+/// An array of values, each kept as written with its span: an element's type is checked by
+/// [`Array::items`], where its own line and key (`server.listen[1]`) can be named (toml gives
+/// an error inside an array the array's span).
 #[derive(Debug)]
-pub(super) struct Array<T>(pub Vec<Spanned<T>>);
+pub(super) struct Array<T>(pub Vec<Spanned<Raw>>, PhantomData<T>);
+
+impl<T: TryFrom<Raw, Error = String>> Array<T> {
+    /// The elements as `T`, each with its span and key path `k[i]`; the first that is not a
+    /// `T` is the error, with its span and key.
+    pub(super) fn items(&self, k: &str) -> Result<Vec<(T, Range<usize>, String)>, (String, Range<usize>, String)> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let key = format!("{k}[{i}]");
+                match T::try_from(v.get_ref().clone()) {
+                    Ok(t) => Ok((t, v.span(), key)),
+                    Err(m) => Err((m, v.span(), key)),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// "found …" for a value a visitor did not expect.
 fn unexpected<E: de::Error>(expected: &str, found: Raw) -> E {
@@ -332,7 +357,7 @@ impl<T: Leaf> ArrayVisitor<T> {
     }
 }
 
-impl<'de, T: Leaf + DeserializeOwned> Visitor<'de> for ArrayVisitor<T> {
+impl<'de, T: Leaf> Visitor<'de> for ArrayVisitor<T> {
     type Value = Array<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -344,7 +369,7 @@ impl<'de, T: Leaf + DeserializeOwned> Visitor<'de> for ArrayVisitor<T> {
         while let Some(item) = seq.next_element()? {
             out.push(item);
         }
-        Ok(Array(out))
+        Ok(Array(out, PhantomData))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
@@ -355,7 +380,7 @@ impl<'de, T: Leaf + DeserializeOwned> Visitor<'de> for ArrayVisitor<T> {
     reject_scalars!();
 }
 
-impl<'de, T: Leaf + DeserializeOwned> Deserialize<'de> for Array<T> {
+impl<'de, T: Leaf> Deserialize<'de> for Array<T> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ArrayVisitor(PhantomData))
     }
@@ -363,7 +388,7 @@ impl<'de, T: Leaf + DeserializeOwned> Deserialize<'de> for Array<T> {
 
 impl<T> Default for Array<T> {
     fn default() -> Self {
-        Array(Vec::new())
+        Array(Vec::new(), PhantomData)
     }
 }
 
@@ -782,12 +807,11 @@ impl Leaf for Upstream {
     const EXAMPLE: &'static str = r#"["9.9.9.9:53", "tls://9.9.9.9:853#dns.quad9.net"]"#;
 }
 
-impl<'de> Deserialize<'de> for Upstream {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Raw::deserialize(d)?
-            .text("a string, as in [\"9.9.9.9:53\", \"tls://9.9.9.9:853#dns.quad9.net\"]")
-            .map_err(de::Error::custom)?;
-        parse_upstream(&s).map_err(de::Error::custom)
+impl TryFrom<Raw> for Upstream {
+    type Error = String;
+    fn try_from(r: Raw) -> Result<Self, String> {
+        let s = r.text("a string, as in [\"9.9.9.9:53\", \"tls://9.9.9.9:853#dns.quad9.net\"]")?;
+        parse_upstream(&s)
     }
 }
 

@@ -900,8 +900,8 @@ fn list_errors() {
         "only URL lists are refreshed",
     );
     fails_in(&list("name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"30s\"\n"), 6, r#"list "a".refresh"#, "at least \"1m\"");
-    fails_in(&list("name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"24hours\"\n"), 6, r#"list "a".refresh"#,
-        "\"24hours\" is not a duration; expected a whole number with a unit");
+    fails_in(&list("name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"24 parsecs\"\n"), 6, r#"list "a".refresh"#,
+        "\"24 parsecs\" is not a duration: expected a number and a unit (ms, s, m, h, d or w)");
     fails_in(
         "[[list]]\nname = \"a\"\nsource = \"a.txt\"\ncategories = [\"t\"]\n\n[[list]]\nname = \"a\"\nsource = \"a.txt\"\ncategories = [\"t\"]\n",
         7,
@@ -1497,11 +1497,8 @@ fn fixtures() -> PathBuf {
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
     };
-    me.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("tests/fixtures/config")
+    // src/config/tests.rs → the crate root.
+    me.ancestors().nth(3).unwrap().join("tests/fixtures/config")
 }
 
 #[test]
