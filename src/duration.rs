@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(parse("1h ago"), Err(DurationError::Negative));
         assert_eq!(parse("1mo"), Err(DurationError::Calendar));
         assert_eq!(parse("1y"), Err(DurationError::Calendar));
-        assert_eq!(parse("101w").ok(), Some(Duration::from_secs(101 * 7 * 86400)));
+        assert_eq!(
+            parse("101w").ok(),
+            Some(Duration::from_secs(101 * 7 * 86400))
+        );
         assert_eq!(parse("6000w"), Err(DurationError::TooLong));
         assert_eq!(parse("99999999999999999999d"), Err(DurationError::Invalid));
         for bad in ["h", "24 parsecs", "1h30", "abc"] {

@@ -131,13 +131,7 @@ pub fn url_lists(config: &Config) -> Vec<UrlList> {
         };
     for l in &config.lists {
         if let ListSource::Url(url) = &l.source {
-            add(
-                url,
-                &l.name,
-                l.refresh,
-                l.format,
-                l.subdomains,
-            );
+            add(url, &l.name, l.refresh, l.format, l.subdomains);
         }
     }
     for (i, src) in config.allow.lists.iter().enumerate() {

@@ -63,7 +63,12 @@ impl<'t> Convert<'t> {
         errors::line_of(self.text, span)
     }
 
-    fn error(&self, span: &Range<usize>, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
         errors::invalid(self.path, self.text, span, key, msg)
     }
 
@@ -82,11 +87,19 @@ impl<'t> Convert<'t> {
         a: &Array<T>,
         k: &str,
     ) -> Res<Vec<(T, Range<usize>, String)>> {
-        a.items(k).map_err(|(m, span, key)| self.error(&span, key, m))
+        a.items(k)
+            .map_err(|(m, span, key)| self.error(&span, key, m))
     }
 
     /// "missing; every [[list]] needs a name: …", at the table's header.
-    fn missing(&self, span: &Range<usize>, path: &str, header: &str, k: &str, expected: &str) -> ConfigError {
+    fn missing(
+        &self,
+        span: &Range<usize>,
+        path: &str,
+        header: &str,
+        k: &str,
+        expected: &str,
+    ) -> ConfigError {
         self.error(
             span,
             key(path, k),
@@ -266,14 +279,22 @@ impl<'t> Convert<'t> {
             let name_s = t.name.as_ref().map(|n| n.get_ref().0.as_str());
             let path = entry_path("list", i, name_s);
             let Some(name) = t.name else {
-                return Err(self.missing(&span, &path, "list", "name", "a string like name = \"xiaomi\""));
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "list",
+                    "name",
+                    "a string like name = \"xiaomi\"",
+                ));
             };
             let (name_span, name) = (name.span(), name.into_inner().0);
             if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
                 return Err(self.error(
                     &name_span,
                     key(&path, "name"),
-                    format!("another [[list]] is named {name:?} (line {line}); list names are unique"),
+                    format!(
+                        "another [[list]] is named {name:?} (line {line}); list names are unique"
+                    ),
                 ));
             }
             let Some(src) = t.source else {
@@ -321,26 +342,25 @@ impl<'t> Convert<'t> {
                     ));
                 }
             }
-            let refresh = match t.refresh {
-                None => Duration::from_secs(86400),
-                Some(r) if matches!(source, ListSource::File(_)) => {
-                    return Err(self.error(
+            let refresh =
+                match t.refresh {
+                    None => Duration::from_secs(86400),
+                    Some(r) if matches!(source, ListSource::File(_)) => return Err(self.error(
                         &r.span(),
                         key(&path, "refresh"),
                         "only URL lists are refreshed; a local file is watched and reloads when \
                          it changes: remove this key",
-                    ))
-                }
-                Some(r) if r.get_ref().0 < Duration::from_secs(60) => {
-                    return Err(self.error(
-                        &r.span(),
-                        key(&path, "refresh"),
-                        "too short; expected at least \"1m\" (lists rarely change faster, and \
+                    )),
+                    Some(r) if r.get_ref().0 < Duration::from_secs(60) => {
+                        return Err(self.error(
+                            &r.span(),
+                            key(&path, "refresh"),
+                            "too short; expected at least \"1m\" (lists rarely change faster, and \
                          their hosts rate-limit)",
-                    ))
-                }
-                Some(r) => r.get_ref().0,
-            };
+                        ))
+                    }
+                    Some(r) => r.get_ref().0,
+                };
             out.push(ListConfig {
                 name,
                 source,
@@ -389,7 +409,13 @@ impl<'t> Convert<'t> {
             let t = t.into_inner().0;
             let path = entry_path("client", i, t.name.as_ref().map(|n| n.get_ref().0.as_str()));
             let Some(name) = t.name else {
-                return Err(self.missing(&span, &path, "client", "name", "a string like name = \"anna-phone\""));
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "client",
+                    "name",
+                    "a string like name = \"anna-phone\"",
+                ));
             };
             let (name_span, name) = (name.span(), name.into_inner().0);
             let name_key = key(&path, "name");
@@ -581,14 +607,22 @@ impl<'t> Convert<'t> {
             let t = t.into_inner().0;
             let path = entry_path("group", i, t.name.as_ref().map(|n| n.get_ref().0.as_str()));
             let Some(name) = t.name else {
-                return Err(self.missing(&span, &path, "group", "name", "a string like name = \"phones\""));
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "group",
+                    "name",
+                    "a string like name = \"phones\"",
+                ));
             };
             let (name_span, name) = (name.span(), name.into_inner().0);
             if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
                 return Err(self.error(
                     &name_span,
                     key(&path, "name"),
-                    format!("another [[group]] is named {name:?} (line {line}); group names are unique"),
+                    format!(
+                        "another [[group]] is named {name:?} (line {line}); group names are unique"
+                    ),
                 ));
             }
             let mut refs: Vec<ClientRef> = Vec::new();
@@ -664,7 +698,13 @@ impl<'t> Convert<'t> {
             let t = t.into_inner().0;
             let path = entry_path("record", i, t.name.as_ref().map(|n| n.get_ref().0.as_str()));
             let Some(raw_name) = t.name else {
-                return Err(self.missing(&span, &path, "record", "name", "a domain name like name = \"nas.home.arpa\""));
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "record",
+                    "name",
+                    "a domain name like name = \"nas.home.arpa\"",
+                ));
             };
             let Some(kind) = t.rtype else {
                 return Err(self.missing(
@@ -681,7 +721,13 @@ impl<'t> Convert<'t> {
                     .map_err(|m| self.error(&raw_name.span(), key(&path, "name"), m))?,
             };
             let Some(raw_value) = t.value else {
-                return Err(self.missing(&span, &path, "record", "value", "a string, like value = \"192.168.1.10\""));
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "record",
+                    "value",
+                    "a string, like value = \"192.168.1.10\"",
+                ));
             };
             let value = RecordValue::parse(kind, &raw_value.get_ref().0).map_err(|m| {
                 self.error(

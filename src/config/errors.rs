@@ -68,7 +68,11 @@ impl fmt::Display for ConfigWarning {
 /// Line (1-based) of a byte offset.
 pub(super) fn line_of(text: &str, span: &Range<usize>) -> usize {
     let end = span.start.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 pub(super) fn invalid(
@@ -129,7 +133,10 @@ pub(super) fn from_serde(
         .min_by_key(|(_, s)| s.start);
     let (name, span) = match first {
         Some((k, s)) => (k.clone(), s.clone()),
-        None => (found.path.rsplit('.').next().unwrap_or("").to_string(), span),
+        None => (
+            found.path.rsplit('.').next().unwrap_or("").to_string(),
+            span,
+        ),
     };
     let key = match found.table.as_str() {
         "" => name.clone(),

@@ -22,7 +22,10 @@ pub(super) fn list_source(base_dir: &Path, s: &str) -> Result<ListSource, String
         if !lower.starts_with(scheme) {
             continue;
         }
-        let host = s[scheme.len()..].split(['/', '?', '#']).next().unwrap_or("");
+        let host = s[scheme.len()..]
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("");
         if host.is_empty() || s.chars().any(char::is_whitespace) {
             return Err(format!("{s:?} is not a valid URL; {FORMS}"));
         }
@@ -37,7 +40,10 @@ pub(super) fn list_source(base_dir: &Path, s: &str) -> Result<ListSource, String
         return Ok(ListSource::Url(s.to_string()));
     }
     if let Some(i) = lower.find("://") {
-        return Err(format!("{s:?}: {}:// is not supported; {FORMS}", &lower[..i]));
+        return Err(format!(
+            "{s:?}: {}:// is not supported; {FORMS}",
+            &lower[..i]
+        ));
     }
     let resolved = resolve(base_dir, s);
     match std::fs::metadata(&resolved) {
@@ -60,7 +66,8 @@ fn is_loopback(host: &str) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
-    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A path from the file, against the config file's directory (an absolute path stays).

@@ -1,8 +1,9 @@
 //! Configuration: `config.toml` read, checked and turned into typed settings.
 //!
 //! Parts, in the order a file goes through them:
-//! - [`model`]: the file's shape as serde types (`deny_unknown_fields`, every key optional, each
-//!   value a type that parses itself and says what was expected when it cannot);
+//! - [`model`]: the file's shape as serde types (`deny_unknown_fields`, every key optional);
+//!   [`leaves`]: its value types, each parsing itself once and saying what was expected when
+//!   it cannot;
 //! - [`convert`]: the checks that need more than one value (unique names, overlapping client
 //!   addresses, defined categories, CNAME exclusivity) and the conversion into [`Config`], with
 //!   the defaults; a value's span gives every message its line;
@@ -19,6 +20,7 @@
 mod convert;
 mod errors;
 mod files;
+mod leaves;
 mod model;
 mod values;
 
@@ -42,7 +44,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// The built-in category of the bypass defences, and the most distinct categories one
 /// configuration may name (`bypass` included): defined with the categories themselves.
 pub use crate::category::{BYPASS as BYPASS_CATEGORY, MAX_CATEGORIES};
-
 
 /// The client label that metrics use past `metrics.max_clients`; no client may be named so.
 pub const OTHER_CLIENT: &str = "other";
@@ -589,7 +590,6 @@ fn base_dir_of(path: &Path) -> PathBuf {
     };
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -659,7 +659,9 @@ fn upstream_settings() {
     assert_eq!(c.upstream.serve_stale, Duration::ZERO);
     // "1 day" is a duration too (the command line's parser); a calendar unit is not.
     assert_eq!(
-        ok("[upstream]\nserve_stale = \"1 day\"\n").upstream.serve_stale,
+        ok("[upstream]\nserve_stale = \"1 day\"\n")
+            .upstream
+            .serve_stale,
         Duration::from_secs(86400)
     );
     fails(
@@ -865,7 +867,11 @@ fn list_errors() {
         "write \"https://x.org/l.txt\"",
     );
     // Plain HTTP from this machine cannot be altered on the way: a local mirror may use it.
-    for url in ["http://127.0.0.1:8080/l.txt", "http://[::1]/l.txt", "http://localhost/l.txt"] {
+    for url in [
+        "http://127.0.0.1:8080/l.txt",
+        "http://[::1]/l.txt",
+        "http://localhost/l.txt",
+    ] {
         let c = dir
             .parse(&list(&format!(
                 "name = \"a\"\nsource = \"{url}\"\ncategories = [\"t\"]\n"
@@ -899,7 +905,14 @@ fn list_errors() {
         r#"list "a".refresh"#,
         "only URL lists are refreshed",
     );
-    fails_in(&list("name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"30s\"\n"), 6, r#"list "a".refresh"#, "at least \"1m\"");
+    fails_in(
+        &list(
+            "name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"30s\"\n",
+        ),
+        6,
+        r#"list "a".refresh"#,
+        "at least \"1m\"",
+    );
     fails_in(&list("name = \"a\"\nsource = \"https://x.org/l\"\ncategories = [\"t\"]\nrefresh = \"24 parsecs\"\n"), 6, r#"list "a".refresh"#,
         "\"24 parsecs\" is not a duration: expected a number and a unit (ms, s, m, h, d or w)");
     fails_in(
@@ -1003,9 +1016,8 @@ fn clients() {
         c.clients[0].addresses,
         ["192.168.1.60/32", "fd00::60/128", "10.0.0.8/30"].map(net)
     );
-    let client = |name: &str, addrs: &str| {
-        format!("[[client]]\nname = \"{name}\"\naddresses = [{addrs}]\n")
-    };
+    let client =
+        |name: &str, addrs: &str| format!("[[client]]\nname = \"{name}\"\naddresses = [{addrs}]\n");
     fails(
         &client("tv", ""),
         3,
@@ -1077,8 +1089,7 @@ fn clients() {
     ok(&format!(
         "{}{}",
         client("a", "\"10.0.0.0/25\", \"10.0.0.0/24\""),
-        client("b", "\"10.0.1.0/24\", \"10.0.0.0/8\"")
-            .replace("\"10.0.0.0/8\"", "\"10.0.2.1\"")
+        client("b", "\"10.0.1.0/24\", \"10.0.0.0/8\"").replace("\"10.0.0.0/8\"", "\"10.0.2.1\"")
     ));
 }
 
@@ -1277,7 +1288,12 @@ fn records_are_checked_and_normalised_per_type() {
         let c = ok(&record(name, kind, value));
         let r = &c.records[0];
         assert_eq!(
-            (r.name.as_str(), r.rtype, r.value.to_string().as_str(), r.ttl),
+            (
+                r.name.as_str(),
+                r.rtype,
+                r.value.to_string().as_str(),
+                r.ttl
+            ),
             (want_name, want_kind, want_value, 300),
             "{name} {kind} {value}"
         );
@@ -1318,7 +1334,12 @@ fn record_errors() {
         "expected \"priority weight port target\"",
     );
     at("SRV", "0 5 x sip.lan", "port \"x\"");
-    fails(&record("x.lan", "HTTPS", "1 . alpn=h2"), 3, r#"record "x.lan".type"#, &["\"HTTPS\" is not a supported record type; valid: A, AAAA, CNAME, TXT, MX, PTR, SRV"]);
+    fails(
+        &record("x.lan", "HTTPS", "1 . alpn=h2"),
+        3,
+        r#"record "x.lan".type"#,
+        &["\"HTTPS\" is not a supported record type; valid: A, AAAA, CNAME, TXT, MX, PTR, SRV"],
+    );
     fails(
         &record("x.lan", "AAA", "fd00::1"),
         3,
@@ -1673,7 +1694,10 @@ fn clients_by_mac() {
         ["3c:2e:f9:12:34:56", "3c:2e:f9:12:34:57"]
     );
     assert_eq!(c.clients[1].addresses, ["192.168.1.60/32"].map(net));
-    assert_eq!(c.clients[1].macs, vec!["00:11:22:33:44:55".parse::<Mac>().unwrap()]);
+    assert_eq!(
+        c.clients[1].macs,
+        vec!["00:11:22:33:44:55".parse::<Mac>().unwrap()]
+    );
     // A client named only by its MAC can be put in a group by name.
     let c = ok("[[client]]\nname = \"p\"\nmacs = [\"3c:2e:f9:12:34:56\"]\n[[group]]\nname = \"g\"\nclients = [\"p\"]\n");
     assert_eq!(c.groups[0].clients, vec![ClientRef::Name("p".into())]);
@@ -1681,8 +1705,10 @@ fn clients_by_mac() {
 
 #[test]
 fn mac_errors_name_file_line_key_and_an_example() {
-    let e = parse("[[client]]\nname = \"p\"\nmacs = [\n  \"3c:2e:f9:12:34:56\",\n  \"3c:2e:f9:12:34\",\n]\n")
-        .unwrap_err();
+    let e = parse(
+        "[[client]]\nname = \"p\"\nmacs = [\n  \"3c:2e:f9:12:34:56\",\n  \"3c:2e:f9:12:34\",\n]\n",
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "config.toml:5: client \"p\".macs[1]: '3c:2e:f9:12:34' is not a MAC address; write six \
@@ -1730,7 +1756,10 @@ fn mac_errors_name_file_line_key_and_an_example() {
         "[[client]]\nname = \"p\"\nmac = [\"3c:2e:f9:12:34:56\"]\n",
         3,
         r#"client "p".mac"#,
-        &["did you mean \"macs\"?", "valid keys in [[client]]: name, addresses, macs"],
+        &[
+            "did you mean \"macs\"?",
+            "valid keys in [[client]]: name, addresses, macs",
+        ],
     );
 }
 
@@ -1754,7 +1783,10 @@ fn clients_table_defaults_and_values() {
             PathBuf::from("/var/lib/misc/dnsmasq.leases")
         ]
     );
-    assert_eq!(c.client_discovery.silent_after, Duration::from_secs(45 * 60));
+    assert_eq!(
+        c.client_discovery.silent_after,
+        Duration::from_secs(45 * 60)
+    );
 }
 
 #[test]
@@ -1805,7 +1837,12 @@ fn clients_table_errors() {
         &["expected a table [clients], found an array"],
     );
     // "client" and "clients" are both top-level keys; a near miss of either is named.
-    fails("[clientss]\n", 1, "clientss", &["did you mean \"clients\"?"]);
+    fails(
+        "[clientss]\n",
+        1,
+        "clientss",
+        &["did you mean \"clients\"?"],
+    );
 }
 
 #[test]
@@ -1836,6 +1873,12 @@ fn shipped_config_parses_and_its_commented_keys_are_valid() {
         .collect::<Vec<_>>()
         .join("\n");
     let c = Config::parse(&text, &root.join("config.toml")).unwrap();
-    assert!(c.clients.iter().any(|c| !c.macs.is_empty()), "no macs example");
-    assert!(!c.client_discovery.leases.is_empty(), "no [clients] example");
+    assert!(
+        c.clients.iter().any(|c| !c.macs.is_empty()),
+        "no macs example"
+    );
+    assert!(
+        !c.client_discovery.leases.is_empty(),
+        "no [clients] example"
+    );
 }

@@ -200,7 +200,6 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     })
 }
 
-
 /// A name used in metrics labels, the query log and on the command line.
 pub(super) fn check_ident(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -248,7 +247,6 @@ pub(super) fn check_category(name: &str) -> Result<(), String> {
     ))
 }
 
-
 /// The data of a `[[record]]`, parsed for its type. `Display` writes the canonical text:
 /// addresses in canonical form, names normalised, MX `"pref name"`, SRV `"priority weight port
 /// target"`, TXT as written.
@@ -260,7 +258,10 @@ pub enum RecordValue {
     Ptr(String),
     Txt(String),
     /// `exchange` may be `.` (RFC 7505 null MX).
-    Mx { preference: u16, exchange: String },
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
     /// `target` may be `.` (RFC 2782 "service not available").
     Srv {
         priority: u16,
@@ -312,20 +313,20 @@ impl RecordValue {
                     )
                 }
             },
-            RecordKind::Srv => match s.split_whitespace().collect::<Vec<_>>()[..] {
-                [prio, weight, port, host] => RecordValue::Srv {
-                    priority: number(prio, "priority")?,
-                    weight: number(weight, "weight")?,
-                    port: number(port, "port")?,
-                    target: target(host)?,
-                },
-                _ => {
-                    return Err(
+            RecordKind::Srv => {
+                match s.split_whitespace().collect::<Vec<_>>()[..] {
+                    [prio, weight, port, host] => RecordValue::Srv {
+                        priority: number(prio, "priority")?,
+                        weight: number(weight, "weight")?,
+                        port: number(port, "port")?,
+                        target: target(host)?,
+                    },
+                    _ => return Err(
                         "expected \"priority weight port target\", like \"0 5 5060 sip.home.arpa\""
                             .to_string(),
-                    )
+                    ),
                 }
-            },
+            }
         })
     }
 
