@@ -86,7 +86,7 @@ impl<'t> Convert<'t> {
         &self,
         a: &Array<T>,
         k: &str,
-    ) -> Res<Vec<(T, Range<usize>, String)>> {
+    ) -> Res<Vec<Item<T>>> {
         a.items(k)
             .map_err(|(m, span, key)| self.error(&span, key, m))
     }

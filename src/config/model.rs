@@ -186,6 +186,10 @@ pub(super) struct Tables<T>(pub Vec<Spanned<Entry<T>>>);
 #[derive(Debug)]
 pub(super) struct Entry<T>(pub T);
 
+/// A value of an array with its span and key path (`server.listen[1]`); for an error, the
+/// message.
+pub(super) type Item<T> = (T, Range<usize>, String);
+
 /// An array of values, each kept as written with its span: an element's type is checked by
 /// [`Array::items`], where its own line and key (`server.listen[1]`) can be named (toml gives
 /// an error inside an array the array's span).
@@ -195,10 +199,7 @@ pub(super) struct Array<T>(pub Vec<Spanned<Raw>>, PhantomData<T>);
 impl<T: TryFrom<Raw, Error = String>> Array<T> {
     /// The elements as `T`, each with its span and key path `k[i]`; the first that is not a
     /// `T` is the error, with its span and key.
-    pub(super) fn items(
-        &self,
-        k: &str,
-    ) -> Result<Vec<(T, Range<usize>, String)>, (String, Range<usize>, String)> {
+    pub(super) fn items(&self, k: &str) -> Result<Vec<Item<T>>, Item<String>> {
         self.0
             .iter()
             .enumerate()
