@@ -82,11 +82,7 @@ impl<'t> Convert<'t> {
     }
 
     /// The elements of an array as `T`, with their spans and key paths (`server.listen[1]`).
-    fn items<T: TryFrom<Raw, Error = String>>(
-        &self,
-        a: &Array<T>,
-        k: &str,
-    ) -> Res<Vec<Item<T>>> {
+    fn items<T: TryFrom<Raw, Error = String>>(&self, a: &Array<T>, k: &str) -> Res<Vec<Item<T>>> {
         a.items(k)
             .map_err(|(m, span, key)| self.error(&span, key, m))
     }

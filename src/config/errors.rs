@@ -124,6 +124,16 @@ pub(super) fn from_serde(
     let Some(valid) = unknown_field(message) else {
         return invalid(path, text, &span, found.path, message);
     };
+    if message.contains(super::leaves::TOML_DATETIME) {
+        // A date-time where a table belongs: toml passes it to serde as a one-key table.
+        return invalid(
+            path,
+            text,
+            &span,
+            found.path,
+            "expected a table, found a date-time",
+        );
+    }
     // serde reports the first unknown key in its (alphabetical) order; report the first one
     // in the file.
     let first = found

@@ -34,7 +34,7 @@ pub(super) enum Raw {
 }
 
 /// The key toml uses to pass a date-time through serde.
-const TOML_DATETIME: &str = "$__toml_private_datetime";
+pub(super) const TOML_DATETIME: &str = "$__toml_private_datetime";
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -66,18 +66,8 @@ impl<'de> Deserialize<'de> for Raw {
                 drain(seq)?;
                 Ok(Raw::Array)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
-                let first = map.next_key::<String>()?;
-                if first.as_deref() == Some(TOML_DATETIME) {
-                    let d: String = map.next_value()?;
-                    drain_map(map)?;
-                    return Ok(Raw::Datetime(d));
-                }
-                if first.is_some() {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                drain_map(map)?;
-                Ok(Raw::Table)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Raw, A::Error> {
+                Raw::from_map(map)
             }
         }
         d.deserialize_any(V)
@@ -85,6 +75,21 @@ impl<'de> Deserialize<'de> for Raw {
 }
 
 impl Raw {
+    /// A table, or a date-time (which toml passes through serde as a one-key table).
+    pub(super) fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Raw, A::Error> {
+        let first = map.next_key::<String>()?;
+        if first.as_deref() == Some(TOML_DATETIME) {
+            let d: String = map.next_value()?;
+            drain_map(map)?;
+            return Ok(Raw::Datetime(d));
+        }
+        if first.is_some() {
+            map.next_value::<IgnoredAny>()?;
+        }
+        drain_map(map)?;
+        Ok(Raw::Table)
+    }
+
     /// How the value is described after "found".
     fn describe(&self) -> String {
         match self {

@@ -334,7 +334,10 @@ impl<'de, T: Named + DeserializeOwned> Visitor<'de> for TablesVisitor<T> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        drain_map(map)?;
+        let found = Raw::from_map(map)?;
+        if !matches!(found, Raw::Table) {
+            return Err(unexpected(&self.expected(), found));
+        }
         let n = T::NAME;
         Err(de::Error::custom(format!(
             "expected [[{n}]] tables (one per {n}), found a single [{n}] table; write [[{n}]]"
@@ -374,8 +377,7 @@ impl<'de, T: Leaf> Visitor<'de> for ArrayVisitor<T> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        drain_map(map)?;
-        Err(unexpected(&self.expected(), Raw::Table))
+        Err(unexpected(&self.expected(), Raw::from_map(map)?))
     }
 
     reject_scalars!();

@@ -1882,3 +1882,28 @@ fn shipped_config_parses_and_its_commented_keys_are_valid() {
         "no [clients] example"
     );
 }
+
+#[test]
+fn date_times_are_named_as_such() {
+    fails(
+        "[server]\nlisten = 1979-05-27T07:32:00Z\n",
+        2,
+        "server.listen",
+        &["found a date-time (1979-05-27T07:32:00Z)"],
+    );
+    fails(
+        "server = 1979-05-27T07:32:00Z\n",
+        1,
+        "server",
+        &["expected a table, found a date-time"],
+    );
+    fails(
+        "[clients]\nsilent_after = 07:32:00\n",
+        2,
+        "clients.silent_after",
+        &[
+            "expected a duration like \"3600s\"",
+            "found a date-time (07:32:00)",
+        ],
+    );
+}
