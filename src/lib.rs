@@ -12,6 +12,7 @@ pub mod category;
 pub mod check;
 pub mod config;
 pub mod devices;
+pub mod duration;
 pub mod explain;
 pub mod handler;
 pub mod lists;

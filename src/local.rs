@@ -9,7 +9,7 @@ use std::str::FromStr;
 use hickory_proto::rr::rdata::{CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::config::{RecordConfig, RecordKind};
+use crate::config::{RecordConfig, RecordValue};
 use crate::matcher::{DomainMatcher, MatcherBuilder, NameHashes, Scope};
 
 /// Zones that are always local: their names get NXDOMAIN unless a record exists.
@@ -195,40 +195,28 @@ fn is_under(name: &LowerName, zone: &str) -> bool {
 }
 
 fn record_data(r: &RecordConfig) -> Result<RData, String> {
-    let v = r.value.trim();
+    // The config parsed and normalised the value for its type.
     let name = |s: &str| -> Result<Name, String> {
         let mut n = Name::from_ascii(s).map_err(|e| e.to_string())?;
         n.set_fqdn(true);
         Ok(n)
     };
-    Ok(match r.rtype {
-        RecordKind::A => RData::A(v.parse::<Ipv4Addr>().map_err(|e| e.to_string())?.into()),
-        RecordKind::Aaaa => RData::AAAA(v.parse::<Ipv6Addr>().map_err(|e| e.to_string())?.into()),
-        RecordKind::Cname => RData::CNAME(CNAME(name(v)?)),
-        RecordKind::Ptr => RData::PTR(PTR(name(v)?)),
-        RecordKind::Txt => RData::TXT(TXT::new(vec![v.to_string()])),
-        RecordKind::Mx => {
-            let (pref, host) = v
-                .split_once(char::is_whitespace)
-                .ok_or("expected \"10 mail.example\"")?;
-            RData::MX(MX::new(
-                pref.trim().parse().map_err(|_| "bad MX preference")?,
-                name(host.trim())?,
-            ))
-        }
-        RecordKind::Srv => {
-            let parts: Vec<&str> = v.split_whitespace().collect();
-            if parts.len() != 4 {
-                return Err("expected \"priority weight port target\"".into());
-            }
-            let num = |s: &str| s.parse::<u16>().map_err(|_| format!("bad number {s:?}"));
-            RData::SRV(SRV::new(
-                num(parts[0])?,
-                num(parts[1])?,
-                num(parts[2])?,
-                name(parts[3])?,
-            ))
-        }
+    Ok(match &r.value {
+        RecordValue::A(ip) => RData::A((*ip).into()),
+        RecordValue::Aaaa(ip) => RData::AAAA((*ip).into()),
+        RecordValue::Cname(n) => RData::CNAME(CNAME(name(n)?)),
+        RecordValue::Ptr(n) => RData::PTR(PTR(name(n)?)),
+        RecordValue::Txt(t) => RData::TXT(TXT::new(vec![t.trim().to_string()])),
+        RecordValue::Mx {
+            preference,
+            exchange,
+        } => RData::MX(MX::new(*preference, name(exchange)?)),
+        RecordValue::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
     })
 }
 
@@ -255,11 +243,13 @@ pub fn reverse_name(ip: IpAddr) -> Name {
 mod tests {
     use super::*;
 
+    use crate::config::RecordKind;
+
     fn rec(name: &str, rtype: RecordKind, value: &str) -> RecordConfig {
         RecordConfig {
             name: name.into(),
             rtype,
-            value: value.into(),
+            value: RecordValue::parse(rtype, value).unwrap(),
             ttl: 300,
         }
     }

@@ -194,10 +194,7 @@ impl Policy {
             for c in &l.categories {
                 cats.insert(categories.intern(c).expect("interned above"));
             }
-            let format: Format = l.format.parse().map_err(|_| PolicyError::List {
-                list: l.name.clone(),
-                message: format!("unknown format {:?}", l.format),
-            })?;
+            let format: Format = l.format;
             sources.push((
                 l.name.clone(),
                 l.source.clone(),

@@ -23,11 +23,6 @@ use crate::lists::{self, Format, ParseOptions};
 /// The folder, next to the config, where downloaded URL lists are kept.
 pub const CACHE_DIR: &str = ".telesink-cache";
 
-/// Test-only: `TELESINK_ALLOW_HTTP_LISTS=1` lets the config accept `http://` list URLs, so that
-/// the reload tests can serve lists from a plain-HTTP server on loopback. Not documented for
-/// users: lists are fetched over https:// only.
-pub const ALLOW_HTTP_ENV: &str = "TELESINK_ALLOW_HTTP_LISTS";
-
 /// Largest list accepted from the network (the biggest public lists are a few tens of MB).
 const MAX_LIST_BYTES: u64 = 256 << 20;
 /// First retry after a failed download; doubles per failure, capped by the list's `refresh`
@@ -136,13 +131,7 @@ pub fn url_lists(config: &Config) -> Vec<UrlList> {
         };
     for l in &config.lists {
         if let ListSource::Url(url) = &l.source {
-            add(
-                url,
-                &l.name,
-                l.refresh,
-                l.format.parse().unwrap_or(Format::Auto),
-                l.subdomains,
-            );
+            add(url, &l.name, l.refresh, l.format, l.subdomains);
         }
     }
     for (i, src) in config.allow.lists.iter().enumerate() {
@@ -170,13 +159,24 @@ pub enum Fetched {
     Same,
 }
 
-/// The HTTP client for lists: rustls, timeouts, https only (unless the test opt-in is set).
+/// The HTTP client for lists: rustls, timeouts, https only.
 pub fn agent() -> ureq::Agent {
-    let allow_http = std::env::var_os(ALLOW_HTTP_ENV).is_some_and(|v| v == "1");
+    agent_with(true)
+}
+
+/// The config admits `http://` only from a loopback host (a mirror on this machine); such a
+/// list is fetched by an agent that allows plain HTTP but follows no redirect, so it cannot be
+/// sent elsewhere in the clear.
+fn loopback_agent() -> ureq::Agent {
+    agent_with(false)
+}
+
+fn agent_with(https_only: bool) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_global(Some(Duration::from_secs(120)))
-        .https_only(!allow_http)
+        .https_only(https_only)
+        .max_redirects(if https_only { 10 } else { 0 })
         .user_agent(concat!("telesink/", env!("CARGO_PKG_VERSION")))
         .build();
     ureq::Agent::new_with_config(config)
@@ -186,6 +186,13 @@ pub fn agent() -> ureq::Agent {
 /// replaces the cached copy atomically if the content is new. Blocking.
 pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Result<Fetched> {
     use anyhow::Context;
+    let plain;
+    let agent = if list.url.starts_with("http://") {
+        plain = loopback_agent();
+        &plain
+    } else {
+        agent
+    };
     let cache = cache_path(base_dir, &list.url);
     let meta_file = meta_path(&cache);
     let have_cache = cache.is_file();

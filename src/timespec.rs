@@ -126,51 +126,10 @@ impl fmt::Display for TimeSpec {
     }
 }
 
-/// `90m`, `2h`, `3d`, `1w`, `45s`, `1h30m` → a duration.
+/// `90m`, `2h`, `3d`, `1w`, `45s`, `1h30m` → a duration (the config's parser, [`crate::duration`]).
 fn parse_age(s: &str) -> Result<SignedDuration, String> {
-    let mut total: i64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "expected a number at {rest:?}; an age is a number and a unit: 90m, 2h, 3d"
-            ));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| "the number is too large: at most 100 years".to_string())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs: i64 = match unit {
-            "s" => 1,
-            "m" | "min" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            "" => {
-                return Err(format!(
-                    "{n} has no unit: write {n}m (minutes), {n}h (hours) or {n}d (days)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?}: use s, m, h, d or w (seconds to weeks), e.g. 90m"
-                ))
-            }
-        };
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| "the duration is too long: at most 100 years".to_string())?;
-    }
-    // Keep well inside jiff's range (about 9999 years).
-    if total > 100 * 365 * 86_400 {
-        return Err("the duration is too long: at most 100 years".to_string());
-    }
-    Ok(SignedDuration::from_secs(total))
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    SignedDuration::try_from(d).map_err(|_| crate::duration::DurationError::TooLong.to_string())
 }
 
 /// A duration for people: `850ms`, `2.5s`, `45s`, `12m 30s`, `2h 5m`, `3d 4h`.

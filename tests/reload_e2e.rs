@@ -1052,14 +1052,8 @@ fn url_body(urls: &[(&str, &str)]) -> String {
     t
 }
 
-fn allow_http_lists() {
-    // Test-only opt-in read by the server's config loader (the child inherits it).
-    std::env::set_var("TELESINK_ALLOW_HTTP_LISTS", "1");
-}
-
 #[test]
 fn url_list_first_fetch_304_new_content_and_server_down() {
-    allow_http_lists();
     let up = TestUpstream::start();
     let mut srv = ListServer::start("\"v1\"", "url1.example\n");
     let url = srv.url("list.txt");
@@ -1140,7 +1134,6 @@ fn url_list_first_fetch_304_new_content_and_server_down() {
 
 #[test]
 fn url_list_start_up_with_the_server_unreachable_serves_the_cache_at_once() {
-    allow_http_lists();
     let up = TestUpstream::start();
     // Accepts connections (the kernel does) but never answers: a download would hang.
     let hang = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

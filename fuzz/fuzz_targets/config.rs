@@ -36,6 +36,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(config.restart_required(&config).is_empty());
             let cats = config.categories();
             assert!(cats.iter().any(|c| c == "bypass"));
+            // A client is named by its addresses, its MACs, or both: never by nothing.
+            for c in &config.clients {
+                assert!(!c.addresses.is_empty() || !c.macs.is_empty(), "{c:?}");
+            }
             for w in &config.warnings {
                 let _ = w.to_string();
             }
