@@ -275,6 +275,20 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// dnsmasq's hardware address field: a MAC, or for other link types `TT-xx:xx:…` (the ARP
+/// hardware type in hex, then the address), which is no MAC.
+fn dnsmasq_hw(s: &str) -> Result<Option<Mac>, ()> {
+    if let Ok(mac) = s.parse::<Mac>() {
+        return Ok(Some(mac));
+    }
+    match s.split_once('-') {
+        Some((t, rest)) if t.len() == 2 && hex_bytes(t).is_some() && hex_bytes(rest).is_some() => {
+            Ok(None)
+        }
+        _ => Err(()),
+    }
+}
+
 /// dnsmasq's expiry: 0 is "never"; a small number is a lease length (dnsmasq built with
 /// `HAVE_BROKEN_RTC`), not a time, so it is not judged.
 fn dnsmasq_expired(expiry: u64, now: i64) -> bool {
@@ -311,17 +325,18 @@ fn dnsmasq(text: &str, now: i64, file: &mut LeaseFile) {
         };
         let addr = addr.to_canonical();
         let mac = match addr {
-            // Not Ethernet: dnsmasq writes `TYPE-` before the address; no MAC then.
-            IpAddr::V4(_) => f[1].parse::<Mac>().ok(),
+            IpAddr::V4(_) => match dnsmasq_hw(f[1]) {
+                Ok(mac) => mac,
+                Err(()) => {
+                    skip(file, "the hardware address is not a MAC");
+                    continue;
+                }
+            },
             IpAddr::V6(_) => f
                 .get(4)
                 .and_then(|d| hex_bytes(d))
                 .and_then(|d| mac_from_duid(&d)),
         };
-        if addr.is_ipv4() && mac.is_none() && !f[1].contains('-') {
-            skip(file, "the hardware address is not a MAC");
-            continue;
-        }
         match device_name(f[3]).filter(|_| !dnsmasq_expired(expiry, now)) {
             Some(name) => file.leases.push(Lease { addr, mac, name }),
             None => file.unnamed_or_expired += 1,
