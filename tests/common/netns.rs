@@ -1,4 +1,5 @@
 //! Two network namespaces joined by a veth pair: a "router" side where telesink runs and a
+#![allow(dead_code)]
 //! "device" side that plays one phone with a fixed MAC and several addresses (two IPv4, two
 //! IPv6 privacy-style). The kernel's neighbour table in the router namespace is real.
 //!
