@@ -246,3 +246,127 @@ fn pokes_about_unknown_addresses_are_coalesced_into_one_re_dump() {
         })
     });
 }
+
+/// Makes `socket(AF_NETLINK, …)` fail with EACCES on this thread (and threads it starts), as
+/// systemd's `RestrictAddressFamilies=` without `AF_NETLINK` does: a seccomp filter. Needs no
+/// privilege (`PR_SET_NO_NEW_PRIVS` first).
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn forbid_netlink_sockets() {
+    use libc::{sock_filter, sock_fprog};
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jf: u8| sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let prog = [
+        stmt(load, 0), // seccomp_data.nr
+        jeq(libc::SYS_socket as u32, 3),
+        stmt(load, 16), // seccomp_data.args[0], low half (little-endian)
+        jeq(libc::AF_NETLINK as u32, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EACCES as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut sock_filter,
+    };
+    // SAFETY: plain syscalls on valid arguments; the filter binds only the calling thread.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        let rc = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const sock_fprog,
+        );
+        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[test]
+fn an_unreadable_neighbour_table_is_one_clear_warning_and_blocks_nothing() {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let (status, took, one_shot) = std::thread::spawn(move || {
+        forbid_netlink_sockets();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime().block_on(async {
+                let started = Instant::now();
+                let settings = DeviceSettings {
+                    neighbours: true,
+                    leases: Vec::new(),
+                };
+                let (devices, task) = devices::start(settings).await;
+                let took = started.elapsed();
+                let addr: IpAddr = "192.0.2.50".parse().unwrap();
+                devices.unknown(addr);
+                let view = devices.view();
+                assert_eq!(view.mac_of(addr), None);
+                assert!(!view.presence_known());
+                let status = view.neighbours().status().clone();
+                let one_shot = devices::read_neighbours().await.map(|m| m.len());
+                tokio::time::timeout(Duration::from_secs(2), task.stop())
+                    .await
+                    .expect("the neighbour task did not stop");
+                (status, took, one_shot)
+            })
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(took < Duration::from_secs(1), "start waited {took:?}");
+    let NeighbourStatus::Unavailable(reason) = status else {
+        panic!("status {status:?}");
+    };
+    assert!(
+        reason.contains("netlink") && reason.contains("denied"),
+        "{reason}"
+    );
+    assert!(one_shot.is_err(), "{one_shot:?}");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    for what in [
+        "not identified by MAC",
+        "presence on the LAN",
+        "DNS answers go on",
+        "AF_NETLINK",
+        "neighbours = false",
+        "denied",
+    ] {
+        assert!(warnings[0].contains(what), "no {what:?} in {}", warnings[0]);
+    }
+}

@@ -1,5 +1,4 @@
 //! Two network namespaces joined by a veth pair: a "router" side where telesink runs and a
-#![allow(dead_code)]
 //! "device" side that plays one phone with a fixed MAC and several addresses (two IPv4, two
 //! IPv6 privacy-style). The kernel's neighbour table in the router namespace is real.
 //!
@@ -7,6 +6,8 @@
 //! when that is missing (the caller skips, with the printed reason); under `CI=true` it panics,
 //! so such tests fail there rather than skip. Addresses are documentation ranges that exist only
 //! inside the two namespaces; everything is removed on drop.
+
+#![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
