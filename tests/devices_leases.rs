@@ -58,7 +58,7 @@ fn load_leases_reads_each_format_and_names_what_is_wrong() {
     assert!(msg.contains("dnsmasq") && msg.contains("ISC dhcpd") && msg.contains("odhcpd"));
 
     let missing = fixture("no-such.leases");
-    let e = devices::load_leases(&[missing.clone()]).unwrap_err();
+    let e = devices::load_leases(std::slice::from_ref(&missing)).unwrap_err();
     assert!(matches!(e, LeaseError::Read { .. }), "{e}");
     assert!(
         e.to_string().contains(&missing.display().to_string()),

@@ -266,7 +266,7 @@ fn mac_from_duid(bytes: &[u8]) -> Option<Mac> {
 /// Hex bytes, with or without colons (`00:01:…` in dnsmasq, `000100…` in odhcpd).
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
