@@ -69,6 +69,16 @@ pub struct DeviceSettings {
     pub leases: Vec<PathBuf>,
 }
 
+impl Default for DeviceSettings {
+    /// The config's defaults: the neighbour table on, no lease files.
+    fn default() -> DeviceSettings {
+        DeviceSettings {
+            neighbours: true,
+            leases: Vec::new(),
+        }
+    }
+}
+
 /// The DNS path's "this address is not in the table" request: one atomic flag, so that a burst
 /// of queries from unknown addresses wakes the neighbour task once.
 #[derive(Default)]

@@ -105,8 +105,18 @@ pub(crate) async fn run(
     let mut first = Some(first);
     let mut failed = false;
     loop {
-        let outcome = imp::serve(&view, &poke, &mut stop, &mut first, &mut failed).await;
+        let mut live = false;
+        let outcome = imp::serve(&view, &poke, &mut stop, &mut first, &mut failed, &mut live).await;
         let Err(e) = outcome else { return };
+        if live {
+            // A connection that worked broke: reconnect soon, keeping the last table meanwhile;
+            // only a reconnection that fails is a warning.
+            tracing::debug!(error = %e, "neighbour table connection lost; reconnecting");
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(MIN_POKE_INTERVAL) => continue,
+            }
+        }
         let reason: Arc<str> = e.to_string().into();
         if !failed {
             tracing::warn!(
@@ -277,6 +287,7 @@ mod imp {
         stop: &mut watch::Receiver<bool>,
         first: &mut Option<oneshot::Sender<()>>,
         failed: &mut bool,
+        live: &mut bool,
     ) -> Result<(), NeighbourError> {
         let (mut conn, handle, mut events) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh])
@@ -302,6 +313,7 @@ mod imp {
         if let Some(tx) = first.take() {
             let _ = tx.send(());
         }
+        *live = true;
         let mut poked: Option<Instant> = None;
         loop {
             let next_dump = match poked {
@@ -375,6 +387,7 @@ mod imp {
         _stop: &mut watch::Receiver<bool>,
         _first: &mut Option<oneshot::Sender<()>>,
         _failed: &mut bool,
+        _live: &mut bool,
     ) -> Result<(), NeighbourError> {
         Err(NeighbourError::NotLinux)
     }
