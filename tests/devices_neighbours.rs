@@ -70,6 +70,19 @@ fn a_dump_maps_every_address_of_the_device_to_its_mac() {
     assert!(table.values().all(|n| n.mac == device_mac()), "{table:?}");
 }
 
+/// `addrs` without IPv6 link-local ones: the kernel may learn the device's `fe80::` address
+/// too (it is the same MAC, and would count), but the test does not make it.
+fn routable(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    addrs
+        .iter()
+        .copied()
+        .filter(|a| match a {
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+            IpAddr::V4(_) => true,
+        })
+        .collect()
+}
+
 /// Polls `check` for up to `limit`.
 async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + limit;
@@ -106,7 +119,7 @@ fn the_running_task_follows_neighbour_events() {
             }
             let mut want = addrs.clone();
             want.sort();
-            assert_eq!(view.addresses_of(mac), want.as_slice());
+            assert_eq!(routable(view.addresses_of(mac)), want);
             assert!(view.present(mac));
             // An IPv4-mapped IPv6 source is its IPv4 address.
             let mapped = match addrs[0] {
@@ -117,7 +130,7 @@ fn the_running_task_follows_neighbour_events() {
             let listed = view.devices();
             assert_eq!(listed.len(), 1, "{listed:?}");
             assert_eq!(listed[0].mac, Some(mac));
-            assert_eq!(listed[0].addresses, want);
+            assert_eq!(routable(&listed[0].addresses), want);
             assert_eq!(listed[0].present, Some(true));
             drop(view);
 
@@ -161,7 +174,7 @@ fn the_running_task_follows_neighbour_events() {
                 "took {:?}",
                 started.elapsed()
             );
-            assert_eq!(devices.view().addresses_of(mac).len(), 6);
+            assert_eq!(routable(devices.view().addresses_of(mac)).len(), 6);
 
             // The router forgets an address (RTM_DELNEIGH): so does the view.
             pair.router_cmd(&[
