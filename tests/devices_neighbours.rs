@@ -2,7 +2,7 @@
 //! four addresses talks to a router namespace, and the reader runs inside the router namespace.
 //! Needs root (see tests/common/netns.rs): skipped with a message elsewhere, failing under CI.
 
-#[path = "common/netns.rs"]
+#[path = "support/netns.rs"]
 mod netns;
 
 use std::net::IpAddr;
