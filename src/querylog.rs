@@ -2244,6 +2244,50 @@ mod tests {
         log.shutdown();
     }
 
+    /// A `Stop` that arrives while retention deletes old rows slice by slice must end the
+    /// writer: the drain between slices once swallowed it and `shutdown` waited forever.
+    #[test]
+    fn shutdown_during_retention_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        {
+            // 20000 hourly rows, years old: retention needs one slice per hour of rows.
+            let mut conn = open_rw(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            let old = now_ms() - 5 * 365 * 86_400_000;
+            for i in 0..20_000i64 {
+                let ts = old + i * 3_600_000;
+                tx.execute(
+                    "INSERT INTO queries (ts_ms, client, client_addr, name, qtype, result, rcode, \
+                     categories) VALUES (?1, 'c', '10.0.0.1', 'x.example', 'A', 'blocked', \
+                     'NOERROR', 'telemetry')",
+                    [ts],
+                )
+                .unwrap();
+                let id = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO query_categories VALUES ('telemetry', 'c', ?1, ?2, 'x.example', 'blocked')",
+                    params![ts, id],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let mut s = settings(&path, LogMode::All);
+        s.retention_days = 1;
+        let log = Arc::new(QueryLog::open_with(s, fast(), counter(), None).unwrap());
+        // Retention starts at once; give it a moment to be in its slices, then stop.
+        std::thread::sleep(Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(log2.shutdown());
+        });
+        let report = rx.recv_timeout(Duration::from_secs(60));
+        assert!(report.is_ok(), "shutdown hung while retention ran");
+        assert!(log.stats().retention_deleted > 0);
+    }
+
     #[test]
     fn marks_are_reported_to_the_callback() {
         let dir = tempfile::tempdir().unwrap();
