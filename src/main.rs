@@ -202,6 +202,8 @@ fn main() -> ExitCode {
                 since,
                 until,
                 prometheus,
+                // The lead wires `[clients] silent_after` here once the config has it.
+                silent_after: telesink::verify::DEFAULT_SILENT_AFTER,
             };
             report(
                 telesink::verify::verify(&args, &db, &clients),
