@@ -69,7 +69,7 @@ struct DeviceSeen {
 
 /// Activity counted by the writer and not yet written.
 #[derive(Debug, Default)]
-pub(crate) struct Pending {
+pub(super) struct Pending {
     minutes: HashMap<(DeviceKey, i64), Minute>,
     devices: HashMap<DeviceKey, DeviceSeen>,
     queries: u64,
@@ -77,7 +77,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Counts one query of the device `seen` describes.
-    pub(crate) fn add(&mut self, seen: &Seen, ordinary: bool, anonymize: bool) {
+    pub(super) fn add(&mut self, seen: &Seen, ordinary: bool, anonymize: bool) {
         let ts = seen.ts_ms;
         let (key, addr_key) = if anonymize {
             let net = anonymize_addr(seen.addr);
@@ -140,23 +140,23 @@ impl Pending {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.queries == 0
     }
 
     /// Queries counted since the last [`Pending::clear`].
-    pub(crate) fn queries(&self) -> u64 {
+    pub(super) fn queries(&self) -> u64 {
         self.queries
     }
 
-    pub(crate) fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.minutes.clear();
         self.devices.clear();
         self.queries = 0;
     }
 
     /// Adds what was counted to the tables.
-    pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         if self.is_empty() {
             return Ok(());
         }
@@ -176,7 +176,7 @@ impl Pending {
         // Keys are formatted once per device, not per minute.
         let mut text: HashMap<&DeviceKey, String> = HashMap::new();
         for ((key, m), c) in &self.minutes {
-            let k = text.entry(key).or_insert_with(|| key.text());
+            let k: &str = text.entry(key).or_insert_with(|| key.text());
             let (of, ol) = if c.ordinary > 0 {
                 (Some(c.ord_first_ms), Some(c.ord_last_ms))
             } else {
@@ -210,7 +210,7 @@ impl Pending {
                last_ms = max(last_ms, excluded.last_ms)",
         )?;
         for (key, d) in &self.devices {
-            let k = text.entry(key).or_insert_with(|| key.text());
+            let k: &str = text.entry(key).or_insert_with(|| key.text());
             device.execute(params![
                 k,
                 d.named_by.as_str(),

@@ -45,7 +45,9 @@ pub use sink::{anonymize_addr, start_for_server, QueryLog, QueryLogStats, Shutdo
 pub(crate) use commands::table;
 pub(crate) use activity::ordinary_counts;
 pub(crate) use read::{category_counts, client_categories, find_mark, logged_ms};
-pub(crate) use schema::{open_existing, open_rw};
+pub(crate) use schema::open_existing;
+#[cfg(test)]
+pub(crate) use schema::open_rw;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

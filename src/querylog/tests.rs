@@ -392,6 +392,8 @@ use crate::timespec::TimeSpec;
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(count(&path, "SELECT count(*) FROM queries"), 6);
         assert_eq!(count(&path, "SELECT count(*) FROM query_categories"), 12);
+        // Device activity goes with the rows.
+        assert_eq!(count(&path, "SELECT sum(total) FROM activity"), 6);
         // Later rows that age past the retention go too, while running.
         log.record(&fx.event(&c, "t.example", fx.both, now - day * 4));
         std::thread::sleep(Duration::from_millis(200));
@@ -719,6 +721,259 @@ use crate::timespec::TimeSpec;
         assert_eq!(logged_ms(&conn, 1200, 1300, 10_000).unwrap(), 100);
     }
 
+
+    fn device(addr: &str, name: Option<&str>, mac: Option<&str>) -> ClientInfo {
+        ClientInfo {
+            addr: addr.parse().unwrap(),
+            name: name.map(Arc::from),
+            named_by: match (name, mac) {
+                (Some(_), Some(_)) => crate::devices::NamedBy::ConfigMac,
+                (Some(_), None) => crate::devices::NamedBy::ConfigAddress,
+                _ => crate::devices::NamedBy::Address,
+            },
+            mac: mac.map(|m| m.parse().unwrap()),
+            group: None,
+        }
+    }
+
+    /// Per device and minute: all queries and the ordinary ones, in both modes that keep a
+    /// database; `matched` still writes no row for an ordinary query.
+    #[test]
+    fn device_activity_in_matched_and_all() {
+        for mode in [LogMode::Matched, LogMode::All] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q.db");
+            let fx = Fixture::new();
+            let v4 = device("192.168.1.77", Some("tv"), Some("3c:2e:f9:12:34:56"));
+            let v6 = device("fd00::77", Some("tv"), Some("3c:2e:f9:12:34:56"));
+            let other = device("192.168.1.9", None, None);
+            let log = QueryLog::open_with(settings(&path, mode), fast(), counter(), None).unwrap();
+            // Minute m0: 3 ordinary + 1 telemetry; minute m0+1: 2 ordinary (one from IPv6).
+            let m0 = (now_ms() / 60_000 - 10) * 60_000;
+            let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
+            for (c, off, cats) in [
+                (&v4, 1_000, CategorySet::EMPTY),
+                (&v4, 2_000, fx.telemetry),
+                (&v4, 5_000, CategorySet::EMPTY),
+                (&v4, 59_000, CategorySet::EMPTY),
+                (&v4, 61_000, CategorySet::EMPTY),
+                (&v6, 62_000, CategorySet::EMPTY),
+                (&other, 3_000, CategorySet::EMPTY),
+            ] {
+                log.record(&fx.event(c, "x.example", cats, at(m0 + off)));
+            }
+            let report = log.shutdown();
+            assert_eq!(
+                report.rows_written,
+                if mode == LogMode::All { 7 } else { 1 },
+                "{mode:?}"
+            );
+            assert_eq!(log.stats().activity_counted, 7);
+            let conn = Connection::open(&path).unwrap();
+            let rows: Vec<(String, i64, i64, i64, i64, i64, Option<i64>, Option<i64>)> = conn
+                .prepare(
+                    "SELECT device, minute, total, first_ms, last_ms, ordinary, ord_first_ms, \
+                     ord_last_ms FROM activity ORDER BY device, minute",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let m = m0 / 60_000;
+            assert_eq!(
+                rows,
+                vec![
+                    (
+                        "192.168.1.9".to_string(),
+                        m,
+                        1,
+                        m0 + 3_000,
+                        m0 + 3_000,
+                        1,
+                        Some(m0 + 3_000),
+                        Some(m0 + 3_000)
+                    ),
+                    (
+                        "tv".to_string(),
+                        m,
+                        4,
+                        m0 + 1_000,
+                        m0 + 59_000,
+                        3,
+                        Some(m0 + 1_000),
+                        Some(m0 + 59_000)
+                    ),
+                    (
+                        "tv".to_string(),
+                        m + 1,
+                        2,
+                        m0 + 61_000,
+                        m0 + 62_000,
+                        2,
+                        Some(m0 + 61_000),
+                        Some(m0 + 62_000)
+                    ),
+                ],
+                "{mode:?}"
+            );
+
+            // The devices, as `telesink devices` reads them.
+            let devs = devices(&path).unwrap();
+            assert_eq!(devs.len(), 2, "{devs:?}");
+            let tv = &devs[0];
+            assert_eq!(tv.name, "tv");
+            assert_eq!(tv.named_by, crate::devices::NamedBy::ConfigMac);
+            assert_eq!(tv.mac.unwrap().to_string(), "3c:2e:f9:12:34:56");
+            assert_eq!(tv.last_query_ms, m0 + 62_000);
+            assert_eq!(tv.first_seen_ms, m0 + 1_000);
+            let addrs: Vec<&str> = tv.addresses.iter().map(|a| a.address.as_str()).collect();
+            assert_eq!(addrs, ["fd00::77", "192.168.1.77"]);
+            assert_eq!(devs[1].name, "192.168.1.9");
+            assert_eq!(devs[1].named_by, crate::devices::NamedBy::Address);
+            assert_eq!(devs[1].mac, None);
+            let json = serde_json::to_value(&devs).unwrap();
+            assert_eq!(json[0]["named_by"], "config mac");
+            assert_eq!(json[0]["mac"], "3c:2e:f9:12:34:56");
+
+            // A second run adds to the same minutes.
+            let log = QueryLog::open_with(settings(&path, mode), fast(), counter(), None).unwrap();
+            log.record(&fx.event(&v4, "x.example", CategorySet::EMPTY, at(m0 + 30_000)));
+            log.shutdown();
+            assert_eq!(
+                count(
+                    &path,
+                    &format!("SELECT ordinary FROM activity WHERE device = 'tv' AND minute = {m}")
+                ),
+                4
+            );
+        }
+    }
+
+    /// Anonymized: activity and devices under the network, no name, no MAC.
+    #[test]
+    fn anonymized_activity_keeps_networks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let fx = Fixture::new();
+        let tv = device("192.168.1.77", Some("tv"), Some("3c:2e:f9:12:34:56"));
+        let mut s = settings(&path, LogMode::Matched);
+        s.anonymize = true;
+        let log = QueryLog::open_with(s, fast(), counter(), None).unwrap();
+        log.record(&fx.event(&tv, "x.example", CategorySet::EMPTY, SystemTime::now()));
+        log.shutdown();
+        let devs = devices(&path).unwrap();
+        assert_eq!(devs.len(), 1);
+        assert_eq!(devs[0].name, "192.168.1.0/24");
+        assert_eq!(devs[0].mac, None);
+        let raw = std::fs::read(&path).unwrap();
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(!raw.contains("3c:2e:f9") && !raw.contains("192.168.1.77"));
+    }
+
+    /// `mark --client ADDRESS` takes the name of the device the log saw use the address.
+    #[test]
+    fn mark_by_address_names_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let fx = Fixture::new();
+        let log =
+            QueryLog::open_with(settings(&path, LogMode::Matched), fast(), counter(), None).unwrap();
+        let tv = device("fd00::77", Some("tv"), Some("3c:2e:f9:12:34:56"));
+        log.record(&fx.event(&tv, "x.example", CategorySet::EMPTY, SystemTime::now()));
+        log.shutdown();
+        let clients: OwnedClientList = vec![];
+        let args = MarkArgs {
+            client: "fd00::77".into(),
+            note: "telemetry off".into(),
+        };
+        let m = mark_at(&args, &path, &clients, now_ms()).unwrap();
+        assert_eq!(m.mark.client, "tv");
+        // And by the name, which the config does not know.
+        let args = MarkArgs {
+            client: "tv".into(),
+            note: "again".into(),
+        };
+        assert_eq!(mark_at(&args, &path, &clients, now_ms()).unwrap().mark.client, "tv");
+        let sel = {
+            let conn = open_existing(&path).unwrap();
+            ClientSelector::resolve_in("tv", &clients, Some(&conn)).unwrap()
+        };
+        assert!(sel.keys.contains(&"fd00::77".to_string()), "{sel:?}");
+        // An address nobody named stays an address; an unknown name lists the known devices.
+        let args = MarkArgs {
+            client: "10.0.0.1".into(),
+            note: "x".into(),
+        };
+        assert_eq!(mark_at(&args, &path, &clients, now_ms()).unwrap().mark.client, "10.0.0.1");
+        let args = MarkArgs {
+            client: "radio".into(),
+            note: "x".into(),
+        };
+        let e = mark_at(&args, &path, &clients, now_ms()).unwrap_err().to_string();
+        assert!(e.contains("unknown client \"radio\"") && e.contains("tv"), "{e}");
+    }
+
+    /// A schema-2 log (before device activity) opens as schema 3 with activity and devices
+    /// filled from its rows.
+    #[test]
+    fn schema_2_is_migrated_with_activity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE queries (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, \
+                   client TEXT NOT NULL, client_addr TEXT NOT NULL, client_name TEXT, grp TEXT, \
+                   name TEXT NOT NULL, qtype TEXT NOT NULL, result TEXT NOT NULL, categories TEXT, \
+                   list TEXT, action TEXT, rcode TEXT NOT NULL, upstream_ms INTEGER);
+                 CREATE INDEX queries_client_ts ON queries (client, ts_ms);
+                 CREATE INDEX queries_ts ON queries (ts_ms);
+                 CREATE TABLE query_categories (category TEXT NOT NULL, client TEXT NOT NULL, \
+                   ts_ms INTEGER NOT NULL, query_id INTEGER NOT NULL, name TEXT NOT NULL, action TEXT, \
+                   PRIMARY KEY (category, client, ts_ms, query_id)) WITHOUT ROWID;
+                 CREATE TABLE marks (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, \
+                   client TEXT NOT NULL, note TEXT NOT NULL);
+                 CREATE TABLE runs (id INTEGER PRIMARY KEY, start_ms INTEGER NOT NULL, \
+                   alive_ms INTEGER NOT NULL, end_ms INTEGER, mode TEXT NOT NULL, anonymize INTEGER NOT NULL);
+                 INSERT INTO queries (ts_ms, client, client_addr, client_name, name, qtype, result, rcode, categories) VALUES
+                   (60000, 'tv', '10.0.0.7', 'tv', 'a.example', 'A', 'forwarded', 'NOERROR', NULL),
+                   (61000, 'tv', '10.0.0.7', 'tv', 't.example', 'A', 'blocked', 'NOERROR', 'telemetry'),
+                   (130000, 'tv', 'fd00::7', 'tv', 'a.example', 'A', 'forwarded', 'NOERROR', NULL),
+                   (70000, '10.0.0.9', '10.0.0.9', NULL, 'a.example', 'A', 'forwarded', 'NOERROR', NULL);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let conn = open_rw(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(conn);
+        assert_eq!(
+            count(&path, "SELECT sum(total) * 100 + sum(ordinary) FROM activity WHERE device = 'tv'"),
+            302
+        );
+        let devs = devices(&path).unwrap();
+        assert_eq!(devs[0].name, "tv");
+        assert_eq!(devs[0].named_by, crate::devices::NamedBy::ConfigAddress);
+        assert_eq!(devs[0].addresses.len(), 2);
+        assert_eq!(devs[1].name, "10.0.0.9");
+        assert_eq!(devs[1].named_by, crate::devices::NamedBy::Address);
+    }
+
 #[cfg(test)]
 mod cost {
     use super::super::sink::{Msg, Row};
@@ -779,4 +1034,3 @@ mod cost {
         );
     }
 }
-

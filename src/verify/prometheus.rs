@@ -142,13 +142,8 @@ pub(crate) fn promql_increase(client: &str, category: &str, range_ms: i64) -> St
     )
 }
 
-/// The value of an instant-vector answer; an empty vector is 0.
-pub(crate) fn parse_prometheus_answer(body: &str) -> Result<f64, String> {
-    Ok(parse_instant(body)?.unwrap_or(0.0))
-}
-
 /// The sum of an instant-vector answer's series; `None` for an empty vector.
-fn parse_instant(body: &str) -> Result<Option<f64>, String> {
+pub(crate) fn parse_instant(body: &str) -> Result<Option<f64>, String> {
     let v: serde_json::Value = serde_json::from_str(body).map_err(|_| {
         let start: String = body.chars().take(80).collect();
         format!("the answer is not Prometheus API JSON: {start:?}")

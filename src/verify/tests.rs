@@ -2,7 +2,7 @@
 
     use super::evidence::poisson_at_most;
     use super::report::{fmt_prob, fmt_rate};
-    use super::prometheus::{parse_prometheus_answer, promql_increase};
+    use super::prometheus::{parse_instant, promql_increase};
     use super::*;
     use crate::category::{Action, CategorySet, CategoryTable};
     use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
@@ -69,14 +69,14 @@
     #[test]
     fn prometheus_answers() {
         let ok = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1764082800,"12.5"]}]}}"#;
-        assert_eq!(parse_prometheus_answer(ok).unwrap(), 12.5);
+        assert_eq!(parse_instant(ok).unwrap(), Some(12.5));
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(parse_prometheus_answer(empty).unwrap(), 0.0);
+        assert_eq!(parse_instant(empty).unwrap(), None);
         let bad = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(parse_prometheus_answer(bad)
+        assert!(parse_instant(bad)
             .unwrap_err()
             .contains("parse error"));
-        assert!(parse_prometheus_answer("<html>")
+        assert!(parse_instant("<html>")
             .unwrap_err()
             .contains("not Prometheus"));
     }
@@ -164,7 +164,7 @@
                     anonymize: false,
                     queue_size: 10_000,
                 },
-                prometheus::IntCounter::new("d", "d").unwrap(),
+                ::prometheus::IntCounter::new("d", "d").unwrap(),
                 None,
             )
             .unwrap();
