@@ -568,7 +568,7 @@ fn a_device_that_went_quiet_is_inconclusive() {
                 && text.contains("ordinary queries"),
             "{mode:?}: {text}"
         );
-        assert!(!text.contains("STOPPED"), "{text}");
+        assert!(!text.contains("STOPPED:"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&r.render_json()).unwrap();
         assert_eq!(json["verdict"], "INCONCLUSIVE");
         assert_eq!(json["reason"], "went_quiet");
