@@ -54,6 +54,8 @@ struct Minute {
     ordinary: u64,
     ord_first_ms: i64,
     ord_last_ms: i64,
+    /// Bit s: an ordinary query in second s of the minute.
+    ord_seconds: u64,
 }
 
 /// What the writer learnt about one device since its last transaction.
@@ -101,6 +103,7 @@ impl Pending {
                 ordinary: 0,
                 ord_first_ms: ts,
                 ord_last_ms: ts,
+                ord_seconds: 0,
             });
         m.total += 1;
         m.first_ms = m.first_ms.min(ts);
@@ -112,6 +115,7 @@ impl Pending {
             m.ordinary += 1;
             m.ord_first_ms = m.ord_first_ms.min(ts);
             m.ord_last_ms = m.ord_last_ms.max(ts);
+            m.ord_seconds |= 1 << (ts.rem_euclid(MINUTE_MS) / 1000);
         }
         let (named_by, mac) = if anonymize {
             (NamedBy::Address, None)
@@ -162,7 +166,7 @@ impl Pending {
         }
         let mut minute = tx.prepare_cached(
             "INSERT INTO activity (device, minute, total, first_ms, last_ms, ordinary, \
-             ord_first_ms, ord_last_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ord_first_ms, ord_last_ms, ord_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (device, minute) DO UPDATE SET \
                total = total + excluded.total, \
                first_ms = min(first_ms, excluded.first_ms), \
@@ -171,7 +175,8 @@ impl Pending {
                ord_first_ms = CASE WHEN excluded.ord_first_ms IS NULL THEN ord_first_ms \
                  ELSE min(coalesce(ord_first_ms, excluded.ord_first_ms), excluded.ord_first_ms) END, \
                ord_last_ms = CASE WHEN excluded.ord_last_ms IS NULL THEN ord_last_ms \
-                 ELSE max(coalesce(ord_last_ms, excluded.ord_last_ms), excluded.ord_last_ms) END",
+                 ELSE max(coalesce(ord_last_ms, excluded.ord_last_ms), excluded.ord_last_ms) END, \
+               ord_seconds = ord_seconds | excluded.ord_seconds",
         )?;
         // Keys are formatted once per device, not per minute.
         let mut text: HashMap<&DeviceKey, String> = HashMap::new();
@@ -190,7 +195,8 @@ impl Pending {
                 c.last_ms,
                 c.ordinary as i64,
                 of,
-                ol
+                ol,
+                c.ord_seconds as i64
             ])?;
         }
         let mut device = tx.prepare_cached(
@@ -451,7 +457,7 @@ pub(crate) fn ordinary_counts(
     }
 
     let sql = format!(
-        "SELECT ordinary, ord_first_ms, ord_last_ms FROM activity \
+        "SELECT minute, ordinary, ord_first_ms, ord_last_ms, ord_seconds FROM activity \
          WHERE device IN ({}) AND minute >= ?1 AND minute <= ?2 AND ordinary > 0",
         key_list(3, n)
     );
@@ -461,15 +467,21 @@ pub(crate) fn ordinary_counts(
     ];
     p.extend(keys.iter().cloned());
     let mut st = conn.prepare(&sql)?;
-    let minutes: Vec<(u64, i64, i64)> = st
+    let minutes: Vec<MinuteRow> = st
         .query_map(params_from_iter(p.iter()), |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            Ok(MinuteRow {
+                start_ms: r.get::<_, i64>(0)? * MINUTE_MS,
+                count: r.get::<_, i64>(1)? as u64,
+                first_ms: r.get(2)?,
+                last_ms: r.get(3)?,
+                seconds: r.get::<_, i64>(4)? as u64,
+            })
         })?
         .collect::<Result<_, _>>()?;
     let (mut before, mut after) = (0u64, 0u64);
-    for (count, first, last) in minutes {
-        before += bounds(count, first, last, from, split).1;
-        after += bounds(count, first, last, split, to).0;
+    for m in &minutes {
+        before += m.bounds(from, split).1;
+        after += m.bounds(split, to).0;
     }
     Ok(OrdinaryCounts {
         before,
@@ -479,38 +491,82 @@ pub(crate) fn ordinary_counts(
     })
 }
 
-/// The fewest and the most of a minute's `count` queries, the first at `first` and the last at
-/// `last`, that fell in [a, b).
-fn bounds(count: u64, first: i64, last: i64, a: i64, b: i64) -> (u64, u64) {
-    let first_in = first >= a && first < b;
-    let last_in = last >= a && last < b;
-    if last < a || first >= b {
-        (0, 0)
-    } else if first_in && last_in {
-        (count, count)
-    } else if first_in || last_in {
-        (1, count.saturating_sub(1).max(1))
-    } else {
-        // Both ends outside, on either side of [a, b): none or all of the middle.
-        (0, count.saturating_sub(2))
+/// One minute of a device's ordinary queries.
+#[derive(Clone, Copy, Debug)]
+struct MinuteRow {
+    start_ms: i64,
+    count: u64,
+    first_ms: i64,
+    last_ms: i64,
+    /// Bit s: a query in second s.
+    seconds: u64,
+}
+
+impl MinuteRow {
+    /// The fewest and the most of the minute's queries that fell in [a, b): a second with a
+    /// query that lies wholly inside holds at least one; one wholly outside, at least one that
+    /// is not counted; the first and last query are known to the millisecond.
+    fn bounds(&self, a: i64, b: i64) -> (u64, u64) {
+        let inside = |t: i64| t >= a && t < b;
+        if self.last_ms < a || self.first_ms >= b {
+            return (0, 0);
+        }
+        if inside(self.first_ms) && inside(self.last_ms) {
+            return (self.count, self.count);
+        }
+        let (mut lo, mut out) = (0u64, 0u64);
+        for s in 0..60 {
+            if self.seconds & (1 << s) == 0 {
+                continue;
+            }
+            let (from, to) = (self.start_ms + s * 1000, self.start_ms + (s + 1) * 1000);
+            if from >= a && to <= b {
+                lo += 1;
+            } else if to <= a || from >= b {
+                out += 1;
+            }
+        }
+        let ends_in = u64::from(inside(self.first_ms)) + u64::from(inside(self.last_ms));
+        let ends_out = 2 - ends_in;
+        let lo = lo.max(ends_in.min(self.count));
+        let hi = self.count.saturating_sub(out.max(ends_out)).max(lo);
+        (lo, hi)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bounds;
+    use super::MinuteRow;
+
+    fn minute(count: u64, first: i64, last: i64, seconds: &[i64]) -> MinuteRow {
+        MinuteRow {
+            start_ms: 0,
+            count,
+            first_ms: first,
+            last_ms: last,
+            seconds: seconds.iter().fold(0, |b, s| b | 1 << s),
+        }
+    }
 
     #[test]
     fn minute_bounds() {
         // Wholly inside, wholly outside.
-        assert_eq!(bounds(10, 100, 200, 0, 1000), (10, 10));
-        assert_eq!(bounds(10, 100, 200, 300, 1000), (0, 0));
-        assert_eq!(bounds(10, 100, 200, 0, 100), (0, 0));
-        // Spanning a boundary: at least the end inside, at most all but the end outside.
-        assert_eq!(bounds(10, 100, 200, 150, 1000), (1, 9));
-        assert_eq!(bounds(10, 100, 200, 0, 150), (1, 9));
-        assert_eq!(bounds(1, 100, 100, 0, 150), (1, 1));
-        // Spanning the whole window.
-        assert_eq!(bounds(10, 100, 200, 120, 150), (0, 8));
+        let m = minute(10, 100, 900, &[0]);
+        assert_eq!(m.bounds(0, 60_000), (10, 10));
+        assert_eq!(m.bounds(1000, 60_000), (0, 0));
+        assert_eq!(m.bounds(0, 100), (0, 0));
+        // One query a second over the whole minute, split at 30.5 s: seconds 31..59 are after
+        // (29), 0..29 before (30); second 30 and its query could be either.
+        let every: Vec<i64> = (0..60).collect();
+        let m = minute(60, 0, 59_000, &every);
+        assert_eq!(m.bounds(30_500, 120_000), (29, 30));
+        assert_eq!(m.bounds(-60_000, 30_500), (30, 31));
+        // Few seconds known: the ends still count.
+        let m = minute(10, 100, 50_000, &[0, 50]);
+        assert_eq!(m.bounds(20_000, 120_000), (1, 9));
+        assert_eq!(m.bounds(0, 20_000), (1, 9));
+        assert_eq!(minute(1, 100, 100, &[0]).bounds(0, 150), (1, 1));
+        // Spanning the whole window: none known inside.
+        assert_eq!(m.bounds(20_000, 30_000), (0, 8));
     }
 }

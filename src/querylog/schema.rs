@@ -70,8 +70,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 
 -- Per device and minute, in every mode that keeps a database: all its queries and the ordinary
--- ones (no category matched), with the first and last of each within the minute, so that
--- verify can tell on which side of T a minute's queries fell. `device` is the device's name,
+-- ones (no category matched), with the first and last of each within the minute and the seconds
+-- that had an ordinary query, so that verify can tell on which side of T a minute's queries
+-- fell. `device` is the device's name,
 -- else its address (its network when anonymized).
 CREATE TABLE IF NOT EXISTS activity (
     device       TEXT NOT NULL,
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS activity (
     ordinary     INTEGER NOT NULL,
     ord_first_ms INTEGER,              -- NULL when ordinary = 0
     ord_last_ms  INTEGER,
+    ord_seconds  INTEGER NOT NULL,     -- bit s set: an ordinary query in second s of the minute
     PRIMARY KEY (device, minute)
 ) WITHOUT ROWID;
 
@@ -110,9 +112,14 @@ CREATE INDEX IF NOT EXISTS device_addresses_addr ON device_addresses (addr, last
 /// make `verify` more cautious).
 const BACKFILL_3: &str = "
 INSERT OR IGNORE INTO activity
-SELECT client, ts_ms / 60000, count(*), min(ts_ms), max(ts_ms), sum(categories IS NULL),
-       min(CASE WHEN categories IS NULL THEN ts_ms END), max(CASE WHEN categories IS NULL THEN ts_ms END)
-FROM queries GROUP BY client, ts_ms / 60000;
+SELECT client, m, sum(n), min(f), max(l), sum(o), min(of), max(ol),
+       sum(CASE WHEN o > 0 THEN 1 << s ELSE 0 END)
+FROM (SELECT client, ts_ms / 60000 AS m, (ts_ms % 60000) / 1000 AS s, count(*) AS n,
+             min(ts_ms) AS f, max(ts_ms) AS l, sum(categories IS NULL) AS o,
+             min(CASE WHEN categories IS NULL THEN ts_ms END) AS of,
+             max(CASE WHEN categories IS NULL THEN ts_ms END) AS ol
+      FROM queries GROUP BY client, m, s)
+GROUP BY client, m;
 INSERT OR IGNORE INTO devices (device, named_by, mac, first_ms, last_ms)
 SELECT client, CASE WHEN client_name IS NULL THEN 'address' ELSE 'config address' END, NULL,
        min(ts_ms), max(ts_ms)
