@@ -265,5 +265,20 @@ pub(crate) fn open_existing(path: &Path) -> Result<Connection, QueryLogError> {
             ),
         ));
     }
+    if version < SCHEMA_VERSION {
+        // An older log, read before the server restarted with this version: bring it up to
+        // date now (the readers need the newer tables).
+        if conn.is_readonly(c"main").unwrap_or(true) {
+            return Err(QueryLogError::new(
+                path,
+                DbErrorKind::ReadOnly,
+                format!(
+                    "it was written by an older telesink (schema {version}) and is read-only here; \
+                     run `telesink run` once with this version, or give this user write access"
+                ),
+            ));
+        }
+        migrate(&conn, path)?;
+    }
     Ok(conn)
 }
