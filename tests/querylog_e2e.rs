@@ -584,7 +584,8 @@ fn verify_after_the_device_went_quiet_in_matched_mode() {
     let out = verify("tablet");
     assert_eq!(out.code, Some(0), "{out}");
     assert!(
-        out.stdout.contains("STOPPED: no telemetry attempts from tablet")
+        out.stdout
+            .contains("STOPPED: no telemetry attempts from tablet")
             && out.stdout.contains("kept using telesink after T"),
         "{out}"
     );

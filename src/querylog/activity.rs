@@ -341,8 +341,9 @@ pub(crate) fn device_exists(conn: &Connection, name: &str) -> rusqlite::Result<b
 
 /// Every address the device used.
 pub(crate) fn device_addresses(conn: &Connection, name: &str) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn
-        .prepare_cached("SELECT addr FROM device_addresses WHERE device = ?1 ORDER BY last_ms DESC")?;
+    let mut st = conn.prepare_cached(
+        "SELECT addr FROM device_addresses WHERE device = ?1 ORDER BY last_ms DESC",
+    )?;
     let rows = st.query_map([name], |r| r.get(0))?;
     rows.collect()
 }
@@ -439,14 +440,17 @@ pub(crate) fn ordinary_counts(
         let mut p: Vec<rusqlite::types::Value> = vec![split.into(), from.into(), to.into()];
         p.extend(keys.iter().cloned());
         let (before, after): (i64, i64) =
-            conn.query_row(&sql, params_from_iter(p.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            conn.query_row(&sql, params_from_iter(p.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let sql = format!(
             "SELECT max(ts_ms) FROM queries WHERE client IN ({}) AND ts_ms < ?1",
             key_list(2, n)
         );
         let mut p: Vec<rusqlite::types::Value> = vec![to.into()];
         p.extend(keys.iter().cloned());
-        let row_last: Option<i64> = conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get(0))?;
+        let row_last: Option<i64> =
+            conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get(0))?;
         last_query_ms = last_query_ms.max(row_last);
         return Ok(OrdinaryCounts {
             before: before as u64,

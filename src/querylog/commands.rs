@@ -7,14 +7,15 @@ use serde::Serialize;
 
 use super::error::{CommandError, QueryLogError};
 use super::now_ms;
-use super::read::{clients_in_category, find_mark, placeholders, ClientList, ClientSelector, MarkInfo};
+use super::read::{
+    clients_in_category, find_mark, placeholders, ClientList, ClientSelector, MarkInfo,
+};
 use super::schema::{open_existing, open_rw};
 use crate::events::QueryResult;
 use crate::timespec::{self, TimeSpec};
 
 // ---------------------------------------------------------------------------------------------
 // `telesink mark`
-
 
 /// `telesink mark --client C --note TEXT`.
 #[derive(Clone, Debug)]

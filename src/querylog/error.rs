@@ -6,7 +6,6 @@ use rusqlite::ErrorCode;
 
 use crate::timespec;
 
-
 /// What went wrong with the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbErrorKind {

@@ -36,14 +36,16 @@ mod writer;
 mod tests;
 
 pub use activity::{devices, DeviceAddress, DeviceRecord, OrdinaryCounts};
-pub use commands::{log, log_at, mark, mark_at, LogArgs, LogEntry, LogReport, MarkArgs, MarkReport};
+pub use commands::{
+    log, log_at, mark, mark_at, LogArgs, LogEntry, LogReport, MarkArgs, MarkReport,
+};
 pub use error::{CommandError, DbErrorKind, QueryLogError};
 pub use read::{ClientList, ClientSelector, MarkInfo, OwnedClientList};
 pub use settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
 pub use sink::{anonymize_addr, start_for_server, QueryLog, QueryLogStats, ShutdownReport};
 
-pub(crate) use commands::table;
 pub(crate) use activity::ordinary_counts;
+pub(crate) use commands::table;
 pub(crate) use read::{category_counts, client_categories, find_mark, logged_ms};
 pub(crate) use schema::open_existing;
 #[cfg(test)]

@@ -8,7 +8,6 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::error::{DbErrorKind, QueryLogError};
 
-
 /// 2: without the `(category, ts_ms)` index of 1, which cost the writer about a third of its
 /// time per row; its questions are served by the primary key, client by client.
 /// 3: per-device activity (`activity`, `devices`, `device_addresses`), filled from the rows of

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 /// Which queries the log keeps (`[querylog] log`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogMode {

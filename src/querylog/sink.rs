@@ -17,10 +17,10 @@ use ipnet::IpNet;
 use rusqlite::params;
 use serde::Serialize;
 
+use super::activity::Pending;
 use super::error::{DbErrorKind, QueryLogError};
 use super::schema::open_rw;
 use super::settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
-use super::activity::Pending;
 use super::writer::{ErrorLimiter, Writer};
 use super::{now_ms, system_ms};
 use crate::category::{Action, CategorySet, CategoryTable};
@@ -473,4 +473,3 @@ impl QuerySink for QueryLog {
         a.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
-

@@ -192,12 +192,8 @@ impl Writer {
         }
         let n = self.batch.len() as u64;
         let counted = self.activity.queries();
-        let (conn, batch, activity, anonymize) = (
-            &mut self.conn,
-            &self.batch,
-            &self.activity,
-            self.anonymize,
-        );
+        let (conn, batch, activity, anonymize) =
+            (&mut self.conn, &self.batch, &self.activity, self.anonymize);
         let result = (|| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             write_rows(&tx, batch, anonymize)?;
@@ -251,13 +247,16 @@ impl Writer {
             }
         }
     }
-
 }
 
 /// Rows inserted between two `sched_yield`s (about 0.1–0.2 ms of work).
 const YIELD_EVERY: usize = 32;
 
-pub(super) fn write_rows(tx: &Transaction<'_>, rows: &[Row], anonymize: bool) -> rusqlite::Result<()> {
+pub(super) fn write_rows(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    anonymize: bool,
+) -> rusqlite::Result<()> {
     {
         let mut ins = tx.prepare_cached(INSERT_QUERY)?;
         let mut ins_cat = tx.prepare_cached(INSERT_CATEGORY)?;
@@ -323,4 +322,3 @@ pub(super) fn write_rows(tx: &Transaction<'_>, rows: &[Row], anonymize: bool) ->
     }
     Ok(())
 }
-

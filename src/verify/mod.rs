@@ -281,7 +281,8 @@ pub fn verify_at(
             } else {
                 prom.increase(&sel.label, BYPASS_CATEGORY, window_ms, until_ms)?
             };
-            let last_query_ms = prom.last_query_ms(&sel.label, window_ms + baseline_ms, until_ms)?;
+            let last_query_ms =
+                prom.last_query_ms(&sel.label, window_ms + baseline_ms, until_ms)?;
             notes.push(
                 "Prometheus counts are estimates: increase() extrapolates between scrapes".into(),
             );
@@ -398,7 +399,6 @@ pub fn verify_at(
         seen_categories,
     })
 }
-
 
 /// The device's DNS use around T, from the log or from Prometheus.
 struct Ordinary {

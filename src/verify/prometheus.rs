@@ -75,9 +75,7 @@ impl Prometheus {
             .unwrap_or(0.0);
         let categorised = self
             .instant(
-                &format!(
-                    "sum(increase(telesink_category_queries_total{{client=\"{c}\"}}[{r}ms]))"
-                ),
+                &format!("sum(increase(telesink_category_queries_total{{client=\"{c}\"}}[{r}ms]))"),
                 at_ms,
             )?
             .unwrap_or(0.0);
@@ -109,7 +107,7 @@ impl Prometheus {
         let mut resp = self
             .agent
             .get(format!("{}/api/v1/query", self.base))
-            .query("query", &query)
+            .query("query", query)
             .query("time", &time)
             .call()
             .map_err(|e| {
@@ -122,8 +120,7 @@ impl Prometheus {
             .body_mut()
             .read_to_string()
             .map_err(|e| self.err(format!("cannot read the answer: {e}")))?;
-        parse_instant(&body)
-            .map_err(|m| self.err(format!("{m} (HTTP {status}, query {query})")))
+        parse_instant(&body).map_err(|m| self.err(format!("{m} (HTTP {status}, query {query})")))
     }
 }
 
