@@ -65,8 +65,8 @@ struct DeviceSeen {
     mac: Option<Mac>,
     first_ms: i64,
     last_ms: i64,
-    /// Address (text as stored) → (first, last).
-    addrs: HashMap<String, (i64, i64)>,
+    /// Address (or network when anonymized) → (first, last).
+    addrs: HashMap<DeviceKey, (i64, i64)>,
 }
 
 /// Activity counted by the writer and not yet written.
@@ -136,12 +136,9 @@ impl Pending {
         }
         d.first_ms = d.first_ms.min(ts);
         d.last_ms = d.last_ms.max(ts);
-        if let Some(a) = d.addrs.get_mut(&addr_key.text()) {
-            a.0 = a.0.min(ts);
-            a.1 = a.1.max(ts);
-        } else {
-            d.addrs.insert(addr_key.text(), (ts, ts));
-        }
+        let a = d.addrs.entry(addr_key).or_insert((ts, ts));
+        a.0 = a.0.min(ts);
+        a.1 = a.1.max(ts);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -225,7 +222,7 @@ impl Pending {
                 d.last_ms
             ])?;
             for (addr, (first, last)) in &d.addrs {
-                address.execute(params![k, addr, first, last])?;
+                address.execute(params![k, addr.text(), first, last])?;
             }
         }
         Ok(())
