@@ -1002,7 +1002,7 @@ mod cost {
 
     /// CPU time of the writer per row (`write_rows`, batches of 2000, every row matched, on
     /// disk in the temp directory), and per `record` on the DNS side. Run in release:
-    /// `cargo test --release querylog::cost -- --ignored --nocapture`.
+    /// `cargo test --release querylog::tests::cost -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn write_cost() {
