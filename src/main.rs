@@ -48,9 +48,13 @@ enum Command {
     ///
     /// Counts the device's queries in the category (blocked, observed and allowed alike) from
     /// --since to --until, and in a baseline of the same length just before (at most 7 days).
+    /// STOPPED also needs proof that the device kept using telesink: its ordinary queries go
+    /// on at a rate its baseline makes plausible. A device that went quiet on DNS, was
+    /// DNS-silent or asked a `bypass` resolver gets INCONCLUSIVE, with what to check.
     /// Exits 0 STOPPED, 1 CONTINUING, 3 INCONCLUSIVE, 2 on error.
     Verify {
-        /// The device: a [[client]] name from the config, or an IP address.
+        /// The device: its name (a [[client]] of the config, or one the log has seen) or one of
+        /// its IP addresses.
         #[arg(long)]
         client: String,
         /// The category, e.g. telemetry.
@@ -75,7 +79,8 @@ enum Command {
     },
     /// Record the moment an opt-out was switched on a device (`verify --since mark:last`).
     Mark {
-        /// The device: a [[client]] name from the config, or an IP address.
+        /// The device: its name (a [[client]] of the config, or one the log has seen) or one of
+        /// its IP addresses.
         #[arg(long)]
         client: String,
         /// What was switched, e.g. "MIUI analytics off".
@@ -202,6 +207,8 @@ fn main() -> ExitCode {
                 since,
                 until,
                 prometheus,
+                // The lead wires `[clients] silent_after` here once the config has it.
+                silent_after: telesink::verify::DEFAULT_SILENT_AFTER,
             };
             report(
                 telesink::verify::verify(&args, &db, &clients),

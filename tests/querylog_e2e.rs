@@ -1,6 +1,7 @@
 //! The query log against a running server (SPEC "Query log and `verify`", `[querylog]`):
 //! graceful shutdown flushes, a full queue drops and counts without slowing DNS, retention,
-//! anonymize, `log = "none"`, and a database that cannot be used.
+//! anonymize, `log = "none"`, a database that cannot be used, and per-device activity in both
+//! modes that keep a database (with the "went quiet" scenario through the CLI).
 
 mod support;
 
@@ -261,6 +262,24 @@ fn retention_deletes_old_rows_at_start() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM queries"), 2);
     assert_eq!(count(&db, "SELECT count(*) FROM query_categories"), 2);
+    // Device activity of those days goes too.
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM activity WHERE minute < {}",
+                (now - 2 * day) / 60_000
+            )
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT sum(total) FROM activity WHERE device = 'anna-phone'"
+        ),
+        2
+    );
 }
 
 #[test]
@@ -362,4 +381,180 @@ fn unusable_database_is_a_clear_error_and_dns_keeps_serving() {
     );
     // Nothing is logged, nothing is counted as written, DNS answers.
     ts.assert_blocked(ANNA, "metrics.vendor.example");
+}
+
+/// Per device and minute, its queries and the ordinary ones, in "matched" (which logs no row
+/// for an ordinary query) and "all"; the device, its address and how it was named.
+#[test]
+fn device_activity_in_matched_and_all() {
+    for mode in ["matched", "all"] {
+        let up = TestUpstream::start();
+        let mut ts = telesink(&up, &format!("log = \"{mode}\"\n")).start();
+        let db = ts.dir().join("q.db");
+        let other = Ipv4Addr::new(127, 0, 0, 32);
+        for _ in 0..5 {
+            ts.query(ANNA, "www.example.com", RecordType::A);
+        }
+        ts.assert_blocked(ANNA, "tracking.vendor.example");
+        ts.assert_blocked(ANNA, "metrics.vendor.example");
+        ts.query(other, "www.example.org", RecordType::A);
+        // SIGTERM flushes the queue, activity included.
+        let status = ts.terminate(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{}", ts.logs());
+        // (The harness's own probe queries come from other addresses.)
+        let rows = count(
+            &db,
+            "SELECT count(*) FROM queries WHERE client_addr IN ('127.0.0.31', '127.0.0.32')",
+        );
+        assert_eq!(rows, if mode == "all" { 8 } else { 2 }, "{mode}");
+        assert_eq!(
+            count(
+                &db,
+                "SELECT sum(total) * 100 + sum(ordinary) FROM activity WHERE device = 'anna-phone'"
+            ),
+            705,
+            "{mode}"
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT sum(ordinary) FROM activity WHERE device = '127.0.0.32'"
+            ),
+            1,
+            "{mode}"
+        );
+        let devices = telesink::querylog::devices(&db).unwrap();
+        let anna = devices.iter().find(|d| d.name == "anna-phone").unwrap();
+        assert_eq!(
+            anna.named_by,
+            telesink::devices::NamedBy::ConfigAddress,
+            "{mode}"
+        );
+        assert_eq!(anna.addresses.len(), 1);
+        assert_eq!(anna.addresses[0].address, "127.0.0.31");
+        assert!(devices.iter().any(|d| d.name == "127.0.0.32"));
+    }
+}
+
+/// The scenario in `log = "matched"`, faked in time through the library: a phone sends
+/// one telemetry and one ordinary query a second for a minute, the opt-out is marked, then
+/// the phone sends nothing. 75 s later `telesink verify` says INCONCLUSIVE (exit 3) and names
+/// the silence; a phone whose ordinary queries go on is STOPPED.
+#[test]
+fn verify_after_the_device_went_quiet_in_matched_mode() {
+    use telesink::category::{Action, CategorySet, CategoryTable};
+    use telesink::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+    use telesink::querylog::{LogMode, QueryLog, QueryLogSettings};
+
+    let up = TestUpstream::start();
+    let builder = telesink(&up, "log = \"matched\"\n");
+    let db = builder.dir().join("q.db");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let t = now - 75_000;
+    let mut table = CategoryTable::new();
+    let cat = CategorySet::single(table.intern("telemetry").unwrap());
+    let table = Arc::new(table);
+    let list: Arc<str> = "vendor".into();
+    let device = |addr: Ipv4Addr, name: &str| ClientInfo {
+        addr: addr.into(),
+        name: Some(name.into()),
+        named_by: telesink::devices::NamedBy::Lease,
+        mac: None,
+        group: None,
+    };
+    let phone = device(Ipv4Addr::new(127, 0, 0, 34), "phone");
+    let tablet = device(Ipv4Addr::new(127, 0, 0, 33), "tablet");
+    {
+        let log = QueryLog::open(
+            QueryLogSettings {
+                path: db.clone(),
+                mode: LogMode::Matched,
+                retention_days: 0,
+                anonymize: false,
+                queue_size: 10_000,
+            },
+            prometheus::IntCounter::new("d", "d").unwrap(),
+            None,
+        )
+        .unwrap();
+        let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
+        let event = |c: &'_ ClientInfo, ms: i64, telemetry: bool| {
+            log.record(&QueryEvent {
+                time: at(ms),
+                client: c,
+                name: if telemetry {
+                    "tracking.vendor.example"
+                } else {
+                    "www.example.com"
+                },
+                qtype: RecordType::A,
+                result: if telemetry {
+                    QueryResult::Blocked
+                } else {
+                    QueryResult::Forwarded
+                },
+                categories: if telemetry { cat } else { CategorySet::EMPTY },
+                category_table: &table,
+                list: telemetry.then_some(&list),
+                action: telemetry.then_some(Action::Blocked),
+                rcode: ResponseCode::NoError,
+                upstream_time: None,
+                elapsed: Duration::ZERO,
+            });
+        };
+        for i in 0..60 {
+            let ms = t - 60_000 + i * 1000;
+            for c in [&phone, &tablet] {
+                event(c, ms, true);
+                event(c, ms, false);
+            }
+        }
+        // After T the tablet keeps its ordinary queries (no telemetry); the phone is silent.
+        for i in 0..75 {
+            event(&tablet, t + 500 + i * 1000, false);
+        }
+        log.shutdown();
+        // The log ran over the whole time and still runs (the run above opened only now).
+        Connection::open(&db)
+            .unwrap()
+            .execute(
+                "UPDATE runs SET start_ms = ?1, end_ms = NULL, alive_ms = ?2",
+                [t - 3_600_000, jiff::Timestamp::now().as_millisecond()],
+            )
+            .unwrap();
+    }
+    let since = jiff::Timestamp::from_millisecond(t).unwrap().to_string();
+    let verify = |client: &str| {
+        builder.cli(&[
+            "verify",
+            "--client",
+            client,
+            "--category",
+            "telemetry",
+            "--since",
+            &since,
+        ])
+    };
+    let out = verify("phone");
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(
+        out.stdout.contains("INCONCLUSIVE")
+            && out.stdout.contains("went quiet on DNS")
+            && out.stdout.contains("0 ordinary queries")
+            && !out.stdout.contains("STOPPED:"),
+        "{out}"
+    );
+    // By its address too: the log knows which device used it.
+    let out = verify("127.0.0.34");
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(out.stdout.starts_with("phone, category telemetry"), "{out}");
+
+    let out = verify("tablet");
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("STOPPED: no telemetry attempts from tablet")
+            && out.stdout.contains("kept using telesink after T"),
+        "{out}"
+    );
 }

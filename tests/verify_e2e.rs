@@ -1,6 +1,7 @@
 //! `telesink verify`, `mark` and `log` against a running server (SPEC "Query log and `verify`"):
-//! three clients give the three verdicts, from the query log and from a real Prometheus that
-//! scrapes two telesink instances.
+//! clients give the three verdicts, from the query log and from a real Prometheus that scrapes
+//! two telesink instances. STOPPED needs a device that kept using telesink (its ordinary queries
+//! go on); one that went quiet on DNS, or tried a `bypass` resolver, is INCONCLUSIVE.
 
 mod support;
 
@@ -9,9 +10,40 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+const CONFIG: &str = r#"
+[[list]]
+name = "vendor"
+source = "vendor.txt"
+categories = ["telemetry"]
+
+[[list]]
+name = "resolvers"
+source = "resolvers.txt"
+categories = ["bypass"]
+
+[[client]]
+name = "anna-phone"
+addresses = ["127.0.0.21"]
+
+[default]
+block = ["telemetry", "bypass"]
+observe = []
+"#;
+
+const LIST: &str = "tracking.vendor.example\nmetrics.vendor.example\n";
+
 const ANNA: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21); // stops after the mark
 const TV: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22); // keeps going
 const QUIET: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 23); // too few attempts to tell
+const PHONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 24); // sends nothing at all after the mark
+const LEAVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 25); // asks a DoH resolver after the mark
+
+const RESOLVERS: &str = "dns.google\n";
+
+/// An ordinary query (no category), answered by the upstream.
+fn ordinary(ts: &TelesinkProcess, from: Ipv4Addr) {
+    ts.query(from, "www.example.com", RecordType::A);
+}
 
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -31,15 +63,20 @@ fn sleep_until_ms(ms: i64) {
 #[test]
 fn three_clients_three_verdicts_mark_and_log() {
     let up = TestUpstream::start();
+    // Every query is logged, so ordinary queries are counted to the millisecond (with
+    // `matched`, per minute: see `querylog_e2e`).
     let ts = Telesink::new()
         .upstream(&up)
-        .vendor_blocked()
-        .named_client("anna-phone", &["127.0.0.21"])
+        .file("vendor.txt", LIST)
+        .file("resolvers.txt", RESOLVERS)
+        .toml(CONFIG)
+        .querylog_toml("log = \"all\"")
         .start();
     // The log runs from before this instant, so the whole baseline [start, mark) is logged.
     let start = now_ms();
 
-    // Baseline: anna-phone and the TV try 12 times each, the quiet device twice.
+    // Baseline: anna-phone, the TV, the phone and the leaver try 12 times each, the quiet
+    // device twice; all but the TV also send ordinary queries.
     for i in 0..12 {
         let name = if i % 3 == 0 {
             "metrics.vendor.example"
@@ -48,14 +85,20 @@ fn three_clients_three_verdicts_mark_and_log() {
         };
         ts.assert_blocked(ANNA, name);
         ts.assert_blocked(TV, "tracking.vendor.example");
+        ts.assert_blocked(PHONE, "tracking.vendor.example");
+        ts.assert_blocked(LEAVER, "tracking.vendor.example");
+        for c in [ANNA, QUIET, PHONE, LEAVER] {
+            ordinary(&ts, c);
+        }
     }
     ts.assert_blocked(QUIET, "tracking.vendor.example");
     ts.assert_blocked(QUIET, "metrics.vendor.example");
-    assert!(now_ms() - start < 1200, "baseline traffic took too long");
+    assert!(now_ms() - start < 2500, "baseline traffic took too long");
 
     // The owner switches the opt-out on and records it.
-    sleep_until_ms(start + 1500);
-    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"]);
+    sleep_until_ms(start + 3000);
+    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"],
+    );
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
     let db = ts.dir().join("q.db");
@@ -66,11 +109,19 @@ fn three_clients_three_verdicts_mark_and_log() {
     // Window [mark, until) as long as the baseline [start, mark).
     let until = mark_ms + (mark_ms - start);
 
-    // After the mark only the TV keeps trying.
+    // After the mark only the TV keeps trying. Anna, the quiet device and the leaver go on
+    // with their ordinary queries; the phone sends nothing; the leaver asks dns.google.
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..5 {
         ts.assert_blocked(TV, "metrics.vendor.example");
     }
+    for _ in 0..12 {
+        for c in [ANNA, QUIET, LEAVER] {
+            ordinary(&ts, c);
+        }
+    }
+    ts.assert_blocked(LEAVER, "dns.google");
+    assert!(now_ms() < until, "traffic after the mark took too long");
     // Let the window close and the writer flush its batch.
     sleep_until_ms(until + 700);
     let (since_s, until_s) = (rfc3339(mark_ms), rfc3339(until));
@@ -124,6 +175,53 @@ fn three_clients_three_verdicts_mark_and_log() {
         (domains[0]["name"].as_str(), domains[0]["before"].as_u64()),
         (Some("tracking.vendor.example"), Some(8))
     );
+
+    assert_eq!(j["ordinary"]["before"], 12);
+    assert_eq!(j["ordinary"]["after"], 12);
+    assert_eq!(j["ordinary"]["exact"], true);
+
+    // The issue's scenario: the phone tried as much as anna, then sent nothing at all. Its
+    // silence proves nothing: INCONCLUSIVE, naming it, never STOPPED.
+    let out = ts.cli(&[
+            "verify",
+            "--client",
+            "127.0.0.24",
+            "--category",
+            "telemetry",
+            "--since",
+            &since_s,
+            "--until",
+            &until_s,
+        ],
+    );
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(
+        out.stdout.contains("INCONCLUSIVE")
+            && out.stdout.contains("went quiet on DNS")
+            && out.stdout.contains("Private DNS")
+            && !out.stdout.contains("STOPPED:"),
+        "{out}"
+    );
+
+    // The leaver kept its ordinary queries but asked a DoH resolver: INCONCLUSIVE, that reason.
+    let out = ts.cli(&[
+            "verify",
+            "--client",
+            "127.0.0.25",
+            "--category",
+            "telemetry",
+            "--since",
+            &since_s,
+            "--until",
+            &until_s,
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(3), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(j["reason"], "bypass", "{out}");
+    assert_eq!(j["ordinary"]["bypass_names"][0], "dns.google", "{out}");
 
     // CONTINUING, naming the domain.
     let out = ts.cli(&[
@@ -298,8 +396,10 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     let replica = || {
         Telesink::new()
             .upstream(&up)
-            .vendor_blocked()
-            .named_client("anna-phone", &["127.0.0.21"])
+            .file("vendor.txt", LIST)
+            .file("resolvers.txt", RESOLVERS)
+            .toml(CONFIG)
+            .querylog_toml("log = \"all\"")
             .start()
     };
     let (a, b) = (replica(), replica());
@@ -309,11 +409,15 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     // Baseline, spread over several scrapes and split between the replicas: the series exist
     // before most of the counting, as they do for a real device.
     let start = now_ms();
+    // Anna and the phone also send ordinary queries; after T the phone sends nothing.
     let burst = |n: usize| {
         for i in 0..n {
             let ts = if i % 2 == 0 { &a } else { &b };
             ts.assert_blocked(ANNA, "tracking.vendor.example");
             ts.assert_blocked(TV, "tracking.vendor.example");
+            ts.assert_blocked(PHONE, "tracking.vendor.example");
+            ordinary(ts, ANNA);
+            ordinary(ts, PHONE);
         }
     };
     burst(4);
@@ -331,6 +435,13 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
         let ts = if i % 2 == 0 { &a } else { &b };
         ts.assert_blocked(TV, "metrics.vendor.example");
     }
+    // Anna keeps using telesink: somewhat more ordinary queries than in the baseline (24),
+    // spread over the window, so that increase()'s estimates cannot make it look quiet.
+    for i in 0..36 {
+        ordinary(if i % 2 == 0 { &a } else { &b }, ANNA);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(now_ms() < until, "traffic after T took too long");
     // Wait for scrapes past the window's end.
     sleep_until_ms(until + 3000);
     let (t_s, until_s) = (rfc3339(t), rfc3339(until));
@@ -344,20 +455,25 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     let out = verify_prometheus(&a, "127.0.0.22", &t_s, &until_s, &prom.url());
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("CONTINUING"), "{out}");
+    // The phone went quiet on DNS after T: INCONCLUSIVE from Prometheus too.
+    let out = verify_prometheus(&a, "127.0.0.24", &t_s, &until_s, &prom.url());
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(out.stdout.contains("went quiet on DNS"), "{out}");
     let out = a.cli(&[
-        "verify",
-        "--client",
-        "127.0.0.22",
-        "--category",
-        "telemetry",
-        "--since",
-        &t_s,
-        "--until",
-        &until_s,
-        "--prometheus",
-        &prom.url(),
-        "--json",
-    ]);
+            "verify",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--since",
+            &t_s,
+            "--until",
+            &until_s,
+            "--prometheus",
+            &prom.url(),
+            "--json",
+        ],
+    );
     let j: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(j["source"]["kind"], "prometheus");
