@@ -24,7 +24,15 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let leases = match crate::devices::load_leases(&config.client_discovery.leases) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("telesink: {}: [clients] leases: {e}", config.path.display());
+            return ExitCode::from(1);
+        }
+    };
     print!("{}", report(&config, &policy));
+    print!("{}", leases_report(&leases));
     ExitCode::SUCCESS
 }
 
@@ -132,4 +140,29 @@ pub fn names_or_none(policy: &Policy, set: crate::category::CategorySet) -> Stri
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The `[clients] leases` files: format, named leases, skipped lines.
+fn leases_report(leases: &crate::devices::LeaseSet) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if leases.files.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\nlease files:");
+    for f in &leases.files {
+        let format = f.format.map_or("empty (no lease yet)", |f| f.as_str());
+        let _ = writeln!(
+            out,
+            "  {}: {format}, {} named leases, {} expired or unnamed, {} lines skipped",
+            f.path.display(),
+            f.leases.len(),
+            f.unnamed_or_expired,
+            f.skipped.len()
+        );
+        for s in f.skipped.iter().take(5) {
+            let _ = writeln!(out, "    {}:{}: {}", f.path.display(), s.line, s.reason);
+        }
+    }
+    out
 }

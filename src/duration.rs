@@ -27,6 +27,22 @@ pub enum DurationError {
     Invalid,
 }
 
+/// A duration as people read it, in the form [`parse`] takes: `30m`, `1h 30m`, `2d`, `45s`.
+pub fn display(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let mut parts = Vec::new();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            parts.push(format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    parts.join(" ")
+}
+
 /// Parses a duration; see the module doc for the forms.
 pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
@@ -101,5 +117,19 @@ mod tests {
             parse("90").unwrap_err().to_string(),
             "90 has no unit: write 90m (minutes), 90h (hours) or 90d (days)"
         );
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::{display, parse};
+    use std::time::Duration;
+
+    #[test]
+    fn display_reads_back() {
+        for (d, text) in [(1800, "30m"), (5400, "1h 30m"), (172_800, "2d"), (45, "45s")] {
+            assert_eq!(display(Duration::from_secs(d)), text);
+            assert_eq!(parse(text).unwrap(), Duration::from_secs(d));
+        }
     }
 }

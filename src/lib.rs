@@ -10,6 +10,7 @@ pub mod answer;
 pub mod cache;
 pub mod category;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod duration;

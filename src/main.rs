@@ -89,6 +89,17 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Every device seen: name, how it was named, MAC, addresses, last query, on the LAN or
+    /// not, DNS-silent or not.
+    ///
+    /// Reads the query log and, now, the kernel's neighbour table and the DHCP lease files.
+    Devices {
+        /// Print the devices as a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Search the query log, newest first.
     Log {
         /// A [[client]] name from the config, or an IP address.
@@ -115,7 +126,7 @@ enum Command {
 /// The query log's path and the config's clients, for `verify`, `mark` and `log`.
 fn querylog_context(
     config: &std::path::Path,
-) -> Result<(PathBuf, telesink::querylog::OwnedClientList), ExitCode> {
+) -> Result<(PathBuf, telesink::querylog::OwnedClientList, std::time::Duration), ExitCode> {
     match telesink::config::Config::load(config) {
         Ok(c) => {
             let clients = c
@@ -123,7 +134,7 @@ fn querylog_context(
                 .iter()
                 .map(|c| (c.name.clone(), c.addresses.clone()))
                 .collect();
-            Ok((c.querylog.path, clients))
+            Ok((c.querylog.path, clients, c.client_discovery.silent_after))
         }
         Err(e) => {
             eprintln!("telesink: invalid configuration: {e}");
@@ -197,7 +208,7 @@ fn main() -> ExitCode {
             json,
             config,
         } => {
-            let (db, clients) = match querylog_context(&config) {
+            let (db, clients, silent_after) = match querylog_context(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -207,8 +218,7 @@ fn main() -> ExitCode {
                 since,
                 until,
                 prometheus,
-                // The lead wires `[clients] silent_after` here once the config has it.
-                silent_after: telesink::verify::DEFAULT_SILENT_AFTER,
+                silent_after,
             };
             report(
                 telesink::verify::verify(&args, &db, &clients),
@@ -227,7 +237,7 @@ fn main() -> ExitCode {
             note,
             config,
         } => {
-            let (db, clients) = match querylog_context(&config) {
+            let (db, clients, _) = match querylog_context(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -238,6 +248,25 @@ fn main() -> ExitCode {
                 |_| 0,
             )
         }
+        Command::Devices { json, config } => {
+            let config = match telesink::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("telesink: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match telesink::cli::devices::devices(&config) {
+                Ok(r) => {
+                    print!("{}", if json { r.render_json() } else { r.render_text() });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telesink: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Log {
             client,
             category,
@@ -247,7 +276,7 @@ fn main() -> ExitCode {
             json,
             config,
         } => {
-            let (db, clients) = match querylog_context(&config) {
+            let (db, clients, _) = match querylog_context(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

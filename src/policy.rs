@@ -151,6 +151,8 @@ pub struct Policy {
     slots: [Slot; SLOTS],
     client_by_addr: std::collections::HashMap<IpAddr, ClientId>,
     client_nets: Vec<(IpNet, ClientId)>,
+    /// `[[client]] macs`: the device behind every address the neighbour table maps to one.
+    client_by_mac: std::collections::HashMap<crate::devices::Mac, ClientId>,
     /// Per list: the EDE text of a block by that list alone, made once.
     block_texts: Vec<Arc<str>>,
 }
@@ -304,6 +306,7 @@ impl Policy {
         let mut clients = Vec::new();
         let mut client_by_addr = std::collections::HashMap::new();
         let mut client_nets = Vec::new();
+        let mut client_by_mac = std::collections::HashMap::new();
         for (i, c) in config.clients.iter().enumerate() {
             let id = ClientId(i as u32);
             for net in &c.addresses {
@@ -312,6 +315,9 @@ impl Policy {
                 } else {
                     client_nets.push((*net, id));
                 }
+            }
+            for mac in &c.macs {
+                client_by_mac.insert(*mac, id);
             }
             clients.push(Client {
                 name: Arc::from(c.name.as_str()),
@@ -381,6 +387,7 @@ impl Policy {
             slots,
             client_by_addr,
             client_nets,
+            client_by_mac,
         })
     }
 
@@ -413,21 +420,46 @@ impl Policy {
     /// Who `addr` is: the configured client and the first group (in file order) naming it.
     pub fn client(&self, addr: IpAddr) -> ClientMatch {
         let addr = canonical(addr);
-        let client = self.client_by_addr.get(&addr).copied().or_else(|| {
+        let client = self.client_by_address(addr);
+        ClientMatch {
+            client,
+            group: self.group_of(client, addr),
+        }
+    }
+
+    /// The `[[client]]` whose `addresses` hold `addr` (canonical).
+    pub fn client_by_address(&self, addr: IpAddr) -> Option<ClientId> {
+        self.client_by_addr.get(&addr).copied().or_else(|| {
             self.client_nets
                 .iter()
                 .find(|(net, _)| net.contains(&addr))
                 .map(|&(_, id)| id)
-        });
-        let group = self
-            .groups
+        })
+    }
+
+    /// The `[[client]]` whose `macs` hold `mac`.
+    pub fn client_by_mac(&self, mac: crate::devices::Mac) -> Option<ClientId> {
+        if self.client_by_mac.is_empty() {
+            return None;
+        }
+        self.client_by_mac.get(&mac).copied()
+    }
+
+    /// Whether any `[[client]]` is named by MAC (else the neighbour table is not needed to
+    /// find configured clients).
+    pub fn has_macs(&self) -> bool {
+        !self.client_by_mac.is_empty()
+    }
+
+    /// The first group (in file order) naming the client or a network holding `addr`.
+    pub fn group_of(&self, client: Option<ClientId>, addr: IpAddr) -> Option<GroupId> {
+        self.groups
             .iter()
             .position(|g| {
                 client.is_some_and(|c| g.client_ids.contains(&c))
                     || g.nets.iter().any(|n| n.contains(&addr))
             })
-            .map(|i| GroupId(i as u32));
-        ClientMatch { client, group }
+            .map(|i| GroupId(i as u32))
     }
 
     pub fn client_name(&self, m: ClientMatch) -> Option<&Arc<str>> {
