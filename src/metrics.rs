@@ -46,6 +46,7 @@ use prometheus::{
 
 use crate::category::Action;
 use crate::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+use crate::resolve::cache::{CacheObserver, CacheStep};
 use crate::upstream::{UpstreamObserver, UpstreamOutcome};
 
 /// The `client` label of every client past `metrics.max_clients` (the config refuses it as a
@@ -152,6 +153,7 @@ pub struct Metrics {
     cache_entries: IntGauge,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    cache_stale: IntCounter,
 
     list_entries: IntGaugeVec,
     current_lists: Mutex<Vec<String>>,
@@ -252,7 +254,7 @@ impl Metrics {
             &registry,
             IntCounter::new(
                 "telesink_cache_hits_total",
-                "Cache lookups that found an answer.",
+                "Queries that reached the cache step and found a fresh answer.",
             )
             .unwrap(),
         );
@@ -260,7 +262,15 @@ impl Metrics {
             &registry,
             IntCounter::new(
                 "telesink_cache_misses_total",
-                "Cache lookups that found no answer.",
+                "Queries that reached the cache step and were forwarded (no fresh answer).",
+            )
+            .unwrap(),
+        );
+        let cache_stale = register(
+            &registry,
+            IntCounter::new(
+                "telesink_cache_stale_total",
+                "Misses answered from a stale entry because every upstream failed.",
             )
             .unwrap(),
         );
@@ -350,6 +360,7 @@ impl Metrics {
             cache_entries,
             cache_hits,
             cache_misses,
+            cache_stale,
             list_entries,
             current_lists: Mutex::new(Vec::new()),
             reloads_success: reloads.with_label_values(&["success"]),
@@ -509,9 +520,8 @@ impl Metrics {
         }
     }
 
-    /// `telesink_cache_entries`: the answers the cache holds now. (Hits and misses need no call:
-    /// [`QuerySink::record`] counts a `cached` answer as a hit and a `forwarded` or `failed` one
-    /// as a miss.)
+    /// `telesink_cache_entries`: the answers the cache holds now. (Hits, misses and stale
+    /// answers come from the cache, through [`CacheObserver`].)
     pub fn set_cache_entries(&self, entries: usize) {
         self.cache_entries
             .set(entries.min(i64::MAX as usize) as i64);
@@ -593,14 +603,23 @@ impl UpstreamObserver for Metrics {
     }
 }
 
+impl CacheObserver for Metrics {
+    fn cache_step(&self, step: CacheStep) {
+        match step {
+            CacheStep::Hit => self.cache_hits.inc(),
+            CacheStep::Miss => self.cache_misses.inc(),
+            // A stale answer is a miss that the cache rescued.
+            CacheStep::Stale => {
+                self.cache_misses.inc();
+                self.cache_stale.inc();
+            }
+        }
+    }
+}
+
 impl QuerySink for Metrics {
     fn record(&self, event: &QueryEvent<'_>) {
         self.response_seconds[result_index(event.result)].observe(event.elapsed.as_secs_f64());
-        match event.result {
-            QueryResult::Cached => self.cache_hits.inc(),
-            QueryResult::Forwarded | QueryResult::Failed => self.cache_misses.inc(),
-            QueryResult::Blocked | QueryResult::Local | QueryResult::Refused => {}
-        }
         self.with_client(event.client, |client| {
             client.results[result_index(event.result)].inc();
             if event.categories.is_empty() {
@@ -919,6 +938,9 @@ mod tests {
             CategorySet::EMPTY,
             None,
         ));
+        for step in [CacheStep::Hit, CacheStep::Miss, CacheStep::Stale] {
+            m.cache_step(step);
+        }
         m.set_list_entries([("xiaomi", 10), ("huawei", 5)]);
         m.config_loaded(SystemTime::now());
         m.reload_failed(SystemTime::now());
@@ -934,6 +956,7 @@ mod tests {
             "telesink_cache_entries",
             "telesink_cache_hits_total",
             "telesink_cache_misses_total",
+            "telesink_cache_stale_total",
             "telesink_list_entries",
             "telesink_reloads_total",
             "telesink_config_last_reload_success",
@@ -972,6 +995,7 @@ mod tests {
         assert_eq!(sample(&s, "telesink_cache_entries"), Some(42.0));
         assert_eq!(sample(&s, "telesink_cache_hits_total"), Some(1.0));
         assert_eq!(sample(&s, "telesink_cache_misses_total"), Some(2.0));
+        assert_eq!(sample(&s, "telesink_cache_stale_total"), Some(1.0));
         for (i, o) in UpstreamOutcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome_index(o), i);
         }

@@ -22,7 +22,7 @@ use hickory_server::server::{ResponseHandle, TimeoutStream};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::handler::Handler;
+use crate::resolve::Handler;
 
 /// Answers waiting to be written on one connection (pipelined queries).
 const RESPONSE_BUFFER: usize = 64;
@@ -86,19 +86,22 @@ async fn connection(
         };
         let (bytes, src) = message.into_parts();
         // Blocked and cached answers are ready at once: no task, no decode.
-        if let Some(answer) = handler.answer_direct(&bytes, src, Protocol::Tcp) {
-            let mut sender = sender.clone();
-            if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
-                tracing::debug!(error = %e, "failed to queue a TCP answer");
+        let pending = match handler.answer_direct(&bytes, src, Protocol::Tcp) {
+            Ok(answer) => {
+                let mut sender = sender.clone();
+                if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
+                    tracing::debug!(error = %e, "failed to queue a TCP answer");
+                }
+                drop(slot);
+                continue;
             }
-            drop(slot);
-            continue;
-        }
+            Err(pending) => pending,
+        };
         let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
         let handler = handler.clone();
         tokio::spawn(async move {
             handler
-                .answer_wire(bytes, src, Protocol::Tcp, responder)
+                .answer_wire_with(bytes, src, Protocol::Tcp, responder, pending)
                 .await;
             drop(slot);
         });

@@ -30,7 +30,8 @@ use hickory_server::net::NetError;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
-use crate::handler::Handler;
+use crate::resolve::handler::{Direct, Pending};
+use crate::resolve::Handler;
 
 /// Largest datagram read; EDNS clients rarely send more than a few hundred bytes.
 const RECV_BUFFER: usize = 4096;
@@ -138,14 +139,12 @@ impl Outbox {
     }
 
     /// The direct path's answer for `bytes`, if it has one, appended.
-    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> bool {
-        let answered = handler
-            .answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes)
-            .is_some();
-        if answered {
+    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> Direct {
+        let direct = handler.answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes);
+        if let Direct::Answered = direct {
             self.answers.push((self.bytes.len(), src));
         }
-        answered
+        direct
     }
 
     fn clear(&mut self) {
@@ -203,16 +202,18 @@ fn serve(
             let direct = OUTBOX.with(|o| {
                 o.borrow_mut()
                     .as_mut()
-                    .is_some_and(|outbox| outbox.push_direct(&handler, bytes, src))
+                    .map(|outbox| outbox.push_direct(&handler, bytes, src))
             });
-            if direct {
-                continue;
-            }
+            let pending = match direct {
+                Some(Direct::Answered) => continue,
+                Some(Direct::Pass(pending)) => pending,
+                None => None,
+            };
             let responder = UdpResponder {
                 socket: socket.clone(),
                 dst: src,
             };
-            let mut fut = request_future(bytes, src, handler.clone(), responder);
+            let mut fut = request_future(bytes, src, handler.clone(), responder, pending);
             // Most answers need no upstream: the first poll finishes them on this thread.
             if fut
                 .as_mut()
@@ -379,17 +380,19 @@ mod mmsg {
 
 type BoxedQuery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The future that answers one datagram; usually ready at its first poll.
+/// The future that answers one datagram (with what the direct path decided, if it read it);
+/// usually ready at its first poll.
 fn request_future(
     bytes: &[u8],
     src: SocketAddr,
     handler: Handler,
     responder: UdpResponder,
+    pending: Option<Pending>,
 ) -> BoxedQuery {
     let bytes = bytes.to_vec();
     Box::pin(async move {
         handler
-            .answer_wire(bytes, src, Protocol::Udp, responder)
+            .answer_wire_with(bytes, src, Protocol::Udp, responder, pending)
             .await
     })
 }
