@@ -83,6 +83,16 @@ pub struct Pending {
     started: Instant,
 }
 
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("client", &self.client)
+            .field("decision", &self.decision)
+            .field("admitted", &self.admitted)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the direct path did with a query.
 pub enum Direct {
     /// Answered: the answer was appended to the buffer.
