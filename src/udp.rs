@@ -387,7 +387,7 @@ fn request_future(
     src: SocketAddr,
     handler: Handler,
     responder: UdpResponder,
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
 ) -> BoxedQuery {
     let bytes = bytes.to_vec();
     Box::pin(async move {

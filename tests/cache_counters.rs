@@ -38,7 +38,10 @@ fn hits_and_misses_add_up_to_the_queries_that_reached_the_cache() {
     };
     up.set("plain.example", addrs(300));
     up.set("short.example", addrs(1));
-    up.set("cloak.example", Reply::cname_chain(&["edge.tracker.example"], ip));
+    up.set(
+        "cloak.example",
+        Reply::cname_chain(&["edge.tracker.example"], ip),
+    );
     up.set("down.example", Reply::Never);
     let ts = Telesink::new()
         .upstream(&up)
@@ -83,7 +86,10 @@ block = ["telemetry"]
     let r = ts.query(me, "tracker.example", RecordType::A);
     assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
     assert_eq!(rcode("localhost", RecordType::A), ResponseCode::NoError);
-    assert_eq!(rcode("plain.example", RecordType::ANY), ResponseCode::NoError);
+    assert_eq!(
+        rcode("plain.example", RecordType::ANY),
+        ResponseCode::NoError
+    );
     let r = ts.query(client(9), "plain.example", RecordType::A);
     assert_eq!(r.rcode(), ResponseCode::Refused);
 

@@ -226,19 +226,18 @@ fn general(h: &Handler, bytes: &[u8], src: SocketAddr) -> Vec<u8> {
 }
 
 /// The general path, going on from what the direct path decided (as the listeners do).
-fn general_with(h: &Handler, bytes: &[u8], src: SocketAddr, pending: Option<Pending>) -> Vec<u8> {
+fn general_with(
+    h: &Handler,
+    bytes: &[u8],
+    src: SocketAddr,
+    pending: Option<Box<Pending>>,
+) -> Vec<u8> {
     let capture = Capture::default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(h.answer_wire_with(
-        bytes.to_vec(),
-        src,
-        Protocol::Udp,
-        capture.clone(),
-        pending,
-    ));
+    rt.block_on(h.answer_wire_with(bytes.to_vec(), src, Protocol::Udp, capture.clone(), pending));
     let out = capture.0.lock().unwrap().take();
     out.expect("the general path answers")
 }

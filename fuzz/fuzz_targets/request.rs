@@ -374,7 +374,7 @@ fn general(
     src: SocketAddr,
     protocol: Protocol,
     capture: &Capture,
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
 ) {
     let fut = handler.answer_wire_with(msg.to_vec(), src, protocol, capture.clone(), pending);
     w.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await })

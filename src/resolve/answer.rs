@@ -10,7 +10,6 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-
 /// RFC 8914 info codes telesink uses.
 pub mod ede {
     pub const STALE_ANSWER: u16 = 3;

@@ -359,18 +359,35 @@ value = "192.168.1.10"
 
     /// Decides `name`/`qtype` for `from`, reading the question as the general path does, and
     /// checks that the direct path's reading gives the same decision.
-    fn ask(live: &Live, cache: &AnswerCache, from: &str, name: &str, qtype: RecordType, now: Instant) -> Decision {
+    fn ask(
+        live: &Live,
+        cache: &AnswerCache,
+        from: &str,
+        name: &str,
+        qtype: RecordType,
+        now: Instant,
+    ) -> Decision {
         let client = identify(live, from.parse::<IpAddr>().unwrap());
         let lower = LowerName::from_str(name).unwrap();
         let mut buf = [0u8; 256];
         let text = super::super::wire::dotted(&Name::from(lower.clone()), &mut buf);
-        let general = decide(live, cache, &client, &Question::from_name(&lower, text, qtype), now);
+        let general = decide(
+            live,
+            cache,
+            &client,
+            &Question::from_name(&lower, text, qtype),
+            now,
+        );
         let mut m = Message::new(1, MessageType::Query, OpCode::Query);
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
         let bytes = m.to_vec().unwrap();
         let q = WireQuery::parse(&bytes).expect("common shape");
         let direct = decide(live, cache, &client, &Question::from_wire(&q), now);
-        assert_eq!(format!("{direct:?}"), format!("{general:?}"), "{name} {qtype}");
+        assert_eq!(
+            format!("{direct:?}"),
+            format!("{general:?}"),
+            "{name} {qtype}"
+        );
         general
     }
 
@@ -382,28 +399,75 @@ value = "192.168.1.10"
         // 1. Access first: outside allow_networks, even a local or a blocked name is refused.
         for name in ["tracking.vendor.home.arpa.", "tracking.vendor.example."] {
             let d = ask(&live, &cache, "10.0.0.1", name, RecordType::A, now);
-            assert!(matches!(d.answer, Answer::Refuse(Refusal::NotAllowed)), "{d:?}");
+            assert!(
+                matches!(d.answer, Answer::Refuse(Refusal::NotAllowed)),
+                "{d:?}"
+            );
             assert_eq!(d.report.result, QueryResult::Refused);
         }
         // 2. Local before the policy: a record under a listed name is answered locally.
-        let d = ask(&live, &cache, "127.0.0.1", "tracking.vendor.home.arpa.", RecordType::A, now);
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "tracking.vendor.home.arpa.",
+            RecordType::A,
+            now,
+        );
         assert!(matches!(d.answer, Answer::Local), "{d:?}");
         // 3. The policy: a block ends the query before the cache.
-        let d = ask(&live, &cache, "127.0.0.1", "x.tracking.vendor.example.", RecordType::ANY, now);
-        assert!(matches!(d.answer, Answer::Block(BlockReason::List)), "{d:?}");
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "x.tracking.vendor.example.",
+            RecordType::ANY,
+            now,
+        );
+        assert!(
+            matches!(d.answer, Answer::Block(BlockReason::List)),
+            "{d:?}"
+        );
         assert_eq!(d.report.action, Some(Action::Blocked));
         assert!(d.report.verdict.list.is_some() && d.report.cache.is_none());
         // Bypass defences, unless an allow exception names them.
-        let d = ask(&live, &cache, "127.0.0.1", "use-application-dns.net.", RecordType::A, now);
-        assert!(matches!(d.answer, Answer::Block(BlockReason::Bypass(Bypass::NxDomain))));
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "use-application-dns.net.",
+            RecordType::A,
+            now,
+        );
+        assert!(matches!(
+            d.answer,
+            Answer::Block(BlockReason::Bypass(Bypass::NxDomain))
+        ));
         assert!(d.report.verdict.categories.contains(live.policy.bypass));
-        let d = ask(&live, &cache, "127.0.0.1", "mask.icloud.com.", RecordType::A, now);
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "mask.icloud.com.",
+            RecordType::A,
+            now,
+        );
         assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
         assert_eq!(d.report.action, Some(Action::Allowed));
         // ANY for an allowed name: the minimal answer, not the cache.
-        let d = ask(&live, &cache, "127.0.0.1", "other.example.", RecordType::ANY, now);
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "other.example.",
+            RecordType::ANY,
+            now,
+        );
         assert!(matches!(d.answer, Answer::MinimalAny));
-        assert_eq!((d.report.result, d.report.cache), (QueryResult::Local, None));
+        assert_eq!(
+            (d.report.result, d.report.cache),
+            (QueryResult::Local, None)
+        );
     }
 
     #[test]
@@ -412,16 +476,46 @@ value = "192.168.1.10"
         let cache = AnswerCache::new(10, Duration::from_secs(60));
         put(&cache, "www.example.", vec![a("www.example.", 10)]);
         let now = Instant::now();
-        let d = ask(&live, &cache, "127.0.0.1", "WWW.example.", RecordType::A, now);
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "WWW.example.",
+            RecordType::A,
+            now,
+        );
         assert!(matches!(d.answer, Answer::Cached(_)), "{d:?}");
-        assert_eq!((d.report.result, d.report.cache), (QueryResult::Cached, Some(CacheStep::Hit)));
+        assert_eq!(
+            (d.report.result, d.report.cache),
+            (QueryResult::Cached, Some(CacheStep::Hit))
+        );
         let later = now + Duration::from_secs(30);
-        let d = ask(&live, &cache, "127.0.0.1", "www.example.", RecordType::A, later);
-        assert!(matches!(d.answer, Answer::Forward { stale: Some(_) }), "{d:?}");
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "www.example.",
+            RecordType::A,
+            later,
+        );
+        assert!(
+            matches!(d.answer, Answer::Forward { stale: Some(_) }),
+            "{d:?}"
+        );
         assert_eq!(d.report.cache, Some(CacheStep::Miss));
-        let d = ask(&live, &cache, "127.0.0.1", "new.example.", RecordType::A, now);
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "new.example.",
+            RecordType::A,
+            now,
+        );
         assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
-        assert_eq!((d.report.result, d.report.cache), (QueryResult::Forwarded, Some(CacheStep::Miss)));
+        assert_eq!(
+            (d.report.result, d.report.cache),
+            (QueryResult::Forwarded, Some(CacheStep::Miss))
+        );
     }
 
     #[test]
@@ -441,8 +535,18 @@ value = "192.168.1.10"
                 a("tracking.vendor.example.", 300),
             ],
         );
-        let d = ask(&live, &cache, "127.0.0.1", "innocent.example.", RecordType::A, Instant::now());
-        assert!(matches!(d.answer, Answer::Block(BlockReason::Cloaking)), "{d:?}");
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "innocent.example.",
+            RecordType::A,
+            Instant::now(),
+        );
+        assert!(
+            matches!(d.answer, Answer::Block(BlockReason::Cloaking)),
+            "{d:?}"
+        );
         assert_eq!(d.report.result, QueryResult::Blocked);
         assert_eq!(d.report.cache, Some(CacheStep::Hit));
         assert!(!d.report.verdict.categories.is_empty());
@@ -454,7 +558,14 @@ value = "192.168.1.10"
         let cache = AnswerCache::new(10, Duration::from_secs(60));
         let now = Instant::now();
         for _ in 0..20 {
-            ask(&live, &cache, "127.0.0.5", "tracking.vendor.example.", RecordType::A, now);
+            ask(
+                &live,
+                &cache,
+                "127.0.0.5",
+                "tracking.vendor.example.",
+                RecordType::A,
+                now,
+            );
         }
         // 1 qps, burst 1: the first token is still there, the second is not.
         let me: IpAddr = "127.0.0.5".parse().unwrap();

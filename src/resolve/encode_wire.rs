@@ -401,16 +401,16 @@ mod tests {
     fn cached_answers_keep_the_question_case_and_age() {
         let name = LowerName::from_str("www.example.").unwrap();
         let answers = vec![
-                Record::from_rdata(
-                    Name::from_ascii("www.example.").unwrap(),
-                    300,
-                    RData::CNAME(CNAME(Name::from_ascii("Edge.CDN.example.").unwrap())),
-                ),
-                Record::from_rdata(
-                    Name::from_ascii("edge.cdn.example.").unwrap(),
-                    60,
-                    RData::A(Ipv4Addr::new(192, 0, 2, 1).into()),
-                ),
+            Record::from_rdata(
+                Name::from_ascii("www.example.").unwrap(),
+                300,
+                RData::CNAME(CNAME(Name::from_ascii("Edge.CDN.example.").unwrap())),
+            ),
+            Record::from_rdata(
+                Name::from_ascii("edge.cdn.example.").unwrap(),
+                60,
+                RData::A(Ipv4Addr::new(192, 0, 2, 1).into()),
+            ),
         ];
         let sections = Sections {
             rcode: ResponseCode::NoError,

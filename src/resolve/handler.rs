@@ -98,8 +98,9 @@ pub enum Direct {
     /// Answered: the answer was appended to the buffer.
     Answered,
     /// Left to the general path ([`Handler::answer_wire_with`]): `None` when the query is not of
-    /// the common shape (it is read again from scratch), else what was decided.
-    Pass(Option<Pending>),
+    /// the common shape (it is read again from scratch), else what was decided (boxed: the
+    /// general path allocates anyway, and the direct path's result stays small).
+    Pass(Option<Box<Pending>>),
 }
 
 impl Handler {
@@ -207,7 +208,7 @@ impl Handler {
         bytes: &[u8],
         src: SocketAddr,
         protocol: Protocol,
-    ) -> Result<Vec<u8>, Option<Pending>> {
+    ) -> Result<Vec<u8>, Option<Box<Pending>>> {
         let mut out = Vec::new();
         match self.answer_direct_into(bytes, src, protocol, &mut out) {
             Direct::Answered => Ok(out),
@@ -239,13 +240,13 @@ impl Handler {
         let decision = decide(&live, &self.inner.cache, &client, &question, started);
         let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
         let pass = |live: Guard<Arc<Live>>, client, decision, admitted| {
-            Direct::Pass(Some(Pending {
+            Direct::Pass(Some(Box::new(Pending {
                 live: Guard::into_inner(live),
                 client,
                 decision,
                 admitted,
                 started,
-            }))
+            })))
         };
         if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
             return pass(live, client, decision, false);
@@ -341,7 +342,7 @@ impl Handler {
         src: SocketAddr,
         protocol: Protocol,
         mut responder: R,
-        pending: Option<Pending>,
+        pending: Option<Box<Pending>>,
     ) {
         // The header is read in full only for FORMERR; the hot path looks at the QR bit alone.
         let Some(head) = bytes.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok()) else {
@@ -366,7 +367,7 @@ impl Handler {
         &self,
         request: &Request,
         mut response_handle: R,
-        pending: Option<Pending>,
+        pending: Option<Box<Pending>>,
     ) -> ResponseInfo {
         let _in_flight = InFlight::enter(&self.inner.in_flight);
         let started = pending.as_ref().map_or_else(Instant::now, |p| p.started);
@@ -407,15 +408,21 @@ impl Handler {
         if let Some(code) = unsupported {
             metadata.response_code = code;
             let reply = Reply::rcode(code);
-            return hickory::send(&mut response_handle, request, metadata, edns.as_ref(), &reply)
-                .await;
+            return hickory::send(
+                &mut response_handle,
+                request,
+                metadata,
+                edns.as_ref(),
+                &reply,
+            )
+            .await;
         }
 
         let query = info.query;
         let (name, qtype) = (query.name(), query.query_type());
         let mut buf = [0u8; 256];
         let text = dotted(name, &mut buf);
-        let (live, client, decision) = match pending {
+        let (live, client, decision) = match pending.map(|p| *p) {
             Some(p) if p.admitted => (p.live, p.client, p.decision),
             Some(p) => {
                 let decision = self.admit(&p.live, &p.client, p.decision);
@@ -432,7 +439,15 @@ impl Handler {
         };
 
         let (reply, report) = self
-            .finish(&live, &client, name, qtype, query.original(), decision, started)
+            .finish(
+                &live,
+                &client,
+                name,
+                qtype,
+                query.original(),
+                decision,
+                started,
+            )
             .await;
 
         metadata.response_code = reply.rcode;
@@ -526,8 +541,13 @@ impl Handler {
                 (hickory::cached(&entry, now, true), entry.targets.clone())
             }
         };
-        let (verdict, action) =
-            cloaking::inspect(policy, client.policy, report.verdict, report.action, &targets);
+        let (verdict, action) = cloaking::inspect(
+            policy,
+            client.policy,
+            report.verdict,
+            report.action,
+            &targets,
+        );
         report.verdict = verdict;
         report.action = action;
         if action == Some(Action::Blocked) {

@@ -298,5 +298,4 @@ mod tests {
         let broken = [cookie.as_slice(), &padding, &subnet].concat();
         assert!(WireQuery::parse(&with_options(&broken)).is_none());
     }
-
 }
