@@ -1,13 +1,14 @@
 //! The UDP listener: a dedicated thread per socket that reads a datagram, runs the request
 //! handler and writes the answer, with no task spawn or channel hop for answers the handler
 //! gives at once (blocked, cached, local, refused). Blocked, cached and refused answers take the
-//! handler's direct path (`Handler::answer_direct`: bytes in, bytes out); the rest its general
-//! path, polled once here. Only queries that wait for an upstream move to the async runtime.
+//! handler's direct path (`Handler::answer_direct_into`: bytes in, bytes out); the rest its
+//! general path, with what the direct path decided, polled once here. Only queries that wait for
+//! an upstream move to the async runtime.
 //!
 //! Why not hickory-server's UDP loop: it spawns a task per datagram and sends every answer
 //! through a channel to a writer task, which costs more CPU than the whole policy decision
-//! (see bench/RESULTS.md for the profile). TCP stays on hickory-server. Both transports run
-//! the same `Handler::handle_request`, so there is one pipeline.
+//! (see bench/RESULTS.md for the profile). TCP stays on hickory-server's framing. Both
+//! transports run the same handler (`crate::resolve`), so there is one decision.
 //!
 //! Each listen address gets one socket per core with `SO_REUSEPORT`, so the kernel spreads
 //! clients over the threads.
