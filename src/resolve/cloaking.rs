@@ -37,6 +37,10 @@ pub fn inspect(
     action: Option<Action>,
     targets: &[Name],
 ) -> (Verdict, Option<Action>) {
+    if targets.is_empty() {
+        // Most answers: no chain to check (and no text buffer to clear).
+        return (verdict, action);
+    }
     let mut chain = Verdict::default();
     let mut buf = [0u8; 256];
     for target in targets {

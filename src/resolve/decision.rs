@@ -40,8 +40,9 @@ pub struct Question<'a> {
     /// Lower-case name without the trailing dot: for the lists' regexes, bypass names, events.
     pub text: &'a str,
     pub qtype: RecordType,
-    /// The name's suffix hashes, computed once for the local zones and the lists.
-    hashes: NameHashes,
+    /// The name's suffix hashes, computed once for the local zones and the lists (by the caller,
+    /// in place: they are a kilobyte, not worth a copy on the hot path).
+    hashes: &'a NameHashes,
     name: QuestionName<'a>,
 }
 
@@ -52,22 +53,28 @@ enum QuestionName<'a> {
 }
 
 impl<'a> Question<'a> {
-    /// A question read by the direct path.
-    pub fn from_wire(q: &'a WireQuery<'a>) -> Question<'a> {
+    /// A question read by the direct path; `hashes` are `NameHashes::new(q.labels())`.
+    pub fn from_wire(q: &'a WireQuery<'a>, hashes: &'a NameHashes) -> Question<'a> {
         Question {
             text: q.text(),
             qtype: q.qtype,
-            hashes: NameHashes::new(q.labels()),
+            hashes,
             name: QuestionName::Wire(q),
         }
     }
 
-    /// A question decoded by hickory; `text` is `name` as [`super::wire::dotted`] writes it.
-    pub fn from_name(name: &'a LowerName, text: &'a str, qtype: RecordType) -> Question<'a> {
+    /// A question decoded by hickory; `text` is `name` as [`super::wire::dotted`] writes it,
+    /// `hashes` are `NameHashes::new(name.iter())`.
+    pub fn from_name(
+        name: &'a LowerName,
+        text: &'a str,
+        qtype: RecordType,
+        hashes: &'a NameHashes,
+    ) -> Question<'a> {
         Question {
             text,
             qtype,
-            hashes: NameHashes::new(name.iter()),
+            hashes,
             name: QuestionName::Hickory(name),
         }
     }
@@ -214,6 +221,7 @@ pub fn sinkhole(mode: BlockMode) -> Sinkhole {
 
 /// Decides what `client` gets for `q` (see the module doc for the steps). No effect: the cache
 /// is read, never written; no rate-limit token is taken.
+#[inline]
 pub fn decide(
     live: &Live,
     cache: &AnswerCache,
@@ -227,14 +235,14 @@ pub fn decide(
     }
     let policy = &live.policy;
     // 2. Local names.
-    if policy.local.covers(&q.hashes) {
+    if policy.local.covers(q.hashes) {
         return Decision {
             answer: Answer::Local,
             report: Report::new(QueryResult::Local, Verdict::default(), None),
         };
     }
     // 3. The policy.
-    let mut verdict = policy.classify_hashed(&q.hashes, Some(q.text.as_bytes()));
+    let mut verdict = policy.classify_hashed(q.hashes, Some(q.text.as_bytes()));
     if let Some(rule) = bypass_rule(q.text) {
         if !verdict.exception {
             verdict.categories.insert(policy.bypass);
@@ -371,18 +379,20 @@ value = "192.168.1.10"
         let lower = LowerName::from_str(name).unwrap();
         let mut buf = [0u8; 256];
         let text = super::super::wire::dotted(&Name::from(lower.clone()), &mut buf);
+        let hashes = NameHashes::new(lower.iter());
         let general = decide(
             live,
             cache,
             &client,
-            &Question::from_name(&lower, text, qtype),
+            &Question::from_name(&lower, text, qtype, &hashes),
             now,
         );
         let mut m = Message::new(1, MessageType::Query, OpCode::Query);
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
         let bytes = m.to_vec().unwrap();
         let q = WireQuery::parse(&bytes).expect("common shape");
-        let direct = decide(live, cache, &client, &Question::from_wire(&q), now);
+        let hashes = NameHashes::new(q.labels());
+        let direct = decide(live, cache, &client, &Question::from_wire(&q, &hashes), now);
         assert_eq!(
             format!("{direct:?}"),
             format!("{general:?}"),

@@ -34,6 +34,7 @@ use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::category::{Action, CategorySet};
 use crate::events::{QueryEvent, QueryResult, QuerySink};
+use crate::matcher::NameHashes;
 use crate::policy::Policy;
 
 /// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).
@@ -146,12 +147,14 @@ impl Handler {
 
     /// The rate limit, step 1's second half: takes the client's token, once per query, where the
     /// query is committed to its answer (before anything is sent or forwarded). Over the limit,
-    /// REFUSED replaces the decision. A client refused already takes no token.
-    fn admit(&self, live: &Live, client: &Identity, decision: Decision) -> Decision {
+    /// REFUSED replaces the decision, and `false` says so. A client refused already takes no
+    /// token.
+    fn admit(&self, live: &Live, client: &Identity, decision: &mut Decision) -> bool {
         if decision.is_refusal() || live.access.take_token(client.addr()) {
-            decision
+            true
         } else {
-            Decision::refused(Refusal::RateLimited)
+            *decision = Decision::refused(Refusal::RateLimited);
+            false
         }
     }
 
@@ -236,8 +239,9 @@ impl Handler {
         };
         let live = self.inner.live.load();
         let client = identify(&live, src.ip());
-        let question = Question::from_wire(&q);
-        let decision = decide(&live, &self.inner.cache, &client, &question, started);
+        let hashes = NameHashes::new(q.labels());
+        let question = Question::from_wire(&q, &hashes);
+        let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
         let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
         let pass = |live: Guard<Arc<Live>>, client, decision, admitted| {
             Direct::Pass(Some(Box::new(Pending {
@@ -251,9 +255,7 @@ impl Handler {
         if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
             return pass(live, client, decision, false);
         }
-        let was_refused = decision.is_refusal();
-        let decision = self.admit(&live, &client, decision);
-        if decision.is_refusal() && !was_refused {
+        if !self.admit(&live, &client, &mut decision) {
             out.truncate(start);
             if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
                 return pass(live, client, decision, true);
@@ -275,6 +277,7 @@ impl Handler {
 
 /// Writes `decision` for `q` with the direct encoder. `None`, with nothing appended, when its
 /// answer is not one the direct encoder writes, or does not fit `limit`.
+#[inline]
 fn write_direct(
     policy: &Policy,
     q: &WireQuery<'_>,
@@ -424,16 +427,17 @@ impl Handler {
         let text = dotted(name, &mut buf);
         let (live, client, decision) = match pending.map(|p| *p) {
             Some(p) if p.admitted => (p.live, p.client, p.decision),
-            Some(p) => {
-                let decision = self.admit(&p.live, &p.client, p.decision);
-                (p.live, p.client, decision)
+            Some(mut p) => {
+                self.admit(&p.live, &p.client, &mut p.decision);
+                (p.live, p.client, p.decision)
             }
             None => {
                 let live = self.inner.live.load_full();
                 let client = identify(&live, src.ip());
-                let question = Question::from_name(name, text, qtype);
-                let decision = decide(&live, &self.inner.cache, &client, &question, started);
-                let decision = self.admit(&live, &client, decision);
+                let hashes = NameHashes::new(name.iter());
+                let question = Question::from_name(name, text, qtype, &hashes);
+                let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
+                self.admit(&live, &client, &mut decision);
                 (live, client, decision)
             }
         };
