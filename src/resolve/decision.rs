@@ -220,8 +220,10 @@ pub fn sinkhole(mode: BlockMode) -> Sinkhole {
 }
 
 /// Decides what `client` gets for `q` (see the module doc for the steps). No effect: the cache
-/// is read, never written; no rate-limit token is taken.
-#[inline]
+/// is read, never written; no rate-limit token is taken. Inlined into both paths: on the direct
+/// path the decision is then built in place and its answer matched without a copy (callgrind:
+/// ~4 % of a blocked query otherwise).
+#[inline(always)]
 pub fn decide(
     live: &Live,
     cache: &AnswerCache,

@@ -277,7 +277,7 @@ impl Handler {
 
 /// Writes `decision` for `q` with the direct encoder. `None`, with nothing appended, when its
 /// answer is not one the direct encoder writes, or does not fit `limit`.
-#[inline]
+#[inline(always)]
 fn write_direct(
     policy: &Policy,
     q: &WireQuery<'_>,

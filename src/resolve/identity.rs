@@ -31,6 +31,7 @@ impl Identity {
 
 /// Names the client at source address `addr`: a `[[client]]` whose addresses hold it, else the
 /// address itself; and the first group naming either.
+#[inline(always)]
 pub fn identify(live: &Live, addr: IpAddr) -> Identity {
     let policy = &live.policy;
     let m = policy.client(addr);
