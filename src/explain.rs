@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use crate::category::Action;
 use crate::check::names_or_none;
-use crate::config::Config;
+use crate::config::{BlockMode, Config};
 use crate::lists::{self, ParseOptions, Pattern, RuleAction};
 use crate::policy::{ClientMatch, ListKind, Policy};
 
@@ -163,7 +163,7 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
             None => "forwarded (no category matched)".to_string(),
             Some(Action::Blocked) => format!(
                 "blocked: answered {} with TTL {}",
-                crate::handler::describe_block_mode(policy.blocking.mode),
+                describe_block_mode(policy.blocking.mode),
                 policy.blocking.ttl
             ),
             Some(Action::Observed) => "observed: forwarded, and recorded as a telemetry attempt".into(),
@@ -204,4 +204,13 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
         }
     }
     out
+}
+
+/// The answer a blocked client gets in `mode`, in words.
+fn describe_block_mode(mode: BlockMode) -> &'static str {
+    match mode {
+        BlockMode::Null => "0.0.0.0 / :: (null)",
+        BlockMode::Nxdomain => "NXDOMAIN",
+        BlockMode::Refused => "REFUSED",
+    }
 }

@@ -11,13 +11,13 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::access::Access;
-use crate::cache::AnswerCache;
 use crate::config::Config;
 use crate::events::QuerySink;
-use crate::handler::{Handler, Live};
 use crate::policy::Policy;
-use crate::upstream::{UpstreamObserver, Upstreams};
+use crate::resolve::access::Access;
+use crate::resolve::cache::AnswerCache;
+use crate::resolve::upstream::{UpstreamObserver, Upstreams};
+use crate::resolve::{Handler, Live};
 
 /// Builds what the query path reads from a config: the policy and the access rules.
 pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
@@ -57,7 +57,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     )?;
     // Their outcome series exist (at 0) before the first forwarded query.
     metrics.set_upstreams(upstreams.labels());
-    let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale);
+    let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale)
+        .observed_by(metrics.clone());
 
     let querylog = crate::querylog::start_for_server(
         crate::querylog::QueryLogSettings {

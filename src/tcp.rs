@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::handler::Handler;
+use crate::resolve::Handler;
 
 /// Answers waiting to be written on one connection (pipelined queries).
 const RESPONSE_BUFFER: usize = 64;
@@ -248,21 +248,24 @@ async fn connection(
         };
         let (bytes, src) = message.into_parts();
         // Blocked and cached answers are ready at once: no task, no decode.
-        if let Some(answer) = handler.answer_direct(&bytes, src, Protocol::Tcp) {
-            let mut sender = sender.clone();
-            if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
-                tracing::debug!(error = %e, "failed to queue a TCP answer");
+        let pending = match handler.answer_direct(&bytes, src, Protocol::Tcp) {
+            Ok(answer) => {
+                let mut sender = sender.clone();
+                if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
+                    tracing::debug!(error = %e, "failed to queue a TCP answer");
+                }
+                answered(conns, conn);
+                drop(slot);
+                continue;
             }
-            answered(conns, conn);
-            drop(slot);
-            continue;
-        }
+            Err(pending) => pending,
+        };
         let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
         let handler = handler.clone();
         let (conns, conn) = (conns.clone(), conn.clone());
         tokio::spawn(async move {
             handler
-                .answer_wire(bytes, src, Protocol::Tcp, responder)
+                .answer_wire_with(bytes, src, Protocol::Tcp, responder, pending)
                 .await;
             answered(&conns, &conn);
             drop(slot);

@@ -1,13 +1,14 @@
 //! The UDP listener: a dedicated thread per socket that reads a datagram, runs the request
 //! handler and writes the answer, with no task spawn or channel hop for answers the handler
 //! gives at once (blocked, cached, local, refused). Blocked, cached and refused answers take the
-//! handler's direct path (`Handler::answer_direct`: bytes in, bytes out); the rest its general
-//! path, polled once here. Only queries that wait for an upstream move to the async runtime.
+//! handler's direct path (`Handler::answer_direct_into`: bytes in, bytes out); the rest its
+//! general path, with what the direct path decided, polled once here. Only queries that wait for
+//! an upstream move to the async runtime.
 //!
 //! Why not hickory-server's UDP loop: it spawns a task per datagram and sends every answer
 //! through a channel to a writer task, which costs more CPU than the whole policy decision
-//! (see bench/RESULTS.md for the profile). TCP stays on hickory-server. Both transports run
-//! the same `Handler::handle_request`, so there is one pipeline.
+//! (see bench/RESULTS.md for the profile). TCP stays on hickory-server's framing. Both
+//! transports run the same handler (`crate::resolve`), so there is one decision.
 //!
 //! Each listen address gets one socket per core with `SO_REUSEPORT`, so the kernel spreads
 //! clients over the threads.
@@ -30,7 +31,8 @@ use hickory_server::net::NetError;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
-use crate::handler::Handler;
+use crate::resolve::handler::{Direct, Pending};
+use crate::resolve::Handler;
 
 /// Largest datagram read; EDNS clients rarely send more than a few hundred bytes.
 const RECV_BUFFER: usize = 4096;
@@ -138,14 +140,12 @@ impl Outbox {
     }
 
     /// The direct path's answer for `bytes`, if it has one, appended.
-    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> bool {
-        let answered = handler
-            .answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes)
-            .is_some();
-        if answered {
+    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> Direct {
+        let direct = handler.answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes);
+        if let Direct::Answered = direct {
             self.answers.push((self.bytes.len(), src));
         }
-        answered
+        direct
     }
 
     fn clear(&mut self) {
@@ -203,16 +203,18 @@ fn serve(
             let direct = OUTBOX.with(|o| {
                 o.borrow_mut()
                     .as_mut()
-                    .is_some_and(|outbox| outbox.push_direct(&handler, bytes, src))
+                    .map(|outbox| outbox.push_direct(&handler, bytes, src))
             });
-            if direct {
-                continue;
-            }
+            let pending = match direct {
+                Some(Direct::Answered) => continue,
+                Some(Direct::Pass(pending)) => pending,
+                None => None,
+            };
             let responder = UdpResponder {
                 socket: socket.clone(),
                 dst: src,
             };
-            let mut fut = request_future(bytes, src, handler.clone(), responder);
+            let mut fut = request_future(bytes, src, handler.clone(), responder, pending);
             // Most answers need no upstream: the first poll finishes them on this thread.
             if fut
                 .as_mut()
@@ -379,17 +381,19 @@ mod mmsg {
 
 type BoxedQuery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The future that answers one datagram; usually ready at its first poll.
+/// The future that answers one datagram (with what the direct path decided, if it read it);
+/// usually ready at its first poll.
 fn request_future(
     bytes: &[u8],
     src: SocketAddr,
     handler: Handler,
     responder: UdpResponder,
+    pending: Option<Box<Pending>>,
 ) -> BoxedQuery {
     let bytes = bytes.to_vec();
     Box::pin(async move {
         handler
-            .answer_wire(bytes, src, Protocol::Udp, responder)
+            .answer_wire_with(bytes, src, Protocol::Udp, responder, pending)
             .await
     })
 }

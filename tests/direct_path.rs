@@ -1,7 +1,8 @@
 //! The direct path (`Handler::answer_direct`, bytes in, bytes out) against the general path
 //! (`Handler::answer_wire`: hickory's decoder and encoder), on the same handler: for every query
 //! the direct path answers, the general path's answer must decode to the same message. Queries it
-//! does not take must fall through untouched (the rate limiter counts them once).
+//! does not answer are passed on with what was decided, and the general path's answer from there
+//! is the one it gives from scratch (the rate limiter counts each query once).
 //!
 //! No network here: the listeners' own tests (dns_core, dns_policy, hardening_e2e) send real
 //! datagrams through both paths; this one pins down that the two agree, case by case.
@@ -22,11 +23,12 @@ use hickory_server::net::NetError;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
-use telesink::cache::AnswerCache;
 use telesink::config::Config;
 use telesink::events::{QueryEvent, QuerySink};
-use telesink::handler::Handler;
-use telesink::upstream::{UpstreamAnswer, Upstreams};
+use telesink::resolve::cache::AnswerCache;
+use telesink::resolve::handler::Pending;
+use telesink::resolve::upstream::{UpstreamAnswer, Upstreams};
+use telesink::resolve::Handler;
 
 fn config(mode: &str, rate_limit: u32) -> String {
     format!(
@@ -216,15 +218,34 @@ impl ResponseHandler for Capture {
     }
 }
 
+/// The general path from scratch.
 fn general(h: &Handler, bytes: &[u8], src: SocketAddr) -> Vec<u8> {
+    general_with(h, bytes, src, None)
+}
+
+/// The general path, going on from what the direct path decided (as the listeners do).
+fn general_with(
+    h: &Handler,
+    bytes: &[u8],
+    src: SocketAddr,
+    pending: Option<Box<Pending>>,
+) -> Vec<u8> {
     let capture = Capture::default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(h.answer_wire(bytes.to_vec(), src, Protocol::Udp, capture.clone()));
+    rt.block_on(h.answer_wire_with(bytes.to_vec(), src, Protocol::Udp, capture.clone(), pending));
     let out = capture.0.lock().unwrap().take();
     out.expect("the general path answers")
+}
+
+/// As the UDP listener: the direct path, else the general path with what it decided.
+fn listener(h: &Handler, bytes: &[u8], src: SocketAddr) -> Vec<u8> {
+    match h.answer_direct(bytes, src, Protocol::Udp) {
+        Ok(answer) => answer,
+        Err(pending) => general_with(h, bytes, src, pending),
+    }
 }
 
 fn query(qname: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
@@ -275,6 +296,9 @@ fn direct_answers_equal_the_general_path() {
         ("gone.example.", RecordType::A, "127.0.0.1"),
         // Observed by the default group: the cached answer with the chain's category noted.
         ("cloaked.example.", RecordType::A, "127.0.0.1"),
+        // CNAME cloaking: blocked for the phones (ads), and an HTTPS target blocked for all.
+        ("cloaked.example.", RecordType::A, "127.0.0.31"),
+        ("svc.example.", RecordType::HTTPS, "127.0.0.1"),
         // Outside allow_networks: REFUSED.
         ("tracking.vendor.example.", RecordType::A, "10.1.2.3"),
         ("cached.example.", RecordType::A, "10.1.2.3"),
@@ -287,7 +311,7 @@ fn direct_answers_equal_the_general_path() {
                 let what = format!("{mode} {qname} {qtype} from {from} edns {edns:?}");
                 let direct = h
                     .answer_direct(&bytes, src(from), Protocol::Udp)
-                    .unwrap_or_else(|| panic!("{what}: the direct path should answer"));
+                    .unwrap_or_else(|_| panic!("{what}: the direct path should answer"));
                 let general = general(&h, &bytes, src(from));
                 assert_same(&direct, &general, &what);
                 // Both paths report the same event.
@@ -300,51 +324,80 @@ fn direct_answers_equal_the_general_path() {
 }
 
 #[test]
-fn other_queries_fall_through_to_the_general_path() {
+fn other_queries_are_passed_on_with_their_decision() {
     let (h, events) = handler("null", 0);
     let cases: &[(&str, RecordType, &str)] = &[
-        // Local names, bypass names, ANY, a cache miss, a cloaking block, a truncated answer.
+        // Local names, bypass names, ANY, a cache miss, a truncated answer.
         ("nas.home.arpa.", RecordType::A, "127.0.0.1"),
         ("use-application-dns.net.", RecordType::A, "127.0.0.1"),
+        ("_dns.resolver.arpa.", RecordType::SVCB, "127.0.0.1"),
         ("cached.example.", RecordType::ANY, "127.0.0.1"),
         ("never.example.", RecordType::A, "127.0.0.1"),
-        ("cloaked.example.", RecordType::A, "127.0.0.31"),
-        ("svc.example.", RecordType::HTTPS, "127.0.0.1"),
         ("big.example.", RecordType::A, "127.0.0.1"),
     ];
     for &(qname, qtype, from) in cases {
-        let bytes = query(qname, qtype, None);
-        assert!(
-            h.answer_direct(&bytes, src(from), Protocol::Udp).is_none(),
-            "{qname} {qtype}"
-        );
+        for edns in [None, Some(512)] {
+            let what = format!("{qname} {qtype} edns {edns:?}");
+            let bytes = query(qname, qtype, edns);
+            let pending = match h.answer_direct(&bytes, src(from), Protocol::Udp) {
+                Ok(_) => panic!("{what}: the direct path should pass it on"),
+                Err(pending) => pending.expect("a query of the common shape was decided"),
+            };
+            assert!(
+                events.0.lock().unwrap().is_empty(),
+                "{what}: nothing recorded for queries the direct path passes on"
+            );
+            // Going on from the decision gives what the general path gives from scratch.
+            let passed = general_with(&h, &bytes, src(from), Some(pending));
+            let fresh = general(&h, &bytes, src(from));
+            assert_same(&passed, &fresh, &what);
+            let ev = events.0.lock().unwrap().split_off(0);
+            assert_eq!(ev.len(), 2, "{what}: {ev:?}");
+            assert_eq!(ev[0], ev[1], "{what}");
+        }
     }
-    assert!(
-        events.0.lock().unwrap().is_empty(),
-        "nothing recorded for queries the direct path leaves"
-    );
+    // A query not of the common shape (a second question) is passed on undecided.
+    let mut two = query("cached.example.", RecordType::A, None);
+    two[5] = 2;
+    let question = two[12..].to_vec();
+    two.extend_from_slice(&question);
+    assert!(matches!(
+        h.answer_direct(&two, src("127.0.0.1"), Protocol::Udp),
+        Err(None)
+    ));
     // The big answer fits over TCP.
     let big = query("big.example.", RecordType::A, None);
     assert!(h
         .answer_direct(&big, src("127.0.0.1"), Protocol::Tcp)
-        .is_some());
+        .is_ok());
 }
 
 #[test]
 fn rate_limit_counts_a_query_once_whichever_path_answers() {
     // 1 qps with a burst of 2 (the default burst is twice the rate): two queries pass, the
-    // third is refused, whether the first two took the direct path or fell through.
-    let (h, _) = handler("null", 1);
+    // third is refused, whether the first two took the direct path or were passed on.
+    let (h, events) = handler("null", 1);
     let miss = query("never.example.", RecordType::A, None);
+    let big = query("big.example.", RecordType::A, None);
     let blocked = query("tracking.vendor.example.", RecordType::A, None);
     let from = src("127.0.0.9");
-    assert!(h.answer_direct(&miss, from, Protocol::Udp).is_none());
-    let first = Message::from_vec(&general(&h, &miss, from)).unwrap();
+    // A cache miss, passed on to the general path with its decision.
+    let first = Message::from_vec(&listener(&h, &miss, from)).unwrap();
     assert_ne!(first.metadata.response_code, ResponseCode::Refused);
-    let second = h.answer_direct(&blocked, from, Protocol::Udp).unwrap();
-    let second = Message::from_vec(&second).unwrap();
-    assert_eq!(second.answers.len(), 1, "blocked answer, not refused");
+    // A cached answer too big for the direct encoder over UDP: also passed on.
+    let second = Message::from_vec(&listener(&h, &big, from)).unwrap();
+    assert_ne!(second.metadata.response_code, ResponseCode::Refused);
+    assert!(second.metadata.truncation, "truncated by the general path");
     let third = h.answer_direct(&blocked, from, Protocol::Udp).unwrap();
     let third = Message::from_vec(&third).unwrap();
     assert_eq!(third.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(third.answers.len(), 0, "refused, not blocked");
+    // Another client has its own bucket; each query was recorded once.
+    let other = h
+        .answer_direct(&blocked, src("127.0.0.10"), Protocol::Udp)
+        .unwrap();
+    assert_eq!(Message::from_vec(&other).unwrap().answers.len(), 1);
+    let ev = events.0.lock().unwrap().split_off(0);
+    assert_eq!(ev.len(), 4, "{ev:?}");
+    assert!(ev[2].contains(" refused "), "{ev:?}");
 }

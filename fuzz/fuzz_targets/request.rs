@@ -1,10 +1,13 @@
 //! Arbitrary bytes → the whole request path, as the UDP and TCP listeners run it: first
-//! `Handler::answer_direct` (bytes to bytes), and when it passes, `Request::from_bytes`, then
-//! `Handler::handle_request` (access, local records, policy, block
-//! answer, cache, forward, CNAME/HTTPS inspection, EDNS/EDE, encoding, metrics). On a decode
-//! error the listeners answer FORMERR when the header is readable; that is done here the same
-//! way. The answer, if any, must decode as a DNS response with the query's ID, and over UDP fit
-//! the size the query allows.
+//! `Handler::answer_direct` (bytes to bytes: identity, decision, direct encoder), and when it
+//! passes the query on, `Handler::answer_wire_with` with what it decided (hickory's decoder, the
+//! general encoder, forward, CNAME/HTTPS inspection, EDNS/EDE, metrics; FORMERR when only the
+//! header is readable). The answer, if any, must decode as a DNS response with the query's ID,
+//! and over UDP fit the size the query allows.
+//!
+//! Differential, both ways: an answer of the direct encoder must equal the general path's from
+//! scratch (`Handler::answer_wire`), and so must the general path's answer when it goes on from
+//! the direct path's decision (the decision is made once, whichever encoder writes it).
 //!
 //! No network: the handler has no upstream (`forward` fails at once, so allowed names that are
 //! not cached get SERVFAIL or a stale answer). The cache is seeded with answers whose CNAME and
@@ -23,20 +26,20 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{CNAME, HTTPS, SVCB};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use hickory_server::net::runtime::TokioTime;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use hickory_server::server::{ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
 use libfuzzer_sys::fuzz_target;
 
-use telesink::cache::AnswerCache;
 use telesink::config::Config;
 use telesink::events::QuerySink;
-use telesink::handler::Handler;
 use telesink::metrics::Metrics;
-use telesink::upstream::{UpstreamAnswer, Upstreams};
+use telesink::resolve::cache::AnswerCache;
+use telesink::resolve::handler::Pending;
+use telesink::resolve::upstream::{UpstreamAnswer, Upstreams};
+use telesink::resolve::Handler;
 
 const LIST: &str = "\
 tracking.vendor.example
@@ -306,24 +309,40 @@ fuzz_target!(|data: &[u8]| {
     let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
 
     let query_id = (msg.len() >= 2).then(|| u16::from_be_bytes([msg[0], msg[1]]));
-    // As the listeners: the direct path first (bytes to bytes), then the general one.
-    if let Some(out) = handler.answer_direct(msg, src, protocol) {
-        // Differential: the general path must give the same message (rate limits are off here,
-        // so running both changes nothing). `stale.example` turns stale a second in: a query at
-        // that instant may be fresh for one path and stale for the other.
+    // `stale.example` turns stale a second in: a query at that instant may be fresh for one
+    // run and stale for the other, so its answers are not compared.
+    let stale = msg.windows(5).any(|w| w.eq_ignore_ascii_case(b"stale"));
+    // The general path from scratch: the reference (rate limits are off here, so running the
+    // query twice changes nothing).
+    let reference = || {
         let reference = Capture {
             udp,
             out: Arc::new(Mutex::new(Vec::new())),
         };
-        general(w, handler, msg, src, protocol, &reference);
-        let reference = reference.out.lock().unwrap();
-        let stale = msg.windows(5).any(|w| w.eq_ignore_ascii_case(b"stale"));
-        if let (Some(general), false) = (reference.first(), stale) {
-            same_message(&out, general);
+        general(w, handler, msg, src, protocol, &reference, None);
+        let out = reference.out.lock().unwrap().first().cloned();
+        out
+    };
+    // As the listeners: the direct path first (bytes to bytes), then the general one.
+    match handler.answer_direct(msg, src, protocol) {
+        Ok(out) => {
+            if let (Some(general), false) = (reference(), stale) {
+                same_message(&out, &general);
+            }
+            capture.out.lock().unwrap().push(out);
         }
-        capture.out.lock().unwrap().push(out);
-    } else {
-        general(w, handler, msg, src, protocol, &capture);
+        Err(pending) => {
+            let decided = pending.is_some();
+            general(w, handler, msg, src, protocol, &capture, pending);
+            if decided && !stale {
+                let passed = capture.out.lock().unwrap().first().cloned();
+                match (passed, reference()) {
+                    (Some(passed), Some(general)) => same_message(&passed, &general),
+                    (None, None) => {}
+                    (p, g) => panic!("passed on: {p:02x?}; from scratch: {g:02x?}"),
+                }
+            }
+        }
     }
 
     let out = capture.out.lock().unwrap();
@@ -346,7 +365,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// The general path: hickory's decoder, `Handler::handle_request`, hickory's encoder.
+/// The general path as the listeners run it: hickory's decoder (FORMERR when only the header
+/// is readable, silence for responses), the decision (or `pending`'s), hickory's encoder.
 fn general(
     w: &World,
     handler: &Handler,
@@ -354,33 +374,11 @@ fn general(
     src: SocketAddr,
     protocol: Protocol,
     capture: &Capture,
+    pending: Option<Box<Pending>>,
 ) {
-    match Request::from_bytes(msg.to_vec(), src, protocol) {
-        Ok(request) => {
-            if request.metadata.message_type == MessageType::Response {
-                return; // the listeners drop answers
-            }
-            let fut = handler.handle_request::<_, TokioTime>(&request, capture.clone());
-            w.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await })
-                .expect("no upstream: every query must finish at once");
-        }
-        Err(_) => {
-            // As the listeners: a readable header gets FORMERR, else silence.
-            let Ok(header) = Header::read(&mut BinDecoder::new(msg)) else {
-                return;
-            };
-            if header.metadata.message_type == MessageType::Response {
-                return;
-            }
-            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).unwrap();
-            let response = MessageResponseBuilder::new(&queries, None)
-                .error_msg(&header.metadata, ResponseCode::FormErr);
-            let mut c = capture.clone();
-            w.rt.block_on(async move {
-                let _ = c.send_response(response).await;
-            });
-        }
-    }
+    let fut = handler.answer_wire_with(msg.to_vec(), src, protocol, capture.clone(), pending);
+    w.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await })
+        .expect("no upstream: every query must finish at once");
 }
 
 /// The direct and the general answer decode to the same message.

@@ -49,6 +49,7 @@ use super::clients::{Admission, CategoryHandles, ClientSlots};
 use super::scrape::{CacheSize, Presence, ScrapeCollector, ScrapeSources};
 use crate::category::Action;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::resolve::cache::{CacheObserver, CacheStep};
 use crate::upstream::{UpstreamObserver, UpstreamOutcome};
 
 pub use super::clients::{OTHER_CLIENT, REFUSED_CLIENT};
@@ -113,6 +114,7 @@ pub struct Metrics {
 
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    cache_stale: IntCounter,
 
     list_entries: IntGaugeVec,
     current_lists: Mutex<Vec<String>>,
@@ -209,7 +211,7 @@ impl Metrics {
             &registry,
             IntCounter::new(
                 "telesink_cache_hits_total",
-                "Cache lookups that found an answer.",
+                "Queries that reached the cache step and found a fresh answer.",
             )
             .unwrap(),
         );
@@ -217,7 +219,15 @@ impl Metrics {
             &registry,
             IntCounter::new(
                 "telesink_cache_misses_total",
-                "Cache lookups that found no answer.",
+                "Queries that reached the cache step and were forwarded (no fresh answer).",
+            )
+            .unwrap(),
+        );
+        let cache_stale = register(
+            &registry,
+            IntCounter::new(
+                "telesink_cache_stale_total",
+                "Misses answered from a stale entry because every upstream failed.",
             )
             .unwrap(),
         );
@@ -297,6 +307,7 @@ impl Metrics {
             upstreams: papaya::HashMap::new(),
             cache_hits,
             cache_misses,
+            cache_stale,
             list_entries,
             current_lists: Mutex::new(Vec::new()),
             reloads_success: reloads.with_label_values(&["success"]),
@@ -374,9 +385,8 @@ impl Metrics {
         }
     }
 
-    /// `telesink_cache_entries` is `entries()` at each scrape (0 until this is called). Hits
-    /// and misses need no call: [`QuerySink::record`] counts a `cached` answer as a hit and a
-    /// `forwarded` or `failed` one as a miss.
+    /// `telesink_cache_entries` is `entries()` at each scrape (0 until this is called). Hits,
+    /// misses and stale answers come from the cache step, through [`CacheObserver`].
     pub fn watch_cache(&self, entries: impl Fn() -> usize + Send + Sync + 'static) {
         self.scrape
             .cache
@@ -471,14 +481,23 @@ impl UpstreamObserver for Metrics {
     }
 }
 
+impl CacheObserver for Metrics {
+    fn cache_step(&self, step: CacheStep) {
+        match step {
+            CacheStep::Hit => self.cache_hits.inc(),
+            CacheStep::Miss => self.cache_misses.inc(),
+            // A stale answer is a miss that the cache rescued.
+            CacheStep::Stale => {
+                self.cache_misses.inc();
+                self.cache_stale.inc();
+            }
+        }
+    }
+}
+
 impl QuerySink for Metrics {
     fn record(&self, event: &QueryEvent<'_>) {
         self.response_seconds[result_index(event.result)].observe(event.elapsed.as_secs_f64());
-        match event.result {
-            QueryResult::Cached => self.cache_hits.inc(),
-            QueryResult::Forwarded | QueryResult::Failed => self.cache_misses.inc(),
-            QueryResult::Blocked | QueryResult::Local | QueryResult::Refused => {}
-        }
         let now = unix_seconds(event.time);
         let admission = Admission::of(event.result);
         self.clients.with(event.client, admission, |client| {
@@ -725,6 +744,9 @@ mod tests {
             CategorySet::EMPTY,
             None,
         ));
+        for step in [CacheStep::Hit, CacheStep::Miss, CacheStep::Stale] {
+            m.cache_step(step);
+        }
         m.set_list_entries([("xiaomi", 10), ("huawei", 5)]);
         m.config_loaded(SystemTime::now());
         m.reload_failed(SystemTime::now());
@@ -740,6 +762,7 @@ mod tests {
             "telesink_cache_entries",
             "telesink_cache_hits_total",
             "telesink_cache_misses_total",
+            "telesink_cache_stale_total",
             "telesink_list_entries",
             "telesink_reloads_total",
             "telesink_config_last_reload_success",
@@ -778,6 +801,7 @@ mod tests {
         assert_eq!(sample(&s, "telesink_cache_entries"), Some(42.0));
         assert_eq!(sample(&s, "telesink_cache_hits_total"), Some(1.0));
         assert_eq!(sample(&s, "telesink_cache_misses_total"), Some(2.0));
+        assert_eq!(sample(&s, "telesink_cache_stale_total"), Some(1.0));
         for (i, o) in UpstreamOutcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome_index(o), i);
         }

@@ -1,5 +1,9 @@
 //! Who may ask: `allow_networks` (not an open resolver by default) and the per-client rate
 //! limit (a token bucket per source address, from `governor`).
+//!
+//! The two halves are used apart: [`Access::admits`] (no effect) is the decision's first step;
+//! [`Access::take_token`] (takes a token) runs once per query, where the query is committed to
+//! its answer (see `Handler::admit`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -58,17 +62,30 @@ impl Access {
         Access { networks, limiter }
     }
 
+    /// Both halves at once: the networks, then a token.
     pub fn check(&self, addr: IpAddr) -> AccessDecision {
+        if !self.admits(addr) {
+            AccessDecision::Denied
+        } else if !self.take_token(addr) {
+            AccessDecision::RateLimited
+        } else {
+            AccessDecision::Allowed
+        }
+    }
+
+    /// Whether `allow_networks` holds `addr`. No effect.
+    pub fn admits(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
-        if !self.networks.iter().any(|n| n.contains(&addr)) {
-            return AccessDecision::Denied;
+        self.networks.iter().any(|n| n.contains(&addr))
+    }
+
+    /// Takes one token from `addr`'s bucket; `false` when it is empty (over the rate limit).
+    /// Always `true` without a rate limit.
+    pub fn take_token(&self, addr: IpAddr) -> bool {
+        match &self.limiter {
+            Some(l) => l.inner.check_key(&canonical(addr)).is_ok(),
+            None => true,
         }
-        if let Some(l) = &self.limiter {
-            if l.inner.check_key(&addr).is_err() {
-                return AccessDecision::RateLimited;
-            }
-        }
-        AccessDecision::Allowed
     }
 
     pub fn limiter(&self) -> Option<&Arc<Limiter>> {

@@ -1,5 +1,7 @@
-//! Answers telesink makes itself: the sinkhole answer, negative answers with a synthetic SOA,
-//! and the Extended DNS Errors (RFC 8914) that say why.
+//! Answers telesink makes itself, as hickory records: the sinkhole answer, negative answers with
+//! a synthetic SOA, and the Extended DNS Errors (RFC 8914) that say why. The shapes (SOA fields,
+//! EDE codes, [`Sinkhole`]) are shared with the direct encoder ([`super::encode_wire`]), which
+//! writes the same answers as bytes. No `config` here: the block mode arrives as a [`Sinkhole`].
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -8,8 +10,6 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::config::BlockMode;
-
 /// RFC 8914 info codes telesink uses.
 pub mod ede {
     pub const STALE_ANSWER: u16 = 3;
@@ -17,6 +17,17 @@ pub mod ede {
     pub const PROHIBITED: u16 = 18;
     pub const NOT_READY: u16 = 14;
     pub const NETWORK_ERROR: u16 = 23;
+}
+
+/// The sinkhole answer's kind (`blocking.mode`, converted at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sinkhole {
+    /// `0.0.0.0` for A, `::` for AAAA, NODATA for the rest.
+    Null,
+    /// NXDOMAIN with an SOA.
+    NxDomain,
+    /// REFUSED.
+    Refused,
 }
 
 /// An answer before encoding.
@@ -89,11 +100,11 @@ pub fn nxdomain(zone: &Name, ttl: u32) -> Reply {
 
 /// The sinkhole answer for `name`/`qtype` in `mode`: the same for every query type, never a
 /// forwarded one.
-pub fn blocked(name: &Name, qtype: RecordType, mode: BlockMode, ttl: u32) -> Reply {
+pub fn blocked(name: &Name, qtype: RecordType, mode: Sinkhole, ttl: u32) -> Reply {
     match mode {
-        BlockMode::Refused => Reply::rcode(ResponseCode::Refused),
-        BlockMode::Nxdomain => nxdomain(name, ttl),
-        BlockMode::Null => {
+        Sinkhole::Refused => Reply::rcode(ResponseCode::Refused),
+        Sinkhole::NxDomain => nxdomain(name, ttl),
+        Sinkhole::Null => {
             let rdata = match qtype {
                 RecordType::A => Some(RData::A(Ipv4Addr::UNSPECIFIED.into())),
                 RecordType::AAAA => Some(RData::AAAA(Ipv6Addr::UNSPECIFIED.into())),
@@ -147,10 +158,10 @@ mod tests {
     #[test]
     fn null_mode_per_type() {
         let n = Name::from_ascii("tracking.miui.com.").unwrap();
-        let a = blocked(&n, RecordType::A, BlockMode::Null, 10);
+        let a = blocked(&n, RecordType::A, Sinkhole::Null, 10);
         assert_eq!(a.answers[0].data, RData::A(Ipv4Addr::UNSPECIFIED.into()));
         assert_eq!(a.answers[0].ttl, 10);
-        let aaaa = blocked(&n, RecordType::AAAA, BlockMode::Null, 10);
+        let aaaa = blocked(&n, RecordType::AAAA, Sinkhole::Null, 10);
         assert_eq!(
             aaaa.answers[0].data,
             RData::AAAA(Ipv6Addr::UNSPECIFIED.into())
@@ -161,7 +172,7 @@ mod tests {
             RecordType::TXT,
             RecordType::ANY,
         ] {
-            let r = blocked(&n, t, BlockMode::Null, 10);
+            let r = blocked(&n, t, Sinkhole::Null, 10);
             assert_eq!(r.rcode, ResponseCode::NoError);
             assert!(r.answers.is_empty());
             match &r.authorities[0].data {
@@ -174,10 +185,10 @@ mod tests {
     #[test]
     fn nxdomain_and_refused_modes() {
         let n = Name::from_ascii("x.example.").unwrap();
-        let r = blocked(&n, RecordType::A, BlockMode::Nxdomain, 7);
+        let r = blocked(&n, RecordType::A, Sinkhole::NxDomain, 7);
         assert_eq!(r.rcode, ResponseCode::NXDomain);
         assert_eq!(r.authorities.len(), 1);
-        let r = blocked(&n, RecordType::A, BlockMode::Refused, 7);
+        let r = blocked(&n, RecordType::A, Sinkhole::Refused, 7);
         assert_eq!(r.rcode, ResponseCode::Refused);
         assert!(r.authorities.is_empty());
     }

@@ -4,17 +4,23 @@
 //! Entries outlive their TTL by the serve-stale window (RFC 8767): when every upstream fails,
 //! a stale answer beats SERVFAIL. `quick_cache` does the bounded, sharded storage; lookups
 //! borrow the query name, so a hit allocates nothing for the key.
+//!
+//! The counters (`telesink_cache_hits_total`, `_misses_total`, `_stale_total`) are fed from
+//! the decision, once per answered query that reached the cache step ([`CacheStep`]), through
+//! a [`CacheObserver`]: not from `get`, which the direct path and the general path may both
+//! call for one query.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, RecordType};
+use hickory_proto::rr::{LowerName, Name, RecordType};
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 
-use crate::upstream::UpstreamAnswer;
-use crate::wire::{CachedWire, MAX_NAME};
+use super::encode_wire::{CachedWire, Sections};
+use super::upstream::UpstreamAnswer;
+use super::wire::MAX_NAME;
 
 /// Longest time any answer is cached, whatever its TTL.
 const MAX_TTL: u32 = 86_400;
@@ -46,7 +52,7 @@ impl Equivalent<Key> for KeyRef<'_> {
 
 /// `name` in lower-case wire format, written into `buf`.
 pub fn wire_name<'b>(name: &LowerName, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
-    crate::wire::write_name(name.iter(), buf)
+    super::wire::write_name(name.iter(), buf)
 }
 
 /// One cached answer.
@@ -55,6 +61,9 @@ pub struct Entry {
     pub answer: UpstreamAnswer,
     /// The same answer ready to send (the direct path), when it encodes.
     pub wire: Option<CachedWire>,
+    /// CNAME, HTTPS and SVCB targets in the answer, lower case: re-checked against the asking
+    /// client's policy on every hit (CNAME cloaking, [`super::cloaking`]).
+    pub targets: Box<[Name]>,
     stored: Instant,
     ttl: u32,
 }
@@ -70,6 +79,23 @@ impl Entry {
     }
 }
 
+/// What the cache step saw for one answered query: the cache counters' input.
+/// `hits + misses` = the queries that reached the cache step; `Stale` is also a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStep {
+    /// A fresh answer was there.
+    Hit,
+    /// None (or only a stale one): the query was forwarded.
+    Miss,
+    /// Forwarded, every upstream failed, and a stale answer was served instead (RFC 8767).
+    Stale,
+}
+
+/// Receives the cache step of each answered query (the metrics implement it).
+pub trait CacheObserver: Send + Sync {
+    fn cache_step(&self, step: CacheStep);
+}
+
 pub enum Lookup {
     Fresh(Arc<Entry>),
     /// Expired, but within the serve-stale window.
@@ -80,6 +106,7 @@ pub enum Lookup {
 pub struct AnswerCache {
     cache: Option<Cache<Key, Arc<Entry>>>,
     serve_stale: Duration,
+    observer: Option<Arc<dyn CacheObserver>>,
 }
 
 impl AnswerCache {
@@ -88,6 +115,20 @@ impl AnswerCache {
         AnswerCache {
             cache: (entries > 0).then(|| Cache::new(entries)),
             serve_stale,
+            observer: None,
+        }
+    }
+
+    /// Reports each query's cache step to `observer` (the metrics).
+    pub fn observed_by(mut self, observer: Arc<dyn CacheObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Counts one answered query's cache step (called once per query, when it is recorded).
+    pub fn count(&self, step: CacheStep) {
+        if let Some(o) = &self.observer {
+            o.cache_step(step);
         }
     }
 
@@ -145,7 +186,8 @@ impl AnswerCache {
         cache.insert(
             key,
             Arc::new(Entry {
-                wire: CachedWire::encode(name, qtype, &answer),
+                wire: CachedWire::encode(name, qtype, sections(&answer)),
+                targets: super::cloaking::targets(&answer.answers),
                 answer,
                 stored: Instant::now(),
                 ttl,
@@ -157,6 +199,16 @@ impl AnswerCache {
         if let Some(c) = &self.cache {
             c.clear();
         }
+    }
+}
+
+/// The codec's view of an upstream answer.
+pub fn sections(a: &UpstreamAnswer) -> Sections<'_> {
+    Sections {
+        rcode: a.rcode,
+        answers: &a.answers,
+        authorities: &a.authorities,
+        additionals: &a.additionals,
     }
 }
 

@@ -1,0 +1,574 @@
+//! The request handler: one query through identity, decision, rate limit, encoder and event,
+//! from either path.
+//!
+//! * The direct path ([`Handler::answer_direct_into`]): a query of the common shape read from
+//!   bytes ([`WireQuery`]), decided, and when the answer is one the direct encoder writes
+//!   (blocked, a fresh cache hit, REFUSED) and fits, written to bytes.
+//! * The general path ([`Handler::answer_wire`]): hickory's decoder and encoder, for everything
+//!   else, including the upstream wait. A query the direct path read but could not write comes
+//!   here with what was decided ([`Pending`]), so each query is identified, decided and
+//!   rate-limited once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use hickory_proto::op::{Edns, Header, Metadata, Query, ResponseCode};
+use hickory_proto::rr::{LowerName, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+
+use super::answer::{ede, Reply};
+use super::cache::{AnswerCache, CacheStep, Entry};
+use super::cloaking;
+use super::decision::{decide, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report};
+use super::encode_hickory as hickory;
+use super::encode_wire;
+use super::identity::{identify, Identity};
+use super::upstream::Upstreams;
+use super::wire::{dotted, WireQuery};
+use super::Live;
+use crate::category::{Action, CategorySet};
+use crate::events::{QueryEvent, QueryResult, QuerySink};
+use crate::matcher::NameHashes;
+use crate::policy::Policy;
+
+/// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The handler's shared state. Cheap to clone (all `Arc`).
+#[derive(Clone)]
+pub struct Handler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Arc<ArcSwap<Live>>,
+    cache: AnswerCache,
+    upstreams: Upstreams,
+    sinks: Vec<Arc<dyn QuerySink>>,
+    /// Queries between the start of `handle_request` and its end: what shutdown waits for.
+    in_flight: AtomicUsize,
+}
+
+/// Counts one query in flight for as long as it lives (dropped when the query is answered, or
+/// its future cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A query the direct path identified and decided but did not answer (its answer needs hickory's
+/// encoder, or an upstream): the general path goes on from here instead of starting again.
+pub struct Pending {
+    /// The generation the decision was made with (the client's group is an index into it).
+    live: Arc<Live>,
+    client: Identity,
+    decision: Decision,
+    /// Whether the rate limit has been applied to `decision` already.
+    admitted: bool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("client", &self.client)
+            .field("decision", &self.decision)
+            .field("admitted", &self.admitted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the direct path did with a query.
+pub enum Direct {
+    /// Answered: the answer was appended to the buffer.
+    Answered,
+    /// Left to the general path ([`Handler::answer_wire_with`]): `None` when the query is not of
+    /// the common shape (it is read again from scratch), else what was decided (boxed: the
+    /// general path allocates anyway, and the direct path's result stays small).
+    Pass(Option<Box<Pending>>),
+}
+
+impl Handler {
+    pub fn new(
+        live: Arc<ArcSwap<Live>>,
+        cache: AnswerCache,
+        upstreams: Upstreams,
+        sinks: Vec<Arc<dyn QuerySink>>,
+    ) -> Handler {
+        Handler {
+            inner: Arc::new(Inner {
+                live,
+                cache,
+                upstreams,
+                sinks,
+                in_flight: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn cache(&self) -> &AnswerCache {
+        &self.inner.cache
+    }
+
+    /// Queries being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// At shutdown, once the listeners stopped taking new queries: waits until every query in
+    /// flight (waiting for an upstream, usually) has been answered and handed to the sinks, or
+    /// `max` has passed. Returns how many were still in flight.
+    pub async fn drain(&self, max: Duration) -> usize {
+        let deadline = Instant::now() + max;
+        loop {
+            let n = self.in_flight();
+            if n == 0 || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The rate limit, step 1's second half: takes the client's token, once per query, where the
+    /// query is committed to its answer (before anything is sent or forwarded). Over the limit,
+    /// REFUSED replaces the decision, and `false` says so. A client refused already takes no
+    /// token.
+    fn admit(&self, live: &Live, client: &Identity, decision: &mut Decision) -> bool {
+        if decision.is_refusal() || live.access.take_token(client.addr()) {
+            true
+        } else {
+            *decision = Decision::refused(Refusal::RateLimited);
+            false
+        }
+    }
+
+    /// Hands what happened to the cache counters and the sinks (metrics, query log).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        policy: &Policy,
+        client: &Identity,
+        name: &str,
+        qtype: RecordType,
+        report: &Report,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        if let Some(step) = report.cache {
+            self.inner.cache.count(step);
+        }
+        if self.inner.sinks.is_empty() {
+            return;
+        }
+        let verdict = &report.verdict;
+        let event = QueryEvent {
+            time: SystemTime::now(),
+            client: &client.info,
+            name,
+            qtype,
+            result: report.result,
+            categories: verdict.categories,
+            category_table: &policy.categories,
+            list: verdict.list.map(|l| &policy.list(l).name),
+            action: if verdict.categories == CategorySet::EMPTY && !verdict.exception {
+                None
+            } else {
+                report.action
+            },
+            rcode,
+            upstream_time: report.upstream_time,
+            elapsed: started.elapsed(),
+        };
+        for sink in &self.inner.sinks {
+            sink.record(&event);
+        }
+    }
+}
+
+// ---- The direct path --------------------------------------------------------------------
+
+impl Handler {
+    /// [`answer_direct_into`](Self::answer_direct_into) into a buffer of its own: the answer's
+    /// bytes, or what the general path needs to go on.
+    pub fn answer_direct(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Vec<u8>, Option<Box<Pending>>> {
+        let mut out = Vec::new();
+        match self.answer_direct_into(bytes, src, protocol, &mut out) {
+            Direct::Answered => Ok(out),
+            Direct::Pass(pending) => Err(pending),
+        }
+    }
+
+    /// The direct path, appending the answer to `out` (the UDP listener writes a whole batch of
+    /// answers into one buffer). On [`Direct::Pass`] nothing is appended and nothing recorded.
+    ///
+    /// The answer is written before the rate limit is applied, so that a query whose answer
+    /// turns out not to fit has taken no token when it moves to the general path; a REFUSED
+    /// from the rate limit then replaces the bytes written.
+    pub fn answer_direct_into(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Direct {
+        let started = Instant::now();
+        let start = out.len();
+        let Some(q) = WireQuery::parse(bytes) else {
+            return Direct::Pass(None);
+        };
+        let live = self.inner.live.load();
+        let client = identify(&live, src.ip());
+        let hashes = NameHashes::new(q.labels());
+        let question = Question::from_wire(&q, &hashes);
+        let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
+        let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
+        let pass = |live: Guard<Arc<Live>>, client, decision, admitted| {
+            Direct::Pass(Some(Box::new(Pending {
+                live: Guard::into_inner(live),
+                client,
+                decision,
+                admitted,
+                started,
+            })))
+        };
+        if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
+            return pass(live, client, decision, false);
+        }
+        if !self.admit(&live, &client, &mut decision) {
+            out.truncate(start);
+            if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
+                return pass(live, client, decision, true);
+            }
+        }
+        let rcode = ResponseCode::from(0, out[start + 3] & 0x0F);
+        self.record(
+            &live.policy,
+            &client,
+            question.text,
+            q.qtype,
+            &decision.report,
+            rcode,
+            started,
+        );
+        Direct::Answered
+    }
+}
+
+/// Writes `decision` for `q` with the direct encoder. `None`, with nothing appended, when its
+/// answer is not one the direct encoder writes, or does not fit `limit`.
+#[inline(always)]
+fn write_direct(
+    policy: &Policy,
+    q: &WireQuery<'_>,
+    decision: &Decision,
+    now: Instant,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    match &decision.answer {
+        Answer::Refuse(why) => encode_wire::refused(
+            q,
+            (ede::PROHIBITED, why.text()),
+            limit,
+            MAX_UDP_PAYLOAD,
+            out,
+        ),
+        Answer::Block(BlockReason::List | BlockReason::Cloaking) => {
+            let b = policy.blocking;
+            let text = policy.block_text(&decision.report.verdict);
+            encode_wire::blocked(
+                q,
+                sinkhole(b.mode),
+                b.ttl,
+                &text,
+                limit,
+                MAX_UDP_PAYLOAD,
+                out,
+            )
+        }
+        Answer::Cached(entry) => {
+            entry
+                .wire
+                .as_ref()?
+                .answer(q, entry.age(now), limit, MAX_UDP_PAYLOAD, out)
+        }
+        Answer::Block(BlockReason::Bypass(_))
+        | Answer::Local
+        | Answer::MinimalAny
+        | Answer::Forward { .. } => None,
+    }
+}
+
+// ---- The general path -------------------------------------------------------------------
+
+impl Handler {
+    /// One request off the wire, from either transport, through hickory's decoder: decodes and
+    /// answers it. A readable header with a broken body gets FORMERR; no readable header gets
+    /// silence, and so does a response (answering answers is how reflection loops start).
+    pub async fn answer_wire<R: ResponseHandler>(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+        responder: R,
+    ) {
+        self.answer_wire_with(bytes, src, protocol, responder, None)
+            .await
+    }
+
+    /// [`answer_wire`](Self::answer_wire) for a query the direct path passed on, with what it
+    /// decided (`pending`), so that the query is not identified, decided or limited again.
+    pub async fn answer_wire_with<R: ResponseHandler>(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+        mut responder: R,
+        pending: Option<Box<Pending>>,
+    ) {
+        // The header is read in full only for FORMERR; the hot path looks at the QR bit alone.
+        let Some(head) = bytes.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok()) else {
+            return;
+        };
+        if head[2] & 0x80 != 0 {
+            return;
+        }
+        match Request::from_bytes(bytes, src, protocol) {
+            Ok(request) => {
+                self.answer_request(&request, responder, pending).await;
+            }
+            Err(_) => {
+                if let Ok(header) = Header::read(&mut BinDecoder::new(&head)) {
+                    hickory::send_formerr(&mut responder, &header.metadata).await;
+                }
+            }
+        }
+    }
+
+    async fn answer_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        pending: Option<Box<Pending>>,
+    ) -> ResponseInfo {
+        let _in_flight = InFlight::enter(&self.inner.in_flight);
+        let started = pending.as_ref().map_or_else(Instant::now, |p| p.started);
+        let src: SocketAddr = request.src();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = true;
+
+        // The response's OPT: present only when the query had one; its payload size is the
+        // limit hickory enforces when encoding for UDP (TC is set past it).
+        let mut edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e
+        });
+
+        if !hickory::question_is_self_contained(request.queries.as_bytes()) {
+            // The answer echoes the question's bytes as received: a compression pointer into
+            // the header would then point into the answer's header and make it undecodable.
+            // No real client compresses the first question name (there is nothing before it).
+            return hickory::send_formerr(&mut response_handle, &request.metadata).await;
+        }
+
+        let Ok(info) = request.request_info() else {
+            // Not exactly one question.
+            metadata.response_code = ResponseCode::FormErr;
+            let reply = Reply::rcode(ResponseCode::FormErr);
+            return hickory::send(&mut response_handle, request, metadata, None, &reply).await;
+        };
+        // Queries the pipeline does not take: an opcode other than QUERY (NOTIMP), an EDNS
+        // version other than 0 (RFC 6891: BADVERS).
+        let unsupported = if request.metadata.op_code != hickory_proto::op::OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Some(ResponseCode::BADVERS)
+        } else {
+            None
+        };
+        if let Some(code) = unsupported {
+            metadata.response_code = code;
+            let reply = Reply::rcode(code);
+            return hickory::send(
+                &mut response_handle,
+                request,
+                metadata,
+                edns.as_ref(),
+                &reply,
+            )
+            .await;
+        }
+
+        let query = info.query;
+        let (name, qtype) = (query.name(), query.query_type());
+        let mut buf = [0u8; 256];
+        let text = dotted(name, &mut buf);
+        let (live, client, decision) = match pending.map(|p| *p) {
+            Some(p) if p.admitted => (p.live, p.client, p.decision),
+            Some(mut p) => {
+                self.admit(&p.live, &p.client, &mut p.decision);
+                (p.live, p.client, p.decision)
+            }
+            None => {
+                let live = self.inner.live.load_full();
+                let client = identify(&live, src.ip());
+                let hashes = NameHashes::new(name.iter());
+                let question = Question::from_name(name, text, qtype, &hashes);
+                let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
+                self.admit(&live, &client, &mut decision);
+                (live, client, decision)
+            }
+        };
+
+        let (reply, report) = self
+            .finish(
+                &live,
+                &client,
+                name,
+                qtype,
+                query.original(),
+                decision,
+                started,
+            )
+            .await;
+
+        metadata.response_code = reply.rcode;
+        metadata.authoritative = reply.authoritative;
+        hickory::attach_ede(edns.as_mut(), &reply);
+        let info = hickory::send(
+            &mut response_handle,
+            request,
+            metadata,
+            edns.as_ref(),
+            &reply,
+        )
+        .await;
+        self.record(
+            &live.policy,
+            &client,
+            text,
+            qtype,
+            &report,
+            reply.rcode,
+            started,
+        );
+        info
+    }
+
+    /// The general encoder's reply for a decision; a forward asks the upstreams first.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        live: &Live,
+        client: &Identity,
+        name: &LowerName,
+        qtype: RecordType,
+        original: &Query,
+        decision: Decision,
+        now: Instant,
+    ) -> (Reply, Report) {
+        let policy = &live.policy;
+        let Decision { answer, report } = decision;
+        let reply = match answer {
+            Answer::Refuse(why) => hickory::refused(why),
+            Answer::Local => hickory::local(policy, name, qtype),
+            Answer::Block(BlockReason::Bypass(rule)) => hickory::bypass(policy, name, rule),
+            Answer::Block(BlockReason::List | BlockReason::Cloaking) => {
+                hickory::blocked(policy, name, qtype, &report.verdict)
+            }
+            Answer::MinimalAny => hickory::minimal_any(name),
+            Answer::Cached(entry) => hickory::cached(&entry, now, false),
+            Answer::Forward { stale } => {
+                return self
+                    .forward(live, client, name, qtype, original, stale, report, now)
+                    .await;
+            }
+        };
+        (reply, report)
+    }
+
+    /// Step 4's second half: the upstreams, else the stale entry, else SERVFAIL; the answer's
+    /// targets checked for this client (CNAME cloaking).
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        live: &Live,
+        client: &Identity,
+        name: &LowerName,
+        qtype: RecordType,
+        original: &Query,
+        stale: Option<Arc<Entry>>,
+        mut report: Report,
+        now: Instant,
+    ) -> (Reply, Report) {
+        let policy = &live.policy;
+        let asked = Instant::now();
+        let forwarded = self.inner.upstreams.forward(original).await;
+        report.upstream_time = Some(asked.elapsed());
+        let (reply, targets) = match forwarded {
+            Ok(answer) => {
+                self.inner.cache.insert(name, qtype, answer.clone());
+                report.result = QueryResult::Forwarded;
+                let targets = cloaking::targets(&answer.answers);
+                (hickory::forwarded(answer), targets)
+            }
+            Err(e) => {
+                tracing::debug!(name = %name, error = %e, "forwarding failed");
+                let Some(entry) = stale else {
+                    report.result = QueryResult::Failed;
+                    return (hickory::servfail(&e), report);
+                };
+                report.result = QueryResult::Cached;
+                report.cache = Some(CacheStep::Stale);
+                (hickory::cached(&entry, now, true), entry.targets.clone())
+            }
+        };
+        let (verdict, action) = cloaking::inspect(
+            policy,
+            client.policy,
+            report.verdict,
+            report.action,
+            &targets,
+        );
+        report.verdict = verdict;
+        report.action = action;
+        if action == Some(Action::Blocked) {
+            report.result = QueryResult::Blocked;
+            return (hickory::blocked(policy, name, qtype, &verdict), report);
+        }
+        (reply, report)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.answer_request(request, response_handle, None).await
+    }
+}
