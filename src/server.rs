@@ -83,7 +83,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
         sinks.push(q.clone());
     }
 
-    let handler = Handler::new(live.clone(), cache, upstreams, sinks);
+    // Device identity: the neighbour table and DHCP leases (SPEC "Devices"), read in the
+    // background; the DNS path reads their snapshot.
+    let (devices, devices_task) = crate::devices::start(crate::devices::DeviceSettings {
+        neighbours: config.client_discovery.neighbours,
+        leases: config.client_discovery.leases.clone(),
+    })
+    .await;
+    metrics.watch_presence(
+        Arc::new(LanPresence {
+            devices: devices.clone(),
+            live: live.clone(),
+        }),
+        config.client_discovery.silent_after,
+    );
+
+    let handler = Handler::new(live.clone(), cache, upstreams, sinks).with_devices(devices);
     {
         // Read at each scrape; `unwatch` at shutdown breaks the metrics → handler → metrics
         // cycle.
@@ -175,6 +190,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     metrics.unwatch();
+    devices_task.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -270,4 +286,34 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .map_err(|e| explain_bind(addr, "TCP", e))?;
     s.listen(1024)?;
     Ok(tokio::net::TcpListener::from_std(s.into())?)
+}
+
+/// `telesink_client_dns_silent`'s view of the LAN: each device the neighbour table knows, under
+/// the label its queries get (the same identity step as the DNS path's).
+struct LanPresence {
+    devices: crate::devices::Devices,
+    live: Arc<ArcSwap<Live>>,
+}
+
+impl crate::metrics::PresenceSource for LanPresence {
+    fn devices(&self) -> Vec<crate::metrics::DevicePresence> {
+        let view = self.devices.view();
+        if !view.presence_known() {
+            return Vec::new();
+        }
+        let live = self.live.load();
+        view.devices()
+            .into_iter()
+            .filter_map(|d| {
+                let on_lan = d.present?;
+                let addr = *d.addresses.first()?;
+                let who = crate::resolve::identity::identify(&live, &self.devices, addr);
+                Some(crate::metrics::DevicePresence {
+                    label: who.info.name.unwrap_or_else(|| addr.to_string().into()),
+                    on_lan,
+                    last_query: None,
+                })
+            })
+            .collect()
+    }
 }

@@ -571,6 +571,20 @@ impl Config {
                 self.querylog.anonymize != newer.querylog.anonymize,
                 "querylog.anonymize",
             ),
+            // The neighbour reader and the lease watcher start once; the lease files' contents
+            // are watched and re-read without a restart.
+            (
+                self.client_discovery.neighbours != newer.client_discovery.neighbours,
+                "clients.neighbours",
+            ),
+            (
+                self.client_discovery.leases != newer.client_discovery.leases,
+                "clients.leases",
+            ),
+            (
+                self.client_discovery.silent_after != newer.client_discovery.silent_after,
+                "clients.silent_after",
+            ),
         ];
         changed
             .into_iter()

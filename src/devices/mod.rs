@@ -111,6 +111,8 @@ pub struct Devices {
     poke: Arc<Poke>,
     /// False when the neighbour table is off: `unknown` then does nothing.
     neighbours: bool,
+    /// False when neither the neighbour table nor lease files are read: nothing to look up.
+    active: bool,
 }
 
 impl Devices {
@@ -122,7 +124,15 @@ impl Devices {
             ))),
             poke: Arc::new(Poke::default()),
             neighbours: false,
+            active: false,
         }
+    }
+
+    /// Whether anything names devices beyond the config's addresses (the neighbour table or
+    /// lease files): when not, the DNS path skips the lookups.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// The current snapshot: one atomic load, no lock, no allocation. Keep the guard only for
@@ -220,6 +230,7 @@ pub async fn start(settings: DeviceSettings) -> (Devices, DevicesTask) {
         view,
         poke,
         neighbours: settings.neighbours,
+        active: settings.neighbours || !settings.leases.is_empty(),
     };
     (devices, DevicesTask { stop, tasks })
 }

@@ -377,7 +377,11 @@ value = "192.168.1.10"
         qtype: RecordType,
         now: Instant,
     ) -> Decision {
-        let client = identify(live, from.parse::<IpAddr>().unwrap());
+        let client = identify(
+            live,
+            &crate::devices::Devices::disabled(),
+            from.parse::<IpAddr>().unwrap(),
+        );
         let lower = LowerName::from_str(name).unwrap();
         let mut buf = [0u8; 256];
         let text = super::super::wire::dotted(&Name::from(lower.clone()), &mut buf);

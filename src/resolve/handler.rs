@@ -29,6 +29,7 @@ use super::decision::{decide, sinkhole, Answer, BlockReason, Decision, Question,
 use super::encode_hickory as hickory;
 use super::encode_wire;
 use super::identity::{identify, Identity};
+use crate::devices::Devices;
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
@@ -51,6 +52,8 @@ struct Inner {
     cache: AnswerCache,
     upstreams: Upstreams,
     sinks: Vec<Arc<dyn QuerySink>>,
+    /// MAC and lease identity (disabled unless [`Handler::with_devices`]).
+    devices: Devices,
     /// Queries between the start of `handle_request` and its end: what shutdown waits for.
     in_flight: AtomicUsize,
 }
@@ -117,9 +120,19 @@ impl Handler {
                 cache,
                 upstreams,
                 sinks,
+                devices: Devices::disabled(),
                 in_flight: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Names clients by MAC and DHCP lease too (SPEC "Devices"), from `devices`' snapshot.
+    /// Call before the handler is cloned into the listeners.
+    pub fn with_devices(mut self, devices: Devices) -> Handler {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_devices is called before the handler is shared")
+            .devices = devices;
+        self
     }
 
     pub fn cache(&self) -> &AnswerCache {
@@ -238,7 +251,7 @@ impl Handler {
             return Direct::Pass(None);
         };
         let live = self.inner.live.load();
-        let client = identify(&live, src.ip());
+        let client = identify(&live, &self.inner.devices, src.ip());
         let hashes = NameHashes::new(q.labels());
         let question = Question::from_wire(&q, &hashes);
         let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
@@ -433,7 +446,7 @@ impl Handler {
             }
             None => {
                 let live = self.inner.live.load_full();
-                let client = identify(&live, src.ip());
+                let client = identify(&live, &self.inner.devices, src.ip());
                 let hashes = NameHashes::new(name.iter());
                 let question = Question::from_name(name, text, qtype, &hashes);
                 let mut decision = decide(&live, &self.inner.cache, &client, &question, started);

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::Live;
-use crate::devices::NamedBy;
+use crate::devices::{Devices, NamedBy};
 use crate::events::ClientInfo;
 use crate::policy::{canonical, ClientMatch};
 
@@ -29,23 +29,53 @@ impl Identity {
     }
 }
 
-/// Names the client at source address `addr`: a `[[client]]` whose addresses hold it, else the
-/// address itself; and the first group naming either.
+/// Names the client at source address `addr`, in the order of SPEC "Devices": a
+/// `[[client]]` whose addresses hold it; a `[[client]]` whose `macs` hold the MAC the
+/// neighbour table gives for it; a DHCP lease's host name (by address, or by that MAC); else the
+/// address itself. Then the first group naming the client or a network holding the address.
+///
+/// The device lookups read one snapshot (an atomic load and hash lookups, no lock). An address
+/// the snapshot has no MAC for asks the neighbour task for a fresh reading, without waiting:
+/// this query is named with what is known now.
 #[inline(always)]
-pub fn identify(live: &Live, addr: IpAddr) -> Identity {
+pub fn identify(live: &Live, devices: &Devices, addr: IpAddr) -> Identity {
     let policy = &live.policy;
-    let m = policy.client(addr);
+    let addr = canonical(addr);
+    let mut client = policy.client_by_address(addr);
+    let mut named_by = NamedBy::ConfigAddress;
+    let mut mac = None;
+    let mut lease_name = None;
+    // Loopback never appears in a neighbour table or a lease.
+    if devices.is_active() && !addr.is_loopback() {
+        let view = devices.view();
+        mac = view.mac_of(addr);
+        if mac.is_none() {
+            devices.unknown(addr);
+        }
+        if client.is_none() {
+            client = mac.and_then(|m| policy.client_by_mac(m));
+            named_by = NamedBy::ConfigMac;
+            if client.is_none() {
+                lease_name = view.lease_name(addr, mac).cloned();
+            }
+        }
+    }
+    let m = ClientMatch {
+        client,
+        group: policy.group_of(client, addr),
+    };
+    let (name, named_by) = match (policy.client_name(m), lease_name) {
+        (Some(n), _) => (Some(n.clone()), named_by),
+        (None, Some(lease)) => (Some(lease), NamedBy::Lease),
+        (None, None) => (None, NamedBy::Address),
+    };
     Identity {
         policy: m,
         info: ClientInfo {
-            addr: canonical(addr),
-            name: policy.client_name(m).cloned(),
-            named_by: if m.client.is_some() {
-                NamedBy::ConfigAddress
-            } else {
-                NamedBy::Address
-            },
-            mac: None,
+            addr,
+            name,
+            named_by,
+            mac,
             group: policy.group_name(m).cloned(),
         },
     }
