@@ -127,7 +127,12 @@ mod display_tests {
 
     #[test]
     fn display_reads_back() {
-        for (d, text) in [(1800, "30m"), (5400, "1h 30m"), (172_800, "2d"), (45, "45s")] {
+        for (d, text) in [
+            (1800, "30m"),
+            (5400, "1h 30m"),
+            (172_800, "2d"),
+            (45, "45s"),
+        ] {
             assert_eq!(display(Duration::from_secs(d)), text);
             assert_eq!(parse(text).unwrap(), Duration::from_secs(d));
         }

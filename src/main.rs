@@ -126,7 +126,14 @@ enum Command {
 /// The query log's path and the config's clients, for `verify`, `mark` and `log`.
 fn querylog_context(
     config: &std::path::Path,
-) -> Result<(PathBuf, telesink::querylog::OwnedClientList, std::time::Duration), ExitCode> {
+) -> Result<
+    (
+        PathBuf,
+        telesink::querylog::OwnedClientList,
+        std::time::Duration,
+    ),
+    ExitCode,
+> {
     match telesink::config::Config::load(config) {
         Ok(c) => {
             let clients = c
@@ -258,7 +265,14 @@ fn main() -> ExitCode {
             };
             match telesink::cli::devices::devices(&config) {
                 Ok(r) => {
-                    print!("{}", if json { r.render_json() } else { r.render_text() });
+                    print!(
+                        "{}",
+                        if json {
+                            r.render_json()
+                        } else {
+                            r.render_text()
+                        }
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -89,8 +89,12 @@ block = ["telemetry"]
         std::thread::sleep(Duration::from_millis(50));
     };
     let hits = body.value("telesink_cache_hits_total", &[]).expect("hits");
-    let misses = body.value("telesink_cache_misses_total", &[]).expect("misses");
-    let stale = body.value("telesink_cache_stale_total", &[]).expect("stale");
+    let misses = body
+        .value("telesink_cache_misses_total", &[])
+        .expect("misses");
+    let stale = body
+        .value("telesink_cache_stale_total", &[])
+        .expect("stale");
     // Hits: plain (2nd), cloak (2nd). Misses: plain, cloak, short, short (stale), down.
     assert_eq!((hits, misses, stale), (2.0, 5.0, 1.0), "{body:?}");
     // The queries that reached the cache step, from the per-result counts: cached (the hit and

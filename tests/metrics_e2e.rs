@@ -420,7 +420,8 @@ fn counts_per_client_and_health() {
     let upstream = up.addr().to_string();
     for outcome in ["ok", "servfail", "timeout", "error"] {
         assert_eq!(
-            before.value("telesink_upstream_responses_total",
+            before.value(
+                "telesink_upstream_responses_total",
                 &[("upstream", &upstream), ("outcome", outcome)]
             ),
             Some(0.0),
@@ -547,42 +548,46 @@ fn strangers_cannot_take_the_client_label_slots() {
         "a refused stranger got a label: {labels:?}"
     );
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "refused"), ("result", "refused")]
         ),
         Some(1000.0)
     );
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "anna-phone"), ("result", "blocked")]
         ),
         Some(2.0),
         "the named device has its own series"
     );
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "127.0.0.4"), ("result", "forwarded")]
         ),
         Some(1.0),
         "an allowed unnamed device has its own series"
     );
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "other"), ("result", "forwarded")]
         ),
         Some(0.0),
         "nothing had to be counted as other"
     );
     // The device's last query, and (no device table wired here) not DNS-silent.
-    let last = samples.value("telesink_client_last_query_timestamp_seconds",
-        &[("client", "anna-phone")],
-    )
-    .expect("anna-phone's last query");
+    let last = samples
+        .value(
+            "telesink_client_last_query_timestamp_seconds",
+            &[("client", "anna-phone")],
+        )
+        .expect("anna-phone's last query");
     assert!((now_secs() - last).abs() < 60.0, "last query {last}");
     assert_eq!(
-        samples.value("telesink_client_dns_silent",
-            &[("client", "anna-phone")]
-        ),
+        samples.value("telesink_client_dns_silent", &[("client", "anna-phone")]),
         Some(0.0)
     );
 }
@@ -603,10 +608,7 @@ fn a_reload_reserves_the_slots_of_newly_named_devices() {
     let t0 = Instant::now();
     loop {
         let samples = ts.scrape();
-        if samples.value("telesink_reloads_total",
-            &[("outcome", "success")],
-        ) >= Some(1.0)
-        {
+        if samples.value("telesink_reloads_total", &[("outcome", "success")]) >= Some(1.0) {
             break;
         }
         assert!(
@@ -634,14 +636,16 @@ fn a_reload_reserves_the_slots_of_newly_named_devices() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "laptop"), ("result", "cached")]
         ),
         Some(1.0),
         "the laptop has its own series"
     );
     assert_eq!(
-        samples.value("telesink_queries_total",
+        samples.value(
+            "telesink_queries_total",
             &[("client", "other"), ("result", "forwarded")]
         ),
         Some(1.0),

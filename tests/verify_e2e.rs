@@ -97,8 +97,7 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // The owner switches the opt-out on and records it.
     sleep_until_ms(start + 3000);
-    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"],
-    );
+    let out = ts.cli(&["mark", "--client", "anna-phone", "--note", "analytics off"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
     let db = ts.dir().join("q.db");
@@ -183,17 +182,16 @@ fn three_clients_three_verdicts_mark_and_log() {
     // The scenario: the phone tried as much as anna, then sent nothing at all. Its
     // silence proves nothing: INCONCLUSIVE, naming it, never STOPPED.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.24",
-            "--category",
-            "telemetry",
-            "--since",
-            &since_s,
-            "--until",
-            &until_s,
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.24",
+        "--category",
+        "telemetry",
+        "--since",
+        &since_s,
+        "--until",
+        &until_s,
+    ]);
     assert_eq!(out.code, Some(3), "{out}");
     assert!(
         out.stdout.contains("INCONCLUSIVE")
@@ -205,18 +203,17 @@ fn three_clients_three_verdicts_mark_and_log() {
 
     // The leaver kept its ordinary queries but asked a DoH resolver: INCONCLUSIVE, that reason.
     let out = ts.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.25",
-            "--category",
-            "telemetry",
-            "--since",
-            &since_s,
-            "--until",
-            &until_s,
-            "--json",
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.25",
+        "--category",
+        "telemetry",
+        "--since",
+        &since_s,
+        "--until",
+        &until_s,
+        "--json",
+    ]);
     assert_eq!(out.code, Some(3), "{out}");
     let j: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -460,20 +457,19 @@ fn prometheus_over_two_replicas_gives_the_same_verdicts() {
     assert_eq!(out.code, Some(3), "{out}");
     assert!(out.stdout.contains("went quiet on DNS"), "{out}");
     let out = a.cli(&[
-            "verify",
-            "--client",
-            "127.0.0.22",
-            "--category",
-            "telemetry",
-            "--since",
-            &t_s,
-            "--until",
-            &until_s,
-            "--prometheus",
-            &prom.url(),
-            "--json",
-        ],
-    );
+        "verify",
+        "--client",
+        "127.0.0.22",
+        "--category",
+        "telemetry",
+        "--since",
+        &t_s,
+        "--until",
+        &until_s,
+        "--prometheus",
+        &prom.url(),
+        "--json",
+    ]);
     let j: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(j["source"]["kind"], "prometheus");

@@ -105,9 +105,7 @@ fn merge(
             .filter_map(|a| a.address.parse().ok())
             .collect();
         // The MAC the log recorded, else the one the table gives for an address it used.
-        let mac = r
-            .mac
-            .or_else(|| addrs.iter().find_map(|a| view.mac_of(*a)));
+        let mac = r.mac.or_else(|| addrs.iter().find_map(|a| view.mac_of(*a)));
         if let Some(m) = mac {
             addrs.extend(view.addresses_of(m).iter().copied());
             seen_macs.insert(m);
@@ -152,11 +150,11 @@ fn name_unseen(
     addrs: &[IpAddr],
     lease: Option<&str>,
 ) -> (String, NamedBy) {
-    if let Some(c) = config
-        .clients
-        .iter()
-        .find(|c| addrs.iter().any(|a| c.addresses.iter().any(|n| n.contains(a))))
-    {
+    if let Some(c) = config.clients.iter().find(|c| {
+        addrs
+            .iter()
+            .any(|a| c.addresses.iter().any(|n| n.contains(a)))
+    }) {
         return (c.name.clone(), NamedBy::ConfigAddress);
     }
     if let Some(m) = mac {

@@ -29,11 +29,11 @@ use super::decision::{decide, sinkhole, Answer, BlockReason, Decision, Question,
 use super::encode_hickory as hickory;
 use super::encode_wire;
 use super::identity::{identify, Identity};
-use crate::devices::Devices;
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::category::{Action, CategorySet};
+use crate::devices::Devices;
 use crate::events::{QueryEvent, QueryResult, QuerySink};
 use crate::matcher::NameHashes;
 use crate::policy::Policy;

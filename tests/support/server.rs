@@ -44,6 +44,7 @@ use super::{
 pub struct Telesink {
     dir: tempfile::TempDir,
     upstreams: Vec<String>,
+    listen_also: Vec<std::net::IpAddr>,
     allow_networks: Option<Vec<String>>,
     rate_limit_qps: u32,
     timeout_ms: Option<u64>,
@@ -69,6 +70,7 @@ impl Telesink {
         Telesink {
             dir,
             upstreams: Vec::new(),
+            listen_also: Vec::new(),
             allow_networks: None,
             rate_limit_qps: 0,
             timeout_ms: None,
@@ -89,6 +91,13 @@ impl Telesink {
     /// Forward to this address/URL as written in `[upstream] servers`.
     pub fn upstream_server(mut self, server: &str) -> Self {
         self.upstreams.push(server.to_string());
+        self
+    }
+
+    /// Listen on these addresses too, on the same port as 127.0.0.1 (a test in a network
+    /// namespace, whose devices reach telesink across a veth pair).
+    pub fn listen_also(mut self, addrs: &[std::net::IpAddr]) -> Self {
+        self.listen_also.extend_from_slice(addrs);
         self
     }
 
@@ -175,7 +184,11 @@ impl Telesink {
         let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
         let mut t = String::new();
         writeln!(t, "[server]").unwrap();
-        writeln!(t, "listen = [\"127.0.0.1:{dns}\"]").unwrap();
+        let mut listen = vec![format!("\"127.0.0.1:{dns}\"")];
+        for a in &self.listen_also {
+            listen.push(format!("\"{}\"", SocketAddr::new(*a, dns)));
+        }
+        writeln!(t, "listen = [{}]", listen.join(", ")).unwrap();
         if let Some(n) = &self.allow_networks {
             writeln!(t, "allow_networks = [{}]", list(n)).unwrap();
         }
