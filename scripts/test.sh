@@ -9,6 +9,8 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v dig        >/dev/null 2>&1 || need_apt+=(dnsutils)
+# Network namespaces and veth pairs for the device-identity tests (tests/devices_*.rs).
+command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
