@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use telesink::matcher::{DomainMatcher, MatcherBuilder, Scope};
+use telesink::policy::matcher::{DomainMatcher, MatcherBuilder, Scope};
 
 struct Counting;
 

@@ -200,12 +200,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => telesink::check::run(&config),
+        Command::Check { config } => telesink::cli::check::run(&config),
         Command::Explain {
             domain,
             client,
             config,
-        } => telesink::explain::run(&config, &domain, client.as_deref()),
+        } => telesink::cli::explain::run(&config, &domain, client.as_deref()),
         Command::Verify {
             client,
             category,

@@ -24,7 +24,7 @@ use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
 use telesink::config::Config;
-use telesink::events::{QueryEvent, QuerySink};
+use telesink::observe::events::{QueryEvent, QuerySink};
 use telesink::resolve::cache::AnswerCache;
 use telesink::resolve::handler::Pending;
 use telesink::resolve::upstream::{UpstreamAnswer, Upstreams};
@@ -97,7 +97,7 @@ fn handler(mode: &str, rate_limit: u32) -> (Handler, Arc<Events>) {
     std::fs::write(dir.path().join("ads.txt"), "||ads.example^\n").unwrap();
     let path = dir.path().join("config.toml");
     let config = Config::parse(&config(mode, rate_limit), &path).unwrap();
-    let live = telesink::server::build_live(&config, None).unwrap();
+    let live = telesink::server::live::build_live(&config, None).unwrap();
     let cache = AnswerCache::new(100, Duration::from_secs(3600));
     seed(&cache);
     let upstreams = Upstreams::new(&[], Duration::from_millis(50), None).unwrap();

@@ -34,8 +34,8 @@ use hickory_server::zone_handler::MessageResponse;
 use libfuzzer_sys::fuzz_target;
 
 use telesink::config::Config;
-use telesink::events::QuerySink;
-use telesink::metrics::Metrics;
+use telesink::observe::events::QuerySink;
+use telesink::observe::metrics::Metrics;
 use telesink::resolve::cache::AnswerCache;
 use telesink::resolve::handler::Pending;
 use telesink::resolve::upstream::{UpstreamAnswer, Upstreams};
@@ -209,7 +209,7 @@ fn world() -> &'static World {
             .map(|mode| {
                 let path = dir.join("config.toml");
                 let config = Config::parse(&config_text(mode), &path).expect("fuzz config");
-                let live = telesink::server::build_live(&config, None).expect("fuzz policy");
+                let live = telesink::server::live::build_live(&config, None).expect("fuzz policy");
                 let cache = AnswerCache::new(1000, Duration::from_secs(86_400));
                 seed_cache(&cache);
                 let upstreams = Upstreams::new(&[], Duration::from_millis(50), None).unwrap();

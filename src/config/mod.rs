@@ -43,7 +43,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// The built-in category of the bypass defences, and the most distinct categories one
 /// configuration may name (`bypass` included): defined with the categories themselves.
-pub use crate::category::{BYPASS as BYPASS_CATEGORY, MAX_CATEGORIES};
+pub use crate::policy::category::{BYPASS as BYPASS_CATEGORY, MAX_CATEGORIES};
 
 /// The client label that metrics use past `metrics.max_clients`; no client may be named so.
 pub const OTHER_CLIENT: &str = "other";

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::category::{Action, CategorySet, CategoryTable};
+use crate::policy::category::{Action, CategorySet, CategoryTable};
 use crate::devices::{Mac, NamedBy};
 
 /// How a query was answered: the `result` label of `telesink_queries_total`.
@@ -96,4 +96,53 @@ pub struct QueryEvent<'a> {
 /// A consumer of query events. Called on the query path: it must not block or wait on I/O.
 pub trait QuerySink: Send + Sync + 'static {
     fn record(&self, event: &QueryEvent<'_>);
+}
+
+/// What the cache step saw for one answered query: the cache counters' input.
+/// `hits + misses` = the queries that reached the cache step; `Stale` is also a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStep {
+    /// A fresh answer was there.
+    Hit,
+    /// None (or only a stale one): the query was forwarded.
+    Miss,
+    /// Forwarded, every upstream failed, and a stale answer was served instead (RFC 8767).
+    Stale,
+}
+
+/// Receives the cache step of each answered query (the metrics implement it).
+pub trait CacheObserver: Send + Sync {
+    fn cache_step(&self, step: CacheStep);
+}
+
+/// The `outcome` label of `telesink_upstream_responses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamOutcome {
+    Ok,
+    ServFail,
+    Timeout,
+    Error,
+}
+
+impl UpstreamOutcome {
+    pub const ALL: [UpstreamOutcome; 4] = [
+        UpstreamOutcome::Ok,
+        UpstreamOutcome::ServFail,
+        UpstreamOutcome::Timeout,
+        UpstreamOutcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::ServFail => "servfail",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+}
+
+/// Receives each upstream attempt's outcome (the metrics implement it).
+pub trait UpstreamObserver: Send + Sync {
+    fn upstream_outcome(&self, upstream: &str, outcome: UpstreamOutcome, rtt: Duration);
 }

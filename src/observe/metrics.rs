@@ -18,7 +18,7 @@
 //! --nocapture`): 120 to 180 ns per event on the 2-core development machine while other builds
 //! ran, and 0 allocations (counted by a per-thread counting allocator).
 //!
-//! Category handles are keyed by name, not by [`crate::category::Category`] index, because the
+//! Category handles are keyed by name, not by [`crate::policy::category::Category`] index, because the
 //! indexes change when a reload builds a new policy.
 //!
 //! # Cardinality
@@ -47,10 +47,9 @@ use prometheus::{
 
 use super::clients::{Admission, CategoryHandles, ClientSlots};
 use super::scrape::{CacheSize, Presence, ScrapeCollector, ScrapeSources};
-use crate::category::Action;
+use crate::policy::category::Action;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
-use crate::resolve::cache::{CacheObserver, CacheStep};
-use crate::upstream::{UpstreamObserver, UpstreamOutcome};
+use crate::observe::events::{CacheObserver, CacheStep, UpstreamObserver, UpstreamOutcome};
 
 pub use super::clients::{OTHER_CLIENT, REFUSED_CLIENT};
 pub use super::http::{router, CONTENT_TYPE};
@@ -535,7 +534,7 @@ impl QuerySink for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::category::{CategorySet, CategoryTable};
+    use crate::policy::category::{CategorySet, CategoryTable};
     use crate::observe::events::ClientInfo;
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
@@ -712,7 +711,7 @@ mod tests {
         let c = client([10, 0, 0, 1], None);
         m.record(&event(&c, &t, QueryResult::Local, CategorySet::EMPTY, None));
         let mut t2 = CategoryTable::new();
-        let b = t2.intern(crate::category::BYPASS).unwrap();
+        let b = t2.intern(crate::policy::category::BYPASS).unwrap();
         let t2 = Arc::new(t2);
         m.record(&event(
             &c,

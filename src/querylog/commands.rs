@@ -11,7 +11,7 @@ use super::read::{
     clients_in_category, find_mark, placeholders, ClientList, ClientSelector, MarkInfo,
 };
 use super::schema::{open_existing, open_rw};
-use crate::events::QueryResult;
+use crate::observe::events::QueryResult;
 use crate::timespec::{self, TimeSpec};
 
 // ---------------------------------------------------------------------------------------------

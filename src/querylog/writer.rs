@@ -17,7 +17,7 @@ use super::now_ms;
 use super::read::latest_marks;
 use super::settings::{LatestMark, MarksCallback, QueryLogTuning};
 use super::sink::{anonymize_addr, qtype_text, rcode_name, Msg, Row, Stats};
-use crate::category::Action;
+use crate::policy::category::Action;
 
 /// Logs a repeating error at most once a minute, with how many were left out.
 #[derive(Default)]

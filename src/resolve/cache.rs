@@ -10,6 +10,7 @@
 //! a [`CacheObserver`]: not from `get`, which the direct path and the general path may both
 //! call for one query.
 
+pub use crate::observe::events::{CacheObserver, CacheStep};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,23 +78,6 @@ impl Entry {
     pub fn is_fresh(&self, now: Instant) -> bool {
         self.age(now) < self.ttl
     }
-}
-
-/// What the cache step saw for one answered query: the cache counters' input.
-/// `hits + misses` = the queries that reached the cache step; `Stale` is also a miss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStep {
-    /// A fresh answer was there.
-    Hit,
-    /// None (or only a stale one): the query was forwarded.
-    Miss,
-    /// Forwarded, every upstream failed, and a stale answer was served instead (RFC 8767).
-    Stale,
-}
-
-/// Receives the cache step of each answered query (the metrics implement it).
-pub trait CacheObserver: Send + Sync {
-    fn cache_step(&self, step: CacheStep);
 }
 
 pub enum Lookup {

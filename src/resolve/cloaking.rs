@@ -7,7 +7,7 @@
 use hickory_proto::rr::{Name, RData, Record};
 
 use super::wire::dotted;
-use crate::category::Action;
+use crate::policy::category::Action;
 use crate::policy::{ClientMatch, Policy, Verdict};
 
 /// The CNAME, HTTPS and SVCB target names in `answers`, lower case (the root, "this name", is

@@ -29,10 +29,10 @@ use super::cloaking;
 use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
 use super::Live;
-use crate::category::Action;
+use crate::policy::category::Action;
 use crate::config::BlockMode;
-use crate::events::QueryResult;
-use crate::matcher::NameHashes;
+use crate::observe::events::QueryResult;
+use crate::policy::matcher::NameHashes;
 use crate::policy::Verdict;
 
 /// The question as the decision reads it, from either path's decoder.

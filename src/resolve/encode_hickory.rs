@@ -17,7 +17,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use super::answer::{self, ede, Reply};
 use super::cache::Entry;
 use super::decision::{sinkhole, Bypass, Refusal};
-use super::local::LocalAnswer;
+use crate::policy::local::LocalAnswer;
 use super::upstream::{ForwardError, UpstreamAnswer};
 use crate::policy::{Policy, Verdict};
 

@@ -32,10 +32,10 @@ use super::identity::{identify, Identity};
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
-use crate::category::{Action, CategorySet};
+use crate::policy::category::{Action, CategorySet};
 use crate::devices::Devices;
-use crate::events::{QueryEvent, QueryResult, QuerySink};
-use crate::matcher::NameHashes;
+use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::policy::matcher::NameHashes;
 use crate::policy::Policy;
 
 /// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::Live;
 use crate::devices::{Devices, NamedBy};
-use crate::events::ClientInfo;
+use crate::observe::events::ClientInfo;
 use crate::policy::{canonical, ClientMatch};
 
 /// A query's client, as the decision and the event see it.

@@ -33,7 +33,6 @@ pub mod encode_hickory;
 pub mod encode_wire;
 pub mod handler;
 pub mod identity;
-pub mod local;
 pub mod upstream;
 pub mod wire;
 

@@ -19,38 +19,7 @@ use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
 use crate::config::Upstream;
-
-/// The `outcome` label of `telesink_upstream_responses_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamOutcome {
-    Ok,
-    ServFail,
-    Timeout,
-    Error,
-}
-
-impl UpstreamOutcome {
-    pub const ALL: [UpstreamOutcome; 4] = [
-        UpstreamOutcome::Ok,
-        UpstreamOutcome::ServFail,
-        UpstreamOutcome::Timeout,
-        UpstreamOutcome::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamOutcome::Ok => "ok",
-            UpstreamOutcome::ServFail => "servfail",
-            UpstreamOutcome::Timeout => "timeout",
-            UpstreamOutcome::Error => "error",
-        }
-    }
-}
-
-/// Receives each upstream attempt's outcome (the metrics implement it).
-pub trait UpstreamObserver: Send + Sync {
-    fn upstream_outcome(&self, upstream: &str, outcome: UpstreamOutcome, rtt: Duration);
-}
+pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
 
 /// An upstream's answer, positive or negative (NXDOMAIN, NODATA).
 #[derive(Debug, Clone)]

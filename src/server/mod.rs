@@ -1,7 +1,12 @@
 //! `telesink run`: binds the listeners, starts the handler, metrics and query log, and runs
 //! until SIGTERM or SIGINT. SIGHUP reloads.
 
-use std::net::SocketAddr;
+pub mod listen;
+pub mod live;
+pub mod reload;
+pub mod tcp;
+pub mod udp;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,27 +14,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
-use crate::events::QuerySink;
-use crate::policy::Policy;
-use crate::resolve::access::Access;
+use crate::observe::events::QuerySink;
 use crate::resolve::cache::AnswerCache;
 use crate::resolve::upstream::{UpstreamObserver, Upstreams};
 use crate::resolve::{Handler, Live};
-
-/// Builds what the query path reads from a config: the policy and the access rules.
-pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
-    let policy = Policy::build(config)?;
-    let access = Access::new(
-        config.server.allow_networks.clone(),
-        config.server.rate_limit_qps,
-        config.server.rate_limit_burst,
-        previous.map(|p| &p.access),
-    );
-    Ok(Live { policy, access })
-}
+use listen::bind_tcp;
+use live::{build_live, log_policy, publish_lists};
 
 pub struct Running {
     pub config_path: PathBuf,
@@ -43,7 +35,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     log_policy(&live.policy);
     let live = Arc::new(ArcSwap::from_pointee(live));
 
-    let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics.max_clients));
+    let metrics = Arc::new(crate::observe::metrics::Metrics::new(config.metrics.max_clients));
     publish_lists(&metrics, &live.load().policy);
 
     // Configured devices get their `client` label slots before any stranger can ask.
@@ -113,14 +105,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let per_address = std::thread::available_parallelism().map_or(1, |n| n.get());
     for addr in &config.server.listen {
         let tcp = bind_tcp(*addr)?;
-        udp_threads.extend(crate::udp::start(
+        udp_threads.extend(crate::server::udp::start(
             *addr,
             per_address,
             handler.clone(),
             tokio::runtime::Handle::current(),
             udp_stop.clone(),
         )?);
-        tokio::spawn(crate::tcp::serve(
+        tokio::spawn(crate::server::tcp::serve(
             tcp,
             handler.clone(),
             config.server.tcp_idle_timeout,
@@ -163,7 +155,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     // Queries waiting for an upstream at shutdown get at most this long to be answered.
     let drain_max = config.upstream.timeout + Duration::from_millis(500);
-    let reloader = crate::reload::Reloader::start(
+    let reloader = crate::server::reload::Reloader::start(
         config_path.to_path_buf(),
         config,
         live.clone(),
@@ -195,7 +187,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown(reloader: &crate::reload::Reloader) {
+async fn wait_for_shutdown(reloader: &crate::server::reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -212,82 +204,6 @@ async fn wait_for_shutdown(reloader: &crate::reload::Reloader) {
     }
 }
 
-/// Publishes each list's entry count as `telesink_list_entries`.
-pub fn publish_lists(metrics: &crate::metrics::Metrics, policy: &Policy) {
-    metrics.set_list_entries(
-        policy
-            .lists
-            .iter()
-            .map(|l| (&*l.name, l.stats.rules as u64)),
-    );
-}
-
-pub fn log_policy(policy: &Policy) {
-    for l in &policy.lists {
-        tracing::info!(
-            list = %l.name,
-            rules = l.stats.rules,
-            skipped = l.stats.skipped,
-            "list loaded"
-        );
-    }
-    tracing::info!(
-        names = policy.names(),
-        bytes = policy.matcher_heap_bytes(),
-        took_ms = policy.built_in.as_millis() as u64,
-        "policy built"
-    );
-}
-
-fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
-    if addr.is_ipv6() {
-        // Lets "[::]:53" and "0.0.0.0:53" both be listed, as the default config does.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-fn explain_bind(addr: SocketAddr, kind: &str, e: std::io::Error) -> anyhow::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE: run `sudo setcap cap_net_bind_service=+ep $(command -v telesink)`, use deploy/systemd/telesink.service, or test on a high port such as 127.0.0.1:5353"
-        }
-        std::io::ErrorKind::AddrInUse => {
-            "another program already listens there (often systemd-resolved or dnsmasq on port 53): stop it, or list a specific address in server.listen"
-        }
-        std::io::ErrorKind::AddrNotAvailable => {
-            "this machine has no such address: check server.listen"
-        }
-        _ => "check server.listen in the config",
-    };
-    anyhow::anyhow!("cannot listen for DNS on {addr} ({kind}): {e}; {hint}")
-}
-
-/// A blocking UDP socket for the listener threads; `reuse_port` lets several share `addr`.
-pub fn bind_udp_std(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpSocket> {
-    let s = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    s.set_nonblocking(false)?;
-    // A larger receive buffer rides out bursts without drops.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    s.bind(&addr.into())
-        .map_err(|e| explain_bind(addr, "UDP", e))?;
-    Ok(s.into())
-}
-
-pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let s = socket_for(addr, Type::STREAM, Protocol::TCP)?;
-    s.bind(&addr.into())
-        .map_err(|e| explain_bind(addr, "TCP", e))?;
-    s.listen(1024)?;
-    Ok(tokio::net::TcpListener::from_std(s.into())?)
-}
-
 /// `telesink_client_dns_silent`'s view of the LAN: each device the neighbour table knows, under
 /// the label its queries get (the same identity step as the DNS path's).
 struct LanPresence {
@@ -295,8 +211,8 @@ struct LanPresence {
     live: Arc<ArcSwap<Live>>,
 }
 
-impl crate::metrics::PresenceSource for LanPresence {
-    fn devices(&self) -> Vec<crate::metrics::DevicePresence> {
+impl crate::observe::metrics::PresenceSource for LanPresence {
+    fn devices(&self) -> Vec<crate::observe::metrics::DevicePresence> {
         let view = self.devices.view();
         if !view.presence_known() {
             return Vec::new();
@@ -308,7 +224,7 @@ impl crate::metrics::PresenceSource for LanPresence {
                 let on_lan = d.present?;
                 let addr = *d.addresses.first()?;
                 let who = crate::resolve::identity::identify(&live, &self.devices, addr);
-                Some(crate::metrics::DevicePresence {
+                Some(crate::observe::metrics::DevicePresence {
                     label: who.info.name.unwrap_or_else(|| addr.to_string().into()),
                     on_lan,
                     last_query: None,

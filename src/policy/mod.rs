@@ -3,6 +3,11 @@
 //! the pointer (see `reload`), so the query path never sees a half-built policy and takes no
 //! lock to read it.
 
+pub mod category;
+pub mod local;
+pub mod matcher;
+pub mod reason;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +16,11 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use regex::bytes::RegexSet;
 
-use crate::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
+use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
 use crate::config::{BlockMode, ClientRef, Config, ListSource};
 use crate::lists::{self, Format, ParseOptions, ParseStats, Pattern, RuleAction};
-use crate::local::LocalZone;
-use crate::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
+use crate::policy::local::LocalZone;
+use crate::policy::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
 
 /// Lists get one bit ("slot") each in the matcher's hit masks.
 const SLOTS: usize = 64;
@@ -175,7 +180,7 @@ impl Policy {
             categories.intern(&name).ok_or_else(|| {
                 PolicyError::Config(format!(
                     "more than {} categories; merge some",
-                    crate::category::MAX_CATEGORIES
+                    crate::policy::category::MAX_CATEGORIES
                 ))
             })?;
         }
@@ -363,7 +368,7 @@ impl Policy {
             .iter()
             .map(|l| {
                 let cats = categories.names(l.categories).map(|c| &**c);
-                Arc::from(crate::answer::blocked_text(Some(&l.name), cats))
+                Arc::from(reason::blocked_text(Some(&l.name), cats))
             })
             .collect();
         Ok(Policy {
@@ -410,7 +415,7 @@ impl Policy {
         }
         let cats = self.categories.names(verdict.categories).map(|c| &**c);
         let list = verdict.list.map(|l| &*self.list(l).name);
-        Arc::from(crate::answer::blocked_text(list, cats))
+        Arc::from(reason::blocked_text(list, cats))
     }
 
     pub fn list(&self, id: ListId) -> &ListInfo {
@@ -499,7 +504,7 @@ impl Policy {
 
     /// The same as [`classify`](Self::classify) for a dotted, normalised name.
     pub fn classify_str(&self, name: &str) -> Verdict {
-        self.classify(crate::matcher::split_labels(name), Some(name.as_bytes()))
+        self.classify(crate::policy::matcher::split_labels(name), Some(name.as_bytes()))
     }
 
     /// Whether `[allow] domains` names `name` or a parent (for explain).
@@ -644,7 +649,7 @@ fn parse_source(
     let path = match source {
         ListSource::File(p) => p.clone(),
         ListSource::Url(url) => {
-            let p = crate::sources::cache_path(base_dir, url);
+            let p = crate::lists::sources::cache_path(base_dir, url);
             if !p.exists() {
                 tracing::warn!(list = name, %url, "no cached copy of this URL list yet; it is empty until the first download");
                 return Ok((None, ParseStats::default()));
@@ -691,5 +696,4 @@ fn parse_source(
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::category::Action;
-use crate::check::names_or_none;
+use crate::policy::category::Action;
+use crate::cli::check::names_or_none;
 use crate::config::{BlockMode, Config};
 use crate::lists::{self, ParseOptions, Pattern, RuleAction};
 use crate::policy::{ClientMatch, ListKind, Policy};

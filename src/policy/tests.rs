@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::category::Action::{Allowed, Blocked, Observed};
+use crate::policy::category::Action::{Allowed, Blocked, Observed};
 
 /// Writes `files` (list name, text) next to a `config.toml` holding `config`, loads it and
 /// builds the policy. The directory can go once built: the lists are read by then.
@@ -404,7 +404,7 @@ observe = []
     );
     // Without the dotted text, regexes are not consulted (the handler passes it when it has
     // regex rules).
-    let labels = crate::matcher::split_labels("ad12.vendor.example");
+    let labels = crate::policy::matcher::split_labels("ad12.vendor.example");
     assert!(!p.classify(labels, None).matched());
 }
 

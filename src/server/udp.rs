@@ -110,7 +110,7 @@ pub fn start(
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
     for i in 0..sockets.max(1) {
-        let socket = crate::server::bind_udp_std(addr, sockets > 1)?;
+        let socket = super::listen::bind_udp_std(addr, sockets > 1)?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let socket = Arc::new(socket);
         let handler = handler.clone();

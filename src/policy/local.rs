@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{RecordConfig, RecordValue};
-use crate::matcher::{DomainMatcher, MatcherBuilder, NameHashes, Scope};
+use crate::policy::matcher::{DomainMatcher, MatcherBuilder, NameHashes, Scope};
 
 /// Zones that are always local: their names get NXDOMAIN unless a record exists.
 const SPECIAL_ZONES: &[&str] = &[

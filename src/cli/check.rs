@@ -129,7 +129,7 @@ pub fn report(config: &Config, policy: &Policy) -> String {
     out
 }
 
-pub fn names_or_none(policy: &Policy, set: crate::category::CategorySet) -> String {
+pub fn names_or_none(policy: &Policy, set: crate::policy::category::CategorySet) -> String {
     if set.is_empty() {
         "nothing".into()
     } else {

@@ -18,7 +18,7 @@
 //!   that changes while it is read is read again (not a failure).
 //! * **Restart-only settings** changed in the file are reported at each reload until restart.
 //! * **SIGHUP** reloads and also checks every URL list now (conditional requests); a download
-//!   that brings new content triggers a reload of its own (see [`crate::sources`]).
+//!   that brings new content triggers a reload of its own (see [`crate::lists::sources`]).
 //! * **Memory.** The old policy is freed on the reload thread (or by the last query in flight
 //!   holding it), then the heap is trimmed; big buffers get their own pages (glibc), so the
 //!   resident size after a reload is back to that of one policy.
@@ -35,10 +35,10 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ListSource};
-use crate::handler::Live;
-use crate::metrics::Metrics;
+use crate::resolve::Live;
+use crate::observe::metrics::Metrics;
 use crate::policy::PolicyError;
-use crate::sources::{url_lists, Refresher};
+use crate::lists::sources::{url_lists, Refresher};
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -298,7 +298,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
 
     let previous = live.load_full();
     let previous_lists = list_counts(&previous);
-    let built = crate::server::build_live(&config, Some(&previous));
+    let built = super::live::build_live(&config, Some(&previous));
     drop(previous);
     let new = match built {
         Ok(new) => Arc::new(new),
@@ -325,7 +325,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
     // The commit point: from here on, queries get the new policy.
     let old = live.swap(new.clone());
     metrics.reload_succeeded(SystemTime::now());
-    crate::server::publish_lists(metrics, &new.policy);
+    super::live::publish_lists(metrics, &new.policy);
     // Devices the reload names get their `client` label slots now, before strangers can ask.
     metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));
     let swapped = Swapped {

@@ -76,6 +76,8 @@
 //!   `$ORIGIN` are made relative to it. `rpz-ip`, `rpz-nsip`, `rpz-nsdname` and `rpz-client-ip`
 //!   triggers are skipped (`UnsupportedTrigger`). `$INCLUDE`/`$GENERATE` are skipped.
 
+pub mod sources;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::io::BufRead;
@@ -1699,17 +1701,17 @@ mod tests {
         // Every fixture in every format, plus CRLF, no final newline, invalid UTF-8 and RPZ
         // owners carried over blank-led lines: line numbers, rules and stats all equal.
         let texts: [&[u8]; 14] = [
-            include_bytes!("../tests/fixtures/lists/adblock-quirks.txt"),
-            include_bytes!("../tests/fixtures/lists/dnsmasq.txt"),
-            include_bytes!("../tests/fixtures/lists/hosts-quirks-bom.txt"),
-            include_bytes!("../tests/fixtures/lists/hosts-quirks-crlf.txt"),
-            include_bytes!("../tests/fixtures/lists/hosts-quirks.txt"),
-            include_bytes!("../tests/fixtures/lists/mixed.txt"),
-            include_bytes!("../tests/fixtures/lists/regex.list"),
-            include_bytes!("../tests/fixtures/lists/rpz-origin.txt"),
-            include_bytes!("../tests/fixtures/lists/rpz.txt"),
-            include_bytes!("../tests/fixtures/lists/unicode.txt"),
-            include_bytes!("../tests/fixtures/lists/wildcard.txt"),
+            include_bytes!("../../tests/fixtures/lists/adblock-quirks.txt"),
+            include_bytes!("../../tests/fixtures/lists/dnsmasq.txt"),
+            include_bytes!("../../tests/fixtures/lists/hosts-quirks-bom.txt"),
+            include_bytes!("../../tests/fixtures/lists/hosts-quirks-crlf.txt"),
+            include_bytes!("../../tests/fixtures/lists/hosts-quirks.txt"),
+            include_bytes!("../../tests/fixtures/lists/mixed.txt"),
+            include_bytes!("../../tests/fixtures/lists/regex.list"),
+            include_bytes!("../../tests/fixtures/lists/rpz-origin.txt"),
+            include_bytes!("../../tests/fixtures/lists/rpz.txt"),
+            include_bytes!("../../tests/fixtures/lists/unicode.txt"),
+            include_bytes!("../../tests/fixtures/lists/wildcard.txt"),
             b"a.example\r\nb\xff.example\n\xe2\x82\n0.0.0.0 c.example",
             b"$ORIGIN rpz.example.\nx CNAME .\n  TXT \"t\"\n  CNAME rpz-passthru.\n",
             b"",
@@ -1996,9 +1998,9 @@ mod tests {
 
     // Fixture files: written for these tests from the quirks of real lists (see their README).
 
-    const HOSTS: &str = include_str!("../tests/fixtures/lists/hosts-quirks.txt");
-    const HOSTS_CRLF: &str = include_str!("../tests/fixtures/lists/hosts-quirks-crlf.txt");
-    const HOSTS_BOM: &str = include_str!("../tests/fixtures/lists/hosts-quirks-bom.txt");
+    const HOSTS: &str = include_str!("../../tests/fixtures/lists/hosts-quirks.txt");
+    const HOSTS_CRLF: &str = include_str!("../../tests/fixtures/lists/hosts-quirks-crlf.txt");
+    const HOSTS_BOM: &str = include_str!("../../tests/fixtures/lists/hosts-quirks-bom.txt");
 
     #[test]
     fn fixture_hosts_quirks() {
@@ -2042,7 +2044,7 @@ mod tests {
 
     #[test]
     fn fixture_adblock_quirks() {
-        let text = include_str!("../tests/fixtures/lists/adblock-quirks.txt");
+        let text = include_str!("../../tests/fixtures/lists/adblock-quirks.txt");
         let (rules, stats) = run(text, Format::Auto);
         assert_eq!(
             rules,
@@ -2093,7 +2095,7 @@ mod tests {
 
     #[test]
     fn fixture_dnsmasq() {
-        let text = include_str!("../tests/fixtures/lists/dnsmasq.txt");
+        let text = include_str!("../../tests/fixtures/lists/dnsmasq.txt");
         let (rules, stats) = run(text, Format::Dnsmasq);
         assert_eq!(
             rules,
@@ -2123,7 +2125,7 @@ mod tests {
 
     #[test]
     fn fixture_rpz() {
-        let text = include_str!("../tests/fixtures/lists/rpz.txt");
+        let text = include_str!("../../tests/fixtures/lists/rpz.txt");
         let (rules, stats) = run(text, Format::Rpz);
         assert_eq!(
             rules,
@@ -2153,7 +2155,7 @@ mod tests {
 
     #[test]
     fn fixture_rpz_origin() {
-        let text = include_str!("../tests/fixtures/lists/rpz-origin.txt");
+        let text = include_str!("../../tests/fixtures/lists/rpz-origin.txt");
         let (rules, stats) = run(text, Format::Rpz);
         assert_eq!(
             rules,
@@ -2169,7 +2171,7 @@ mod tests {
 
     #[test]
     fn fixture_wildcard() {
-        let text = include_str!("../tests/fixtures/lists/wildcard.txt");
+        let text = include_str!("../../tests/fixtures/lists/wildcard.txt");
         let (rules, stats) = run(text, Format::Wildcard);
         assert_eq!(
             rules,
@@ -2191,7 +2193,7 @@ mod tests {
 
     #[test]
     fn fixture_regex_list() {
-        let text = include_str!("../tests/fixtures/lists/regex.list");
+        let text = include_str!("../../tests/fixtures/lists/regex.list");
         let (rules, stats) = run(text, Format::Regex);
         assert_eq!(
             rules,
@@ -2216,7 +2218,7 @@ mod tests {
 
     #[test]
     fn fixture_mixed() {
-        let text = include_str!("../tests/fixtures/lists/mixed.txt");
+        let text = include_str!("../../tests/fixtures/lists/mixed.txt");
         let (rules, stats) = run(text, Format::Auto);
         assert_eq!(
             rules,
@@ -2238,7 +2240,7 @@ mod tests {
 
     #[test]
     fn fixture_unicode() {
-        let text = include_str!("../tests/fixtures/lists/unicode.txt");
+        let text = include_str!("../../tests/fixtures/lists/unicode.txt");
         let (rules, stats) = run(text, Format::Auto);
         assert_eq!(
             rules,

@@ -1,0 +1,49 @@
+//! Building what the query path reads ([`Live`]) from a configuration, at start and at each
+//! reload, and publishing what it holds (list sizes) to the metrics and the log.
+
+use anyhow::Result;
+
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::resolve::access::Access;
+use crate::resolve::Live;
+
+/// Builds what the query path reads from a config: the policy and the access rules.
+pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
+    let policy = Policy::build(config)?;
+    let access = Access::new(
+        config.server.allow_networks.clone(),
+        config.server.rate_limit_qps,
+        config.server.rate_limit_burst,
+        previous.map(|p| &p.access),
+    );
+    Ok(Live { policy, access })
+}
+
+/// Publishes each list's entry count as `telesink_list_entries`.
+pub fn publish_lists(metrics: &crate::observe::metrics::Metrics, policy: &Policy) {
+    metrics.set_list_entries(
+        policy
+            .lists
+            .iter()
+            .map(|l| (&*l.name, l.stats.rules as u64)),
+    );
+}
+
+pub fn log_policy(policy: &Policy) {
+    for l in &policy.lists {
+        tracing::info!(
+            list = %l.name,
+            rules = l.stats.rules,
+            skipped = l.stats.skipped,
+            "list loaded"
+        );
+    }
+    tracing::info!(
+        names = policy.names(),
+        bytes = policy.matcher_heap_bytes(),
+        took_ms = policy.built_in.as_millis() as u64,
+        "policy built"
+    );
+}
+
