@@ -176,8 +176,8 @@ fn full_queue_drops_and_counts_and_dns_stays_fast() {
 
 #[test]
 fn retention_deletes_old_rows_at_start() {
-    use telesink::policy::category::{CategorySet, CategoryTable};
     use telesink::observe::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+    use telesink::policy::category::{CategorySet, CategoryTable};
     use telesink::querylog::{LogMode, QueryLog, QueryLogSettings};
 
     let up = TestUpstream::start();
@@ -442,8 +442,8 @@ fn device_activity_in_matched_and_all() {
 /// the silence; a phone whose ordinary queries go on is STOPPED.
 #[test]
 fn verify_after_the_device_went_quiet_in_matched_mode() {
-    use telesink::policy::category::{Action, CategorySet, CategoryTable};
     use telesink::observe::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+    use telesink::policy::category::{Action, CategorySet, CategoryTable};
     use telesink::querylog::{LogMode, QueryLog, QueryLogSettings};
 
     let up = TestUpstream::start();

@@ -97,8 +97,15 @@ fn merge(
     };
     let mut seen_macs: HashSet<Mac> = HashSet::new();
     let mut seen_addrs: HashSet<IpAddr> = HashSet::new();
-    let mut out = Vec::new();
-    for r in records {
+    let mut out: Vec<DeviceLine> = Vec::new();
+    let mut last_ms: Vec<i64> = Vec::new();
+    // A device's first query from an address the kernel had not yet mapped is logged under
+    // the bare address: fold such rows into the named device that owns their MAC.
+    let (named, unnamed): (Vec<DeviceRecord>, Vec<DeviceRecord>) = records
+        .into_iter()
+        .partition(|r| r.named_by != NamedBy::Address);
+    let mut by_mac: std::collections::HashMap<Mac, usize> = std::collections::HashMap::new();
+    for r in named.into_iter().chain(unnamed) {
         let mut addrs: BTreeSet<IpAddr> = r
             .addresses
             .iter()
@@ -109,9 +116,27 @@ fn merge(
         if let Some(m) = mac {
             addrs.extend(view.addresses_of(m).iter().copied());
             seen_macs.insert(m);
+            if r.named_by == NamedBy::Address {
+                if let Some(&i) = by_mac.get(&m) {
+                    let line = &mut out[i];
+                    let mut all: BTreeSet<IpAddr> = line.addresses.iter().copied().collect();
+                    all.extend(addrs.iter().copied());
+                    seen_addrs.extend(all.iter().copied());
+                    line.addresses = ipv4_first(all);
+                    if r.last_query_ms > last_ms[i] {
+                        last_ms[i] = r.last_query_ms;
+                        line.last_query = Some(r.last_query);
+                        line.dns_silent = silent(line.present, Some(r.last_query_ms));
+                    }
+                    continue;
+                }
+            } else {
+                by_mac.entry(m).or_insert(out.len());
+            }
         }
         seen_addrs.extend(addrs.iter().copied());
         let present = known.then(|| mac.is_some_and(|m| view.present(m)));
+        last_ms.push(r.last_query_ms);
         out.push(DeviceLine {
             name: r.name,
             named_by: r.named_by.as_str(),

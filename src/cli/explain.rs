@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::policy::category::Action;
 use crate::cli::check::names_or_none;
 use crate::config::{BlockMode, Config};
 use crate::lists::{self, ParseOptions, Pattern, RuleAction};
+use crate::policy::category::Action;
 use crate::policy::{ClientMatch, ListKind, Policy};
 
 pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {

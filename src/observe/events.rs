@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::policy::category::{Action, CategorySet, CategoryTable};
 use crate::devices::{Mac, NamedBy};
+use crate::policy::category::{Action, CategorySet, CategoryTable};
 
 /// How a query was answered: the `result` label of `telesink_queries_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

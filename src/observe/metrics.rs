@@ -47,9 +47,9 @@ use prometheus::{
 
 use super::clients::{Admission, CategoryHandles, ClientSlots};
 use super::scrape::{CacheSize, Presence, ScrapeCollector, ScrapeSources};
-use crate::policy::category::Action;
-use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
 use crate::observe::events::{CacheObserver, CacheStep, UpstreamObserver, UpstreamOutcome};
+use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::policy::category::Action;
 
 pub use super::clients::{OTHER_CLIENT, REFUSED_CLIENT};
 pub use super::http::{router, CONTENT_TYPE};
@@ -534,8 +534,8 @@ impl QuerySink for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::category::{CategorySet, CategoryTable};
     use crate::observe::events::ClientInfo;
+    use crate::policy::category::{CategorySet, CategoryTable};
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
     use std::net::IpAddr;

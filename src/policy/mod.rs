@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use regex::bytes::RegexSet;
 
-use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
 use crate::config::{BlockMode, ClientRef, Config, ListSource};
 use crate::lists::{self, Format, ParseOptions, ParseStats, Pattern, RuleAction};
+use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
 use crate::policy::local::LocalZone;
 use crate::policy::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
 
@@ -504,7 +504,10 @@ impl Policy {
 
     /// The same as [`classify`](Self::classify) for a dotted, normalised name.
     pub fn classify_str(&self, name: &str) -> Verdict {
-        self.classify(crate::policy::matcher::split_labels(name), Some(name.as_bytes()))
+        self.classify(
+            crate::policy::matcher::split_labels(name),
+            Some(name.as_bytes()),
+        )
     }
 
     /// Whether `[allow] domains` names `name` or a parent (for explain).

@@ -23,9 +23,9 @@ use super::schema::open_rw;
 use super::settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
 use super::writer::{ErrorLimiter, Writer};
 use super::{now_ms, system_ms};
-use crate::policy::category::{Action, CategorySet, CategoryTable};
 use crate::devices::{Mac, NamedBy};
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::policy::category::{Action, CategorySet, CategoryTable};
 
 /// What the log keeps of one query, made on the DNS path. It owns no heap memory of its own
 /// for a usual name (shared names are reference-counted), so the writer thread, which drops

@@ -13,8 +13,8 @@ use rusqlite::{params, Connection};
 use super::read::logged_ms;
 use super::schema::{open_existing, open_rw, SCHEMA, SCHEMA_VERSION};
 use super::*;
-use crate::policy::category::{Action, CategorySet, CategoryTable};
 use crate::observe::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
+use crate::policy::category::{Action, CategorySet, CategoryTable};
 use crate::timespec::TimeSpec;
 pub(crate) struct Fixture {
     pub table: Arc<CategoryTable>,

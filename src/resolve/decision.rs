@@ -29,9 +29,9 @@ use super::cloaking;
 use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
 use super::Live;
-use crate::policy::category::Action;
 use crate::config::BlockMode;
 use crate::observe::events::QueryResult;
+use crate::policy::category::Action;
 use crate::policy::matcher::NameHashes;
 use crate::policy::Verdict;
 

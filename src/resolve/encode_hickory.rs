@@ -17,8 +17,8 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use super::answer::{self, ede, Reply};
 use super::cache::Entry;
 use super::decision::{sinkhole, Bypass, Refusal};
-use crate::policy::local::LocalAnswer;
 use super::upstream::{ForwardError, UpstreamAnswer};
+use crate::policy::local::LocalAnswer;
 use crate::policy::{Policy, Verdict};
 
 /// TTL of stale answers (RFC 8767 recommends 30 s).

@@ -32,9 +32,9 @@ use super::identity::{identify, Identity};
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
-use crate::policy::category::{Action, CategorySet};
 use crate::devices::Devices;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
 use crate::policy::Policy;
 

@@ -55,4 +55,3 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     s.listen(1024)?;
     Ok(tokio::net::TcpListener::from_std(s.into())?)
 }
-

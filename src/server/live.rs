@@ -46,4 +46,3 @@ pub fn log_policy(policy: &Policy) {
         "policy built"
     );
 }
-

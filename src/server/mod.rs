@@ -35,7 +35,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     log_policy(&live.policy);
     let live = Arc::new(ArcSwap::from_pointee(live));
 
-    let metrics = Arc::new(crate::observe::metrics::Metrics::new(config.metrics.max_clients));
+    let metrics = Arc::new(crate::observe::metrics::Metrics::new(
+        config.metrics.max_clients,
+    ));
     publish_lists(&metrics, &live.load().policy);
 
     // Configured devices get their `client` label slots before any stranger can ask.

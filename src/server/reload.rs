@@ -35,10 +35,10 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ListSource};
-use crate::resolve::Live;
+use crate::lists::sources::{url_lists, Refresher};
 use crate::observe::metrics::Metrics;
 use crate::policy::PolicyError;
-use crate::lists::sources::{url_lists, Refresher};
+use crate::resolve::Live;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);

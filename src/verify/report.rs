@@ -237,6 +237,15 @@ impl VerifyReport {
                 fmt_count(o.after)
             );
         }
+        if o.after >= o.expected_after {
+            return format!(
+                "Ordinary queries (no category): at the baseline rate ({}) about {} were expected after T and {} came, \
+                 as many or more, so {shows}.\n",
+                fmt_rate(o.baseline_rate_per_hour),
+                fmt_expected(o.expected_after),
+                fmt_count(o.after),
+            );
+        }
         format!(
             "Ordinary queries (no category): at the baseline rate ({}) about {} were expected after T and {} came; \
              a Poisson count that low has probability {} (P(X ≤ {})), so {shows}.\n",
