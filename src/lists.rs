@@ -80,6 +80,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::BufRead;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// How many skipped lines [`ParseStats::first_skipped`] keeps.
@@ -87,6 +88,38 @@ pub const MAX_FIRST_SKIPPED: usize = 10;
 
 /// Longest skipped-line text kept, in bytes; a minified line can be megabytes.
 const MAX_SKIPPED_TEXT: usize = 200;
+
+/// Where a list's rules are read from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListSource {
+    /// Resolved against the config file's directory; it existed when the config was loaded.
+    File(PathBuf),
+    /// `https://` only.
+    Url(String),
+}
+
+impl fmt::Display for ListSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListSource::File(path) => write!(f, "{}", path.display()),
+            ListSource::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+/// A list to read, in the lists' own terms: the config (`[[list]]`) converts into it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListSpec {
+    pub name: String,
+    pub source: ListSource,
+    /// The categories its block rules put a name in.
+    pub categories: Vec<String>,
+    pub format: Format,
+    /// false: plain and hosts entries match the exact name only.
+    pub subdomains: bool,
+    /// How often a URL list is downloaded again.
+    pub refresh: std::time::Duration,
+}
 
 /// List syntax, as named in the config (`format = "hosts"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

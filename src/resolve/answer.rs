@@ -10,6 +10,26 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+/// How blocked queries are answered (`blocking.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockMode {
+    /// A 0.0.0.0, AAAA ::, other types NOERROR with no answer.
+    Null,
+    Nxdomain,
+    Refused,
+}
+
+impl BlockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockMode::Null => "null",
+            BlockMode::Nxdomain => "nxdomain",
+            BlockMode::Refused => "refused",
+        }
+    }
+}
+
+
 /// RFC 8914 info codes telesink uses.
 pub mod ede {
     pub const STALE_ANSWER: u16 = 3;

@@ -30,7 +30,7 @@ use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
 use super::Live;
 use crate::category::Action;
-use crate::config::BlockMode;
+use super::answer::BlockMode;
 use crate::events::QueryResult;
 use crate::matcher::NameHashes;
 use crate::policy::Verdict;
@@ -338,7 +338,7 @@ value = "192.168.1.10"
         let config = Config::parse(CONFIG, &dir.path().join("config.toml")).unwrap();
         let s = &config.server;
         Live {
-            policy: Policy::build(&config).unwrap(),
+            policy: Policy::build(&config.policy_spec()).unwrap(),
             access: Access::new(
                 s.allow_networks.clone(),
                 s.rate_limit_qps,
