@@ -3,6 +3,17 @@
 //! The path of a query, top to bottom: [`server`] receives it, [`resolve`] decides and encodes
 //! the answer (identity, access, local records, policy, cache/forward), [`observe`] hands the
 //! outcome to metrics and the query log.
+//!
+//! Dependency rules (kept by review; `grep -rn 'crate::config' src/policy* src/lists*
+//! src/sources* src/resolve/` is empty):
+//! - [`lists`], [`sources`], [`policy`] and the codec and decision ([`resolve`]) never import
+//!   [`config`]. Each defines its inputs in its own terms ([`policy::PolicySpec`],
+//!   [`lists::ListSpec`], [`lists::ListSource`], [`resolve::local::LocalRecord`],
+//!   [`resolve::answer::BlockMode`], [`resolve::upstream::Upstream`]); `config` uses and
+//!   re-exports those types and converts into them at the edge (`Config::policy_spec`).
+//! - Nothing imports the composition root ([`server`]), and there are no import circles. Not
+//!   kept yet: [`reload`] and [`udp`] still call helpers in `server` (`build_live`,
+//!   `publish_lists`, `bind_udp_std`), which is the `server ↔ reload ↔ udp` circle.
 
 pub mod alloc;
 pub mod category;

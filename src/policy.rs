@@ -13,11 +13,13 @@ use regex::bytes::RegexSet;
 
 use crate::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
 use crate::devices::Mac;
-use crate::lists::{self, Format, ListSource, ListSpec, ParseOptions, ParseStats, Pattern, RuleAction};
+use crate::lists::{
+    self, Format, ListSource, ListSpec, ParseOptions, ParseStats, Pattern, RuleAction,
+};
 use crate::local::LocalRecord;
-use crate::resolve::answer::BlockMode;
 use crate::local::LocalZone;
 use crate::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
+use crate::resolve::answer::BlockMode;
 
 /// Everything a policy is built from, in the policy's own terms. The configuration converts
 /// into it at the edge (`Config::policy_spec`), so the policy never depends on the file's shape.

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use super::*;
 // The tests load config text the way the server does, then convert at the edge.
-use crate::config::Config;
 use crate::category::Action::{Allowed, Blocked, Observed};
+use crate::config::Config;
 
 /// Writes `files` (list name, text) next to a `config.toml` holding `config`, loads it and
 /// builds the policy. The directory can go once built: the lists are read by then.

@@ -245,7 +245,8 @@ async fn reload(st: &mut State, cause: &str) {
                     "changed in the config, but takes effect only after a restart; the running value is kept"
                 );
             }
-            st.refresher.set(url_lists(&s.config.list_specs(), &s.config.allow.lists));
+            st.refresher
+                .set(url_lists(&s.config.list_specs(), &s.config.allow.lists));
             st.current = s.config;
             let files = watched_files(&st.config_path, &st.current);
             st.watch.update(WatchSet::for_files(&st.root, files));

@@ -2,7 +2,6 @@
 //! functions from text to a typed value or a message saying what is valid; other modules use
 //! [`parse_upstream`] and [`normalize_name`] too.
 
-
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;

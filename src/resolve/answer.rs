@@ -29,7 +29,6 @@ impl BlockMode {
     }
 }
 
-
 /// RFC 8914 info codes telesink uses.
 pub mod ede {
     pub const STALE_ANSWER: u16 = 3;

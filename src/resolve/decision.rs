@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{LowerName, RecordType};
 
+use super::answer::BlockMode;
 use super::answer::Sinkhole;
 use super::cache::{wire_name, AnswerCache, CacheStep, Entry, Lookup};
 use super::cloaking;
@@ -30,7 +31,6 @@ use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
 use super::Live;
 use crate::category::Action;
-use super::answer::BlockMode;
 use crate::events::QueryResult;
 use crate::matcher::NameHashes;
 use crate::policy::Verdict;
@@ -300,9 +300,9 @@ mod tests {
     use super::*;
     use crate::lists::{Format, ListSource, ListSpec};
     use crate::policy::{BlockSettings, Policy, PolicySpec};
-    use crate::resolve::local::{LocalRecord, RecordKind, RecordValue};
     use crate::resolve::access::Access;
     use crate::resolve::identity::identify;
+    use crate::resolve::local::{LocalRecord, RecordKind, RecordValue};
     use crate::resolve::upstream::UpstreamAnswer;
 
     /// Built from the policy's own inputs, as the config's edge would convert them: one block

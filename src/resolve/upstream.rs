@@ -75,8 +75,6 @@ impl fmt::Display for Upstream {
     }
 }
 
-
-
 /// The `outcome` label of `telesink_upstream_responses_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamOutcome {
