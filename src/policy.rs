@@ -1,7 +1,7 @@
-//! The policy: everything a query's answer depends on, built from the config and the lists in
-//! one go and then never changed. A reload builds a new `Policy` beside the old one and swaps
-//! the pointer (see `reload`), so the query path never sees a half-built policy and takes no
-//! lock to read it.
+//! The policy: everything a query's answer depends on, built from a [`PolicySpec`] (the config,
+//! converted at its edge) and the lists in one go and then never changed. A reload builds a new
+//! `Policy` beside the old one and swaps the pointer (see `reload`), so the query path never
+//! sees a half-built policy and takes no lock to read it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -12,6 +12,8 @@
 //! - [`errors`]: [`ConfigError`] and [`ConfigWarning`], the key path of a serde error (found
 //!   from its span), and the did-you-mean hints;
 //! - [`values`]: the value grammars other modules use too (upstreams, addresses, names).
+//! - [`edge`]: the conversion into the types of the modules configured (`policy`, `lists`,
+//!   the local zone), which own them and never import `config`.
 //!
 //! Every key has a default: an empty file is a valid configuration. An unknown key is an error.
 //! Messages name the file, line and key path (`list "xiaomi".source`, `server.listen[1]`) and
