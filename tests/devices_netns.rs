@@ -89,7 +89,7 @@ categories = ["bypass"]
 impl Setup {
     /// One query from each of the device's addresses (IPv4 to the IPv4 listener, IPv6 to the
     /// IPv6 one); returns the rcodes.
-    fn from_every_address(&self, name: &str) -> Vec<u8> {
+    fn ask_from_every_address(&self, name: &str) -> Vec<u8> {
         let addrs = self.pair.device_addrs();
         let (v4, v6) = (self.v4, self.v6);
         let name = name.to_string();
@@ -102,7 +102,7 @@ impl Setup {
     }
 
     /// Queries from the device's address `i` (0-1 IPv4, 2-3 IPv6).
-    fn from(&self, i: usize, name: &str) -> u8 {
+    fn ask_from(&self, i: usize, name: &str) -> u8 {
         let a = self.pair.device_addrs()[i];
         let server = if a.is_ipv4() { self.v4 } else { self.v6 };
         let name = name.to_string();
@@ -141,8 +141,11 @@ fn a_mac_names_one_device_on_all_its_addresses() {
     };
     s.warm_up();
     for _ in 0..3 {
-        assert_eq!(s.from_every_address("www.example.com"), vec![0, 0, 0, 0]);
-        s.from_every_address("tracking.vendor.example");
+        assert_eq!(
+            s.ask_from_every_address("www.example.com"),
+            vec![0, 0, 0, 0]
+        );
+        s.ask_from_every_address("tracking.vendor.example");
     }
 
     // Metrics: one series for the phone, none per address.
@@ -222,7 +225,7 @@ fn a_lease_names_a_device_the_config_does_not() {
     };
     s.warm_up();
     for i in [1, 2, 3] {
-        s.from(i, "www.example.com");
+        s.ask_from(i, "www.example.com");
     }
     let text = s.metrics();
     assert!(text.contains("client=\"livingroom-tv\""), "{text}");
@@ -252,14 +255,14 @@ fn phase(
     let end = Instant::now() + PHASE;
     let mut i = 0;
     if let Some(name) = extra {
-        s.from(2, name);
+        s.ask_from(2, name);
     }
     while Instant::now() < end {
         if telemetry {
-            s.from(i % 4, "tracking.vendor.example");
+            s.ask_from(i % 4, "tracking.vendor.example");
         }
         if ordinary {
-            s.from(i % 4, &format!("site{}.example.com", i % 7));
+            s.ask_from(i % 4, &format!("site{}.example.com", i % 7));
         }
         i += 1;
         std::thread::sleep(TICK);

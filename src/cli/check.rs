@@ -17,7 +17,7 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let policy = match Policy::build(&config) {
+    let policy = match Policy::build(&config.policy_spec()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("telesink: {}: {e}", config.path.display());

@@ -23,7 +23,7 @@ pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policy = match Policy::build(&config) {
+    let policy = match Policy::build(&config.policy_spec()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("telesink: {e}");

@@ -431,6 +431,13 @@ impl<'t> Convert<'t> {
                     "\"other\" is reserved: metrics count clients past metrics.max_clients under it",
                 ));
             }
+            if name == REFUSED_CLIENT {
+                return Err(self.error(
+                    &name_span,
+                    name_key,
+                    "\"refused\" is reserved: metrics count refused strangers under it",
+                ));
+            }
             if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
                 return Err(self.error(
                     &name_span,

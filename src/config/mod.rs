@@ -12,19 +12,21 @@
 //! - [`errors`]: [`ConfigError`] and [`ConfigWarning`], the key path of a serde error (found
 //!   from its span), and the did-you-mean hints;
 //! - [`values`]: the value grammars other modules use too (upstreams, addresses, names).
+//! - [`edge`]: the conversion into the types of the modules configured (`policy`, `lists`,
+//!   the local zone), which own them and never import `config`.
 //!
 //! Every key has a default: an empty file is a valid configuration. An unknown key is an error.
 //! Messages name the file, line and key path (`list "xiaomi".source`, `server.listen[1]`) and
 //! say what would be valid.
 
 mod convert;
+mod edge;
 mod errors;
 mod files;
 mod leaves;
 mod model;
 mod values;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,8 +35,14 @@ use ipnet::IpNet;
 
 pub use crate::devices::Mac;
 pub use crate::lists::Format as ListFormat;
+// The types the consumers own (config converts into them at the edge; see `lib.rs`).
+pub use crate::lists::ListSource;
+pub use crate::policy::local::{LocalRecord as RecordConfig, RecordKind, RecordValue};
+pub use crate::policy::BlockMode;
+pub use crate::policy::ClientRef;
+pub use crate::resolve::upstream::Upstream;
 pub use errors::{ConfigError, ConfigWarning};
-pub use values::{normalize_name, parse_upstream, RecordValue};
+pub use values::{normalize_name, parse_upstream};
 
 /// Parses a duration as the config does (`"90m"`, `"24h"`, `"1h30m"`); see [`crate::duration`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -45,8 +53,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// configuration may name (`bypass` included): defined with the categories themselves.
 pub use crate::policy::category::{BYPASS as BYPASS_CATEGORY, MAX_CATEGORIES};
 
-/// The client label that metrics use past `metrics.max_clients`; no client may be named so.
-pub const OTHER_CLIENT: &str = "other";
+/// The client labels metrics keep for themselves (past `metrics.max_clients`, and refused
+/// strangers); no client may be named so.
+pub use crate::observe::{OTHER_CLIENT, REFUSED_CLIENT};
 
 /// Largest TTL a DNS answer may carry (RFC 2181 §8).
 pub const MAX_TTL: u32 = 0x7fff_ffff;
@@ -122,56 +131,6 @@ pub struct UpstreamConfig {
     pub serve_stale: Duration,
 }
 
-/// An upstream resolver.
-///
-/// Written in the file as one of:
-/// - `IP` or `IP:port` (`[IPv6]:port`): plain DNS, UDP with TCP fallback, port 53;
-/// - `tls://IP[:port]#tls-name`: DNS over TLS, port 853;
-/// - `https://IP[:port][/path]#tls-name`: DNS over HTTPS, port 443, path `/dns-query`.
-///
-/// The host is always an IP literal, so that telesink never has to resolve its own upstreams;
-/// the name after `#` is the one the server's certificate is checked against (and the SNI).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Upstream {
-    Plain(SocketAddr),
-    Tls {
-        addr: SocketAddr,
-        server_name: String,
-    },
-    Https {
-        addr: SocketAddr,
-        server_name: String,
-        path: String,
-    },
-}
-
-impl Upstream {
-    /// Stable label for metrics and logs: the canonical form of the configured string, default
-    /// port filled in: `9.9.9.9:53`, `tls://9.9.9.9:853#dns.quad9.net`,
-    /// `https://9.9.9.9:443/dns-query#dns.quad9.net`. The TLS name is part of it because
-    /// providers serve per-profile resolvers on one IP, told apart by that name (or the path).
-    pub fn label(&self) -> String {
-        match self {
-            Upstream::Plain(addr) => addr.to_string(),
-            Upstream::Tls { addr, server_name } => format!("tls://{addr}#{server_name}"),
-            Upstream::Https {
-                addr,
-                server_name,
-                path,
-            } => format!("https://{addr}{path}#{server_name}"),
-        }
-    }
-
-    /// The address connected to.
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Upstream::Plain(addr) | Upstream::Tls { addr, .. } | Upstream::Https { addr, .. } => {
-                *addr
-            }
-        }
-    }
-}
-
 /// The `upstream.servers` forms; the error says what is valid (see [`parse_upstream`]).
 impl std::str::FromStr for Upstream {
     type Err = String;
@@ -181,36 +140,12 @@ impl std::str::FromStr for Upstream {
     }
 }
 
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.label())
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockingConfig {
     /// Default `null`.
     pub mode: BlockMode,
     /// TTL of sinkhole answers and of their SOA. Default 10.
     pub ttl: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BlockMode {
-    /// A 0.0.0.0, AAAA ::, other types NOERROR with no answer.
-    Null,
-    Nxdomain,
-    Refused,
-}
-
-impl BlockMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlockMode::Null => "null",
-            BlockMode::Nxdomain => "nxdomain",
-            BlockMode::Refused => "refused",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,23 +162,6 @@ pub struct ListConfig {
     pub subdomains: bool,
     /// Line of this `[[list]]` in the file, for messages.
     pub line: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ListSource {
-    /// Resolved against the config file's directory; it existed when the config was loaded.
-    File(PathBuf),
-    /// `https://` only.
-    Url(String),
-}
-
-impl fmt::Display for ListSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListSource::File(path) => write!(f, "{}", path.display()),
-            ListSource::Url(url) => f.write_str(url),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -297,66 +215,12 @@ pub struct GroupConfig {
     pub observe: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ClientRef {
-    /// The name of a `[[client]]` (checked to exist).
-    Name(String),
-    /// An address (as a /32 or /128) or a CIDR.
-    Net(IpNet),
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DefaultPolicy {
     /// Default `["telemetry"]`.
     pub block: Vec<String>,
     /// Default empty.
     pub observe: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordConfig {
-    /// Normalised. For PTR, an address is turned into its reverse name.
-    pub name: String,
-    pub rtype: RecordKind,
-    /// Parsed per type (names normalised); its `Display` is the canonical text form.
-    pub value: RecordValue,
-    /// Default 300.
-    pub ttl: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RecordKind {
-    A,
-    Aaaa,
-    Cname,
-    Txt,
-    Mx,
-    Ptr,
-    Srv,
-}
-
-impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
-        RecordKind::A,
-        RecordKind::Aaaa,
-        RecordKind::Cname,
-        RecordKind::Txt,
-        RecordKind::Mx,
-        RecordKind::Ptr,
-        RecordKind::Srv,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::A => "A",
-            RecordKind::Aaaa => "AAAA",
-            RecordKind::Cname => "CNAME",
-            RecordKind::Txt => "TXT",
-            RecordKind::Mx => "MX",
-            RecordKind::Ptr => "PTR",
-            RecordKind::Srv => "SRV",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,12 +2,11 @@
 //! functions from text to a typed value or a message saying what is valid; other modules use
 //! [`parse_upstream`] and [`normalize_name`] too.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use super::{RecordKind, Upstream};
+use super::{RecordKind, RecordValue, Upstream};
 use crate::lists::{self, SkipReason};
 
 /// A domain name as telesink stores and compares it, by the lists' rules
@@ -247,30 +246,8 @@ pub(super) fn check_category(name: &str) -> Result<(), String> {
     ))
 }
 
-/// The data of a `[[record]]`, parsed for its type. `Display` writes the canonical text:
-/// addresses in canonical form, names normalised, MX `"pref name"`, SRV `"priority weight port
-/// target"`, TXT as written.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RecordValue {
-    A(Ipv4Addr),
-    Aaaa(Ipv6Addr),
-    Cname(String),
-    Ptr(String),
-    Txt(String),
-    /// `exchange` may be `.` (RFC 7505 null MX).
-    Mx {
-        preference: u16,
-        exchange: String,
-    },
-    /// `target` may be `.` (RFC 2782 "service not available").
-    Srv {
-        priority: u16,
-        weight: u16,
-        port: u16,
-        target: String,
-    },
-}
-
+/// Parsing record data is the config's job (names normalised its way); the type is
+/// [`crate::policy::local`]'s.
 impl RecordValue {
     /// Checks `raw` as data of a `kind` record; the error says what the type expects.
     pub fn parse(kind: RecordKind, raw: &str) -> Result<RecordValue, String> {
@@ -328,39 +305,6 @@ impl RecordValue {
                 }
             }
         })
-    }
-
-    /// The type this data belongs to.
-    pub fn kind(&self) -> RecordKind {
-        match self {
-            RecordValue::A(_) => RecordKind::A,
-            RecordValue::Aaaa(_) => RecordKind::Aaaa,
-            RecordValue::Cname(_) => RecordKind::Cname,
-            RecordValue::Ptr(_) => RecordKind::Ptr,
-            RecordValue::Txt(_) => RecordKind::Txt,
-            RecordValue::Mx { .. } => RecordKind::Mx,
-            RecordValue::Srv { .. } => RecordKind::Srv,
-        }
-    }
-}
-
-impl fmt::Display for RecordValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordValue::A(ip) => write!(f, "{ip}"),
-            RecordValue::Aaaa(ip) => write!(f, "{ip}"),
-            RecordValue::Cname(n) | RecordValue::Ptr(n) | RecordValue::Txt(n) => f.write_str(n),
-            RecordValue::Mx {
-                preference,
-                exchange,
-            } => write!(f, "{preference} {exchange}"),
-            RecordValue::Srv {
-                priority,
-                weight,
-                port,
-                target,
-            } => write!(f, "{priority} {weight} {port} {target}"),
-        }
     }
 }
 

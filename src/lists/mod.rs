@@ -76,12 +76,18 @@
 //!   `$ORIGIN` are made relative to it. `rpz-ip`, `rpz-nsip`, `rpz-nsdname` and `rpz-client-ip`
 //!   triggers are skipped (`UnsupportedTrigger`). `$INCLUDE`/`$GENERATE` are skipped.
 
+mod names;
+mod rpz;
 pub mod sources;
+
+use names::*;
+use rpz::*;
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::BufRead;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// How many skipped lines [`ParseStats::first_skipped`] keeps.
@@ -89,6 +95,38 @@ pub const MAX_FIRST_SKIPPED: usize = 10;
 
 /// Longest skipped-line text kept, in bytes; a minified line can be megabytes.
 const MAX_SKIPPED_TEXT: usize = 200;
+
+/// Where a list's rules are read from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListSource {
+    /// Resolved against the config file's directory; it existed when the config was loaded.
+    File(PathBuf),
+    /// `https://` only.
+    Url(String),
+}
+
+impl fmt::Display for ListSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListSource::File(path) => write!(f, "{}", path.display()),
+            ListSource::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+/// A list to read, in the lists' own terms: the config (`[[list]]`) converts into it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListSpec {
+    pub name: String,
+    pub source: ListSource,
+    /// The categories its block rules put a name in.
+    pub categories: Vec<String>,
+    pub format: Format,
+    /// false: plain and hosts entries match the exact name only.
+    pub subdomains: bool,
+    /// How often a URL list is downloaded again.
+    pub refresh: std::time::Duration,
+}
 
 /// List syntax, as named in the config (`format = "hosts"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -771,166 +809,6 @@ impl<F: FnMut(Rule<'_>)> Parser<'_, F> {
     }
 }
 
-/// RPZ zone-file state carried from line to line (owned: the lines are not kept).
-#[derive(Default)]
-struct Rpz {
-    /// Current `$ORIGIN`, without the final dot ("" when unknown).
-    origin: String,
-    /// The zone's own name, stripped from owners ("" when unknown).
-    apex: String,
-    /// Last owner name, for records that start with blanks (a reused buffer).
-    owner: String,
-    has_owner: bool,
-    /// Open parentheses: a record spanning lines (SOA).
-    parens: usize,
-}
-
-impl Rpz {
-    fn line<F: FnMut(Rule<'_>)>(&mut self, p: &mut Parser<'_, F>, raw: &str) {
-        let data = raw.find(';').map_or(raw, |i| &raw[..i]);
-        let opens = data.bytes().filter(|&c| c == b'(').count();
-        let closes = data.bytes().filter(|&c| c == b')').count();
-        if self.parens > 0 {
-            self.parens = (self.parens + opens).saturating_sub(closes);
-            return;
-        }
-        let line = data.trim_ascii();
-        if line.is_empty() || line.starts_with('#') {
-            return;
-        }
-        self.parens = opens.saturating_sub(closes);
-        let continued = data.starts_with([' ', '\t']);
-        let mut fields = line.split_ascii_whitespace();
-        let owner = if continued {
-            if !self.has_owner {
-                return p.skip(SkipReason::Unrecognised);
-            }
-            None
-        } else {
-            let owner = fields.next().unwrap_or_default();
-            if owner.starts_with('$') {
-                return self.directive(p, owner, fields.next());
-            }
-            self.owner.clear();
-            self.owner.push_str(owner);
-            self.has_owner = true;
-            Some(owner)
-        };
-        let owner = owner.unwrap_or(&self.owner);
-        // TTL and class come in either order before the type.
-        let Some(rtype) = fields.find(|f| {
-            !(f.as_bytes()[0].is_ascii_digit()
-                || ["IN", "CH", "HS", "CS", "ANY"]
-                    .iter()
-                    .any(|c| f.eq_ignore_ascii_case(c)))
-        }) else {
-            return p.skip(SkipReason::Unrecognised);
-        };
-        let is_soa = rtype.eq_ignore_ascii_case("SOA");
-        if is_soa || rtype.eq_ignore_ascii_case("NS") {
-            if is_soa && self.apex.is_empty() && owner.len() > 1 && owner.ends_with('.') {
-                self.apex = owner[..owner.len() - 1].to_string();
-                if self.origin.is_empty() {
-                    self.origin.clone_from(&self.apex);
-                }
-            }
-            p.stats.ignored += 1;
-            return;
-        }
-        if !rtype.eq_ignore_ascii_case("CNAME") {
-            return p.skip(SkipReason::UnsupportedAction);
-        }
-        let action = match fields.next() {
-            Some("." | "*.") => RuleAction::Block,
-            Some(t) if t.eq_ignore_ascii_case("rpz-drop.") => RuleAction::Block,
-            Some(t) if t.eq_ignore_ascii_case("rpz-passthru.") => RuleAction::Allow,
-            Some(_) => return p.skip(SkipReason::UnsupportedAction),
-            None => return p.skip(SkipReason::Unrecognised),
-        };
-        self.trigger(p, action, owner);
-    }
-
-    fn directive<F: FnMut(Rule<'_>)>(
-        &mut self,
-        p: &mut Parser<'_, F>,
-        name: &str,
-        arg: Option<&str>,
-    ) {
-        if name.eq_ignore_ascii_case("$TTL") && arg.is_some() {
-            p.stats.ignored += 1;
-        } else if name.eq_ignore_ascii_case("$ORIGIN") && arg.is_some() {
-            let origin = arg.unwrap_or_default();
-            self.origin = origin.strip_suffix('.').unwrap_or(origin).to_string();
-            if self.apex.is_empty() {
-                self.apex.clone_from(&self.origin);
-            }
-            p.stats.ignored += 1;
-        } else {
-            // `$INCLUDE` would read another file; `$GENERATE` is not used by RPZ feeds.
-            p.skip(SkipReason::Unrecognised);
-        }
-    }
-
-    fn trigger<F: FnMut(Rule<'_>)>(&self, p: &mut Parser<'_, F>, action: RuleAction, owner: &str) {
-        let (subdomains, base) = match owner.strip_prefix("*.") {
-            Some(base) => (true, base),
-            None => (false, owner),
-        };
-        let name: Cow<'_, str> = if let Some(abs) = base.strip_suffix('.') {
-            Cow::Borrowed(abs)
-        } else if base == "@" {
-            Cow::Borrowed(&self.origin)
-        } else if self.origin.eq_ignore_ascii_case(&self.apex) {
-            // The common case: relative to the zone, so already the trigger.
-            return rpz_trigger(p, action, base, subdomains);
-        } else {
-            Cow::Owned(format!("{base}.{}", self.origin))
-        };
-        let Some(trigger) = strip_zone(&name, &self.apex) else {
-            // The apex itself is no trigger.
-            return p.skip(SkipReason::Unrecognised);
-        };
-        rpz_trigger(p, action, trigger, subdomains);
-    }
-}
-
-/// Emits an RPZ trigger, unless it is one a DNS server answering by name cannot use.
-fn rpz_trigger<F: FnMut(Rule<'_>)>(
-    p: &mut Parser<'_, F>,
-    action: RuleAction,
-    trigger: &str,
-    subdomains: bool,
-) {
-    let last = trigger.rsplit('.').next().unwrap_or_default();
-    if ["rpz-ip", "rpz-nsip", "rpz-nsdname", "rpz-client-ip"]
-        .iter()
-        .any(|t| last.eq_ignore_ascii_case(t))
-    {
-        return p.skip(SkipReason::UnsupportedTrigger);
-    }
-    p.domain(action, trigger, subdomains);
-}
-
-/// `name` relative to the zone `apex`: `None` for the apex itself, `name` unchanged when outside
-/// the zone (a feed without `$ORIGIN` whose owners are absolute).
-fn strip_zone<'n>(name: &'n str, apex: &str) -> Option<&'n str> {
-    if apex.is_empty() {
-        return (!name.is_empty()).then_some(name);
-    }
-    let (n, a) = (name.as_bytes(), apex.as_bytes());
-    if n.eq_ignore_ascii_case(a) {
-        return None;
-    }
-    if n.len() > a.len()
-        && n[n.len() - a.len() - 1] == b'.'
-        && n[n.len() - a.len()..].eq_ignore_ascii_case(a)
-    {
-        // The byte before the apex is `.`, so this is a char boundary.
-        return Some(&name[..n.len() - a.len() - 1]);
-    }
-    Some(name)
-}
-
 /// Cuts `s` at the first `#` that follows a blank; a `#` inside a token (`x/#`, `##.ad`) stays.
 fn strip_inline_comment(s: &str) -> &str {
     let b = s.as_bytes();
@@ -1020,128 +898,6 @@ fn is_local_name(n: &str) -> bool {
                 | "ip6-allrouters"
                 | "ip6-allhosts"
         )
-}
-
-enum Scan {
-    Valid,
-    Upper,
-    NonAscii,
-}
-
-// Bit flags, so one branch-free pass can OR them over a whole name.
-const N_UPPER: u8 = 1;
-const N_NON_ASCII: u8 = 2;
-const N_BAD: u8 = 4;
-
-/// Byte classes for [`scan_name`]: `[a-z0-9_-]` and `.` are 0.
-static NAME_CLASS: [u8; 256] = {
-    let mut t = [N_BAD; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.' {
-            t[c] = 0;
-        } else if b.is_ascii_uppercase() {
-            t[c] = N_UPPER;
-        } else if b >= 0x80 {
-            t[c] = N_NON_ASCII;
-        }
-        c += 1;
-    }
-    t
-};
-
-/// Checks a name without its trailing dot, saying what work normalising needs.
-fn scan_name(s: &str) -> Result<Scan, SkipReason> {
-    let b = s.as_bytes();
-    let mut class = 0;
-    // An empty label is a dot after a dot (or at either end); found without a branch a byte.
-    let mut prev = b'.';
-    let mut empty_label = false;
-    for &c in b {
-        class |= NAME_CLASS[usize::from(c)];
-        empty_label |= (c == b'.') & (prev == b'.');
-        prev = c;
-    }
-    if class & N_NON_ASCII != 0 && class & N_BAD == 0 {
-        // Length and labels are checked after punycode conversion.
-        return Ok(Scan::NonAscii);
-    }
-    if class & N_BAD != 0 {
-        return Err(if b.contains(&b':') && is_ip(s) {
-            SkipReason::IpAddress
-        } else {
-            SkipReason::InvalidName
-        });
-    }
-    // Only here: UTF-8 can be longer than its punycode, so non-ASCII names are measured after.
-    if empty_label
-        || prev == b'.'
-        || b.len() > 253
-        || (b.len() > 63 && b.split(|&c| c == b'.').any(|l| l.len() > 63))
-    {
-        return Err(SkipReason::InvalidName);
-    }
-    let tld = b.rsplit(|&c| c == b'.').next().unwrap_or_default();
-    if tld.iter().all(u8::is_ascii_digit) {
-        // No top-level domain is all digits: this is an address or garbage.
-        return Err(if s.parse::<Ipv4Addr>().is_ok() {
-            SkipReason::IpAddress
-        } else {
-            SkipReason::InvalidName
-        });
-    }
-    Ok(if class & N_UPPER != 0 {
-        Scan::Upper
-    } else {
-        Scan::Valid
-    })
-}
-
-fn normalize_name(s: &str) -> Result<Cow<'_, str>, SkipReason> {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    match scan_name(s)? {
-        Scan::Valid => Ok(Cow::Borrowed(s)),
-        Scan::Upper => Ok(Cow::Owned(s.to_ascii_lowercase())),
-        Scan::NonAscii => {
-            let ascii = idna::domain_to_ascii(s).map_err(|_| SkipReason::InvalidName)?;
-            match scan_name(&ascii) {
-                Ok(Scan::Valid) => Ok(Cow::Owned(ascii)),
-                _ => Err(SkipReason::InvalidName),
-            }
-        }
-    }
-}
-
-/// `*` matches any characters, dots included; everything else must be a name character.
-fn glob_to_regex(prefix: &str, body: &str, suffix: &str) -> Result<String, SkipReason> {
-    let mut re = String::with_capacity(prefix.len() + 2 * body.len() + suffix.len());
-    re.push_str(prefix);
-    let mut literal = false;
-    let mut last_star = false;
-    for c in body.bytes() {
-        match c {
-            b'*' if last_star => {}
-            b'*' => re.push_str(".*"),
-            b'.' => re.push_str(r"\."),
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {
-                literal = true;
-                re.push(char::from(c));
-            }
-            b'A'..=b'Z' => {
-                literal = true;
-                re.push(char::from(c.to_ascii_lowercase()));
-            }
-            _ => return Err(SkipReason::InvalidName),
-        }
-        last_star = c == b'*';
-    }
-    if !literal {
-        // `*`, `*.*`: would match every name.
-        return Err(SkipReason::InvalidName);
-    }
-    re.push_str(suffix);
-    Ok(re)
 }
 
 fn excerpt(s: &str) -> String {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ListSource};
-use crate::lists::{self, Format, ParseOptions};
+use crate::lists::{self, Format, ListSource, ListSpec, ParseOptions};
 
 /// The folder, next to the config, where downloaded URL lists are kept.
 pub const CACHE_DIR: &str = ".telesink-cache";
@@ -112,8 +111,9 @@ pub struct UrlList {
     pub subdomains: bool,
 }
 
-/// Every distinct URL the config names (`[[list]]` and `[allow] lists`).
-pub fn url_lists(config: &Config) -> Vec<UrlList> {
+/// Every distinct URL among the block lists and the allow lists (`[[list]]` and
+/// `[allow] lists`).
+pub fn url_lists(lists: &[ListSpec], allow_lists: &[ListSource]) -> Vec<UrlList> {
     let mut out: Vec<UrlList> = Vec::new();
     let mut add =
         |url: &str, list: &str, refresh: Duration, format: Format, subdomains: bool| match out
@@ -129,12 +129,12 @@ pub fn url_lists(config: &Config) -> Vec<UrlList> {
                 subdomains,
             }),
         };
-    for l in &config.lists {
+    for l in lists {
         if let ListSource::Url(url) = &l.source {
             add(url, &l.name, l.refresh, l.format, l.subdomains);
         }
     }
-    for (i, src) in config.allow.lists.iter().enumerate() {
+    for (i, src) in allow_lists.iter().enumerate() {
         if let ListSource::Url(url) = src {
             add(
                 url,

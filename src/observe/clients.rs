@@ -24,7 +24,8 @@ use crate::observe::events::{ClientInfo, QueryResult};
 
 /// The `client` label of every admitted client past `metrics.max_clients` (the config refuses
 /// it as a client name, so it is defined there).
-pub use crate::config::OTHER_CLIENT;
+/// The `client` label of every client past `metrics.max_clients`.
+pub const OTHER_CLIENT: &str = "other";
 
 /// The `client` label of refused queries from clients that hold no slot.
 pub const REFUSED_CLIENT: &str = "refused";

@@ -3,14 +3,119 @@
 //! Leaking those upstream would tell the world what is on the network, and get no answer anyway.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use hickory_proto::rr::rdata::{CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::config::{RecordConfig, RecordValue};
 use crate::policy::matcher::{DomainMatcher, MatcherBuilder, NameHashes, Scope};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// Normalised. For PTR, an address is turned into its reverse name.
+    pub name: String,
+    pub rtype: RecordKind,
+    /// Parsed per type (names normalised); its `Display` is the canonical text form.
+    pub value: RecordValue,
+    /// Default 300.
+    pub ttl: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    A,
+    Aaaa,
+    Cname,
+    Txt,
+    Mx,
+    Ptr,
+    Srv,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 7] = [
+        RecordKind::A,
+        RecordKind::Aaaa,
+        RecordKind::Cname,
+        RecordKind::Txt,
+        RecordKind::Mx,
+        RecordKind::Ptr,
+        RecordKind::Srv,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+            RecordKind::Cname => "CNAME",
+            RecordKind::Txt => "TXT",
+            RecordKind::Mx => "MX",
+            RecordKind::Ptr => "PTR",
+            RecordKind::Srv => "SRV",
+        }
+    }
+}
+
+/// The data of a `[[record]]`, parsed for its type. `Display` writes the canonical text:
+/// addresses in canonical form, names normalised, MX `"pref name"`, SRV `"priority weight port
+/// target"`, TXT as written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RecordValue {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(String),
+    Ptr(String),
+    Txt(String),
+    /// `exchange` may be `.` (RFC 7505 null MX).
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    /// `target` may be `.` (RFC 2782 "service not available").
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+}
+
+impl RecordValue {
+    /// The type this data belongs to.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            RecordValue::A(_) => RecordKind::A,
+            RecordValue::Aaaa(_) => RecordKind::Aaaa,
+            RecordValue::Cname(_) => RecordKind::Cname,
+            RecordValue::Ptr(_) => RecordKind::Ptr,
+            RecordValue::Txt(_) => RecordKind::Txt,
+            RecordValue::Mx { .. } => RecordKind::Mx,
+            RecordValue::Srv { .. } => RecordKind::Srv,
+        }
+    }
+}
+
+impl fmt::Display for RecordValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordValue::A(ip) => write!(f, "{ip}"),
+            RecordValue::Aaaa(ip) => write!(f, "{ip}"),
+            RecordValue::Cname(n) | RecordValue::Ptr(n) | RecordValue::Txt(n) => f.write_str(n),
+            RecordValue::Mx {
+                preference,
+                exchange,
+            } => write!(f, "{preference} {exchange}"),
+            RecordValue::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => write!(f, "{priority} {weight} {port} {target}"),
+        }
+    }
+}
 
 /// Zones that are always local: their names get NXDOMAIN unless a record exists.
 const SPECIAL_ZONES: &[&str] = &[
@@ -80,7 +185,7 @@ pub struct LocalZone {
 }
 
 impl LocalZone {
-    pub fn build(records: &[RecordConfig], _ttl: u32) -> Result<LocalZone, String> {
+    pub fn build(records: &[LocalRecord], _ttl: u32) -> Result<LocalZone, String> {
         let mut zone = LocalZone::default();
         for r in records {
             let name = Name::from_ascii(&r.name)
@@ -194,7 +299,7 @@ fn is_under(name: &LowerName, zone: &str) -> bool {
     LowerName::from_str(zone).is_ok_and(|z| z.zone_of(name))
 }
 
-fn record_data(r: &RecordConfig) -> Result<RData, String> {
+fn record_data(r: &LocalRecord) -> Result<RData, String> {
     // The config parsed and normalised the value for its type.
     let name = |s: &str| -> Result<Name, String> {
         let mut n = Name::from_ascii(s).map_err(|e| e.to_string())?;
@@ -243,10 +348,8 @@ pub fn reverse_name(ip: IpAddr) -> Name {
 mod tests {
     use super::*;
 
-    use crate::config::RecordKind;
-
-    fn rec(name: &str, rtype: RecordKind, value: &str) -> RecordConfig {
-        RecordConfig {
+    fn rec(name: &str, rtype: RecordKind, value: &str) -> LocalRecord {
+        LocalRecord {
             name: name.into(),
             rtype,
             value: RecordValue::parse(rtype, value).unwrap(),

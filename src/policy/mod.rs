@@ -1,7 +1,7 @@
-//! The policy: everything a query's answer depends on, built from the config and the lists in
-//! one go and then never changed. A reload builds a new `Policy` beside the old one and swaps
-//! the pointer (see `reload`), so the query path never sees a half-built policy and takes no
-//! lock to read it.
+//! The policy: everything a query's answer depends on, built from a [`PolicySpec`] (the config,
+//! converted at its edge) and the lists in one go and then never changed. A reload builds a new
+//! `Policy` beside the old one and swaps the pointer (see `reload`), so the query path never
+//! sees a half-built policy and takes no lock to read it.
 
 pub mod category;
 pub mod local;
@@ -16,11 +16,65 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use regex::bytes::RegexSet;
 
-use crate::config::{BlockMode, ClientRef, Config, ListSource};
-use crate::lists::{self, Format, ParseOptions, ParseStats, Pattern, RuleAction};
+use crate::devices::Mac;
+use crate::lists::{
+    self, Format, ListSource, ListSpec, ParseOptions, ParseStats, Pattern, RuleAction,
+};
 use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
+use crate::policy::local::LocalRecord;
 use crate::policy::local::LocalZone;
 use crate::policy::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
+
+/// Everything a policy is built from, in the policy's own terms. The configuration converts
+/// into it at the edge (`Config::policy_spec`), so the policy never depends on the file's shape.
+#[derive(Clone, Debug)]
+pub struct PolicySpec {
+    /// Every category, in the order they are numbered (`bypass` included).
+    pub categories: Vec<String>,
+    /// The block lists (`[[list]]`), in order: the first that matches names the block.
+    pub lists: Vec<ListSpec>,
+    /// Lists whose every rule is an exception (`[allow] lists`).
+    pub allow_lists: Vec<ListSource>,
+    /// Names never blocked, with their subdomains (normalised).
+    pub allow_domains: Vec<String>,
+    pub clients: Vec<ClientSpec>,
+    /// In order: a client's first group wins.
+    pub groups: Vec<GroupSpec>,
+    /// The categories blocked and observed for clients in no group.
+    pub default_block: Vec<String>,
+    pub default_observe: Vec<String>,
+    pub blocking: BlockSettings,
+    /// Names answered locally.
+    pub records: Vec<LocalRecord>,
+    /// Where downloaded URL lists are cached.
+    pub state_dir: PathBuf,
+}
+
+/// A named client: its addresses (or networks) and MACs.
+#[derive(Clone, Debug)]
+pub struct ClientSpec {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    pub macs: Vec<Mac>,
+}
+
+/// A policy group: who is in it, and what it blocks and observes.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    pub name: String,
+    pub clients: Vec<ClientRef>,
+    pub block: Vec<String>,
+    pub observe: Vec<String>,
+}
+
+/// A group member: a named client or an address range.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientRef {
+    /// The name of a `[[client]]` (checked to exist).
+    Name(String),
+    /// An address (as a /32 or /128) or a CIDR.
+    Net(IpNet),
+}
 
 /// Lists get one bit ("slot") each in the matcher's hit masks.
 const SLOTS: usize = 64;
@@ -118,6 +172,25 @@ impl Verdict {
     }
 }
 
+/// How blocked queries are answered (`blocking.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockMode {
+    /// A 0.0.0.0, AAAA ::, other types NOERROR with no answer.
+    Null,
+    Nxdomain,
+    Refused,
+}
+
+impl BlockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockMode::Null => "null",
+            BlockMode::Nxdomain => "nxdomain",
+            BlockMode::Refused => "refused",
+        }
+    }
+}
+
 /// How blocked queries are answered.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockSettings {
@@ -172,12 +245,12 @@ impl std::fmt::Debug for Policy {
 }
 
 impl Policy {
-    /// Reads every list the config names and builds the policy.
-    pub fn build(config: &Config) -> Result<Policy, PolicyError> {
+    /// Reads every list the spec names and builds the policy.
+    pub fn build(spec: &PolicySpec) -> Result<Policy, PolicyError> {
         let started = Instant::now();
         let mut categories = CategoryTable::new();
-        for name in config.categories() {
-            categories.intern(&name).ok_or_else(|| {
+        for name in &spec.categories {
+            categories.intern(name).ok_or_else(|| {
                 PolicyError::Config(format!(
                     "more than {} categories; merge some",
                     crate::policy::category::MAX_CATEGORIES
@@ -196,7 +269,7 @@ impl Policy {
 
         let mut sources: Vec<(String, ListSource, CategorySet, ListKind, Format, bool)> =
             Vec::new();
-        for l in &config.lists {
+        for l in &spec.lists {
             let mut cats = CategorySet::EMPTY;
             for c in &l.categories {
                 cats.insert(categories.intern(c).expect("interned above"));
@@ -211,7 +284,7 @@ impl Policy {
                 l.subdomains,
             ));
         }
-        for (i, src) in config.allow.lists.iter().enumerate() {
+        for (i, src) in spec.allow_lists.iter().enumerate() {
             sources.push((
                 format!("allow-{}", i + 1),
                 src.clone(),
@@ -236,7 +309,7 @@ impl Policy {
                 })?;
             let opts = ParseOptions { format, subdomains };
             let allow_list = kind == ListKind::Allow;
-            let (path, stats) = parse_source(&name, &source, &config.state_dir(), &opts, |rule| {
+            let (path, stats) = parse_source(&name, &source, &spec.state_dir, &opts, |rule| {
                 let allow = allow_list || rule.action == RuleAction::Allow;
                 match rule.pattern {
                     Pattern::Domain { name, subdomains } => {
@@ -264,7 +337,7 @@ impl Policy {
         }
 
         // `[allow] domains`: one more exception source.
-        if !config.allow.domains.is_empty() {
+        if !spec.allow_domains.is_empty() {
             let id = ListId(lists.len() as u16);
             let slot = assign_slot(
                 &mut slot_keys,
@@ -274,7 +347,7 @@ impl Policy {
                 id,
             )
             .ok_or_else(|| PolicyError::Config("too many lists".into()))?;
-            for d in &config.allow.domains {
+            for d in &spec.allow_domains {
                 builder.insert(d, slot, Scope::Subtree, true);
             }
             lists.push(ListInfo {
@@ -287,8 +360,8 @@ impl Policy {
                 format: Format::Domains,
                 subdomains: true,
                 stats: ParseStats {
-                    rules: config.allow.domains.len(),
-                    allow_rules: config.allow.domains.len(),
+                    rules: spec.allow_domains.len(),
+                    allow_rules: spec.allow_domains.len(),
                     ..ParseStats::default()
                 },
             });
@@ -312,7 +385,7 @@ impl Policy {
         let mut client_by_addr = std::collections::HashMap::new();
         let mut client_nets = Vec::new();
         let mut client_by_mac = std::collections::HashMap::new();
-        for (i, c) in config.clients.iter().enumerate() {
+        for (i, c) in spec.clients.iter().enumerate() {
             let id = ClientId(i as u32);
             for net in &c.addresses {
                 if net.prefix_len() == net.max_prefix_len() {
@@ -339,13 +412,13 @@ impl Policy {
             s
         };
         let mut groups = Vec::new();
-        for g in &config.groups {
+        for g in &spec.groups {
             let mut client_ids = Vec::new();
             let mut nets = Vec::new();
             for r in &g.clients {
                 match r {
                     ClientRef::Name(n) => {
-                        if let Some(i) = config.clients.iter().position(|c| &c.name == n) {
+                        if let Some(i) = spec.clients.iter().position(|c| &c.name == n) {
                             client_ids.push(ClientId(i as u32));
                         }
                     }
@@ -362,7 +435,7 @@ impl Policy {
         }
 
         let local =
-            LocalZone::build(&config.records, config.blocking.ttl).map_err(PolicyError::Config)?;
+            LocalZone::build(&spec.records, spec.blocking.ttl).map_err(PolicyError::Config)?;
 
         let block_texts = lists
             .iter()
@@ -373,20 +446,17 @@ impl Policy {
             .collect();
         Ok(Policy {
             block_texts,
-            default_block: set_of(&config.default.block),
-            default_observe: set_of(&config.default.observe),
+            default_block: set_of(&spec.default_block),
+            default_observe: set_of(&spec.default_observe),
             categories: Arc::new(categories),
             lists,
             clients,
             groups,
             local,
-            blocking: BlockSettings {
-                mode: config.blocking.mode,
-                ttl: config.blocking.ttl,
-            },
+            blocking: spec.blocking,
             bypass,
             built_in: started.elapsed(),
-            allow_domains: config.allow.domains.clone(),
+            allow_domains: spec.allow_domains.clone(),
             matcher,
             regex,
             slots,

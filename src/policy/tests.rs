@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 
 use super::*;
+// The tests load config text the way the server does, then convert at the edge.
+use crate::config::Config;
 use crate::policy::category::Action::{Allowed, Blocked, Observed};
 
 /// Writes `files` (list name, text) next to a `config.toml` holding `config`, loads it and
@@ -18,7 +20,7 @@ fn build(config: &str, files: &[(&str, &str)]) -> Policy {
     }
     let config = Config::parse(config, &dir.path().join("config.toml"))
         .unwrap_or_else(|e| panic!("config does not load: {e}\n{config}"));
-    Policy::build(&config).unwrap_or_else(|e| panic!("policy does not build: {e}"))
+    Policy::build(&config.policy_spec()).unwrap_or_else(|e| panic!("policy does not build: {e}"))
 }
 
 fn ip(s: &str) -> IpAddr {

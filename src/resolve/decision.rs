@@ -29,10 +29,10 @@ use super::cloaking;
 use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
 use super::Live;
-use crate::config::BlockMode;
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
 use crate::policy::matcher::NameHashes;
+use crate::policy::BlockMode;
 use crate::policy::Verdict;
 
 /// The question as the decision reads it, from either path's decoder.
@@ -298,53 +298,50 @@ mod tests {
     use hickory_proto::rr::{Name, RData, Record};
 
     use super::*;
-    use crate::config::Config;
-    use crate::policy::Policy;
+    use crate::lists::{Format, ListSource, ListSpec};
+    use crate::policy::local::{LocalRecord, RecordKind, RecordValue};
+    use crate::policy::{BlockSettings, Policy, PolicySpec};
     use crate::resolve::access::Access;
     use crate::resolve::identity::identify;
     use crate::resolve::upstream::UpstreamAnswer;
 
-    const CONFIG: &str = r#"
-[server]
-listen = ["127.0.0.1:5399"]
-allow_networks = ["127.0.0.0/8"]
-rate_limit_qps = 1
-rate_limit_burst = 1
-
-[[list]]
-name = "vendor"
-source = "vendor.txt"
-categories = ["telemetry"]
-
-[allow]
-domains = ["mask.icloud.com"]
-
-[default]
-block = ["telemetry"]
-
-[[record]]
-name = "tracking.vendor.home.arpa"
-type = "A"
-value = "192.168.1.10"
-"#;
-
+    /// Built from the policy's own inputs, as the config's edge would convert them: one block
+    /// list, one allowed name, one local record, a rate limit of 1 query a second.
     fn live() -> Live {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("vendor.txt"),
-            "tracking.vendor.example\nvendor.home.arpa\n",
-        )
-        .unwrap();
-        let config = Config::parse(CONFIG, &dir.path().join("config.toml")).unwrap();
-        let s = &config.server;
+        let list = dir.path().join("vendor.txt");
+        std::fs::write(&list, "tracking.vendor.example\nvendor.home.arpa\n").unwrap();
+        let spec = PolicySpec {
+            categories: vec!["telemetry".into(), crate::policy::category::BYPASS.into()],
+            lists: vec![ListSpec {
+                name: "vendor".into(),
+                source: ListSource::File(list),
+                categories: vec!["telemetry".into()],
+                format: Format::Auto,
+                subdomains: true,
+                refresh: std::time::Duration::from_secs(86400),
+            }],
+            allow_lists: Vec::new(),
+            allow_domains: vec!["mask.icloud.com".into()],
+            clients: Vec::new(),
+            groups: Vec::new(),
+            default_block: vec!["telemetry".into()],
+            default_observe: Vec::new(),
+            blocking: BlockSettings {
+                mode: BlockMode::Null,
+                ttl: 10,
+            },
+            records: vec![LocalRecord {
+                name: "tracking.vendor.home.arpa".into(),
+                rtype: RecordKind::A,
+                value: RecordValue::A(Ipv4Addr::new(192, 168, 1, 10)),
+                ttl: 300,
+            }],
+            state_dir: dir.path().to_path_buf(),
+        };
         Live {
-            policy: Policy::build(&config).unwrap(),
-            access: Access::new(
-                s.allow_networks.clone(),
-                s.rate_limit_qps,
-                s.rate_limit_burst,
-                None,
-            ),
+            policy: Policy::build(&spec).unwrap(),
+            access: Access::new(vec!["127.0.0.0/8".parse().unwrap()], 1, 1, None),
         }
     }
 

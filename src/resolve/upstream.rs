@@ -6,6 +6,7 @@
 //! `upstream` label of `telesink_upstream_responses_total`). The pool also merges identical
 //! queries in flight.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +19,63 @@ use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
-use crate::config::Upstream;
 pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
+
+/// An upstream resolver.
+///
+/// Written in the file as one of:
+/// - `IP` or `IP:port` (`[IPv6]:port`): plain DNS, UDP with TCP fallback, port 53;
+/// - `tls://IP[:port]#tls-name`: DNS over TLS, port 853;
+/// - `https://IP[:port][/path]#tls-name`: DNS over HTTPS, port 443, path `/dns-query`.
+///
+/// The host is always an IP literal, so that telesink never has to resolve its own upstreams;
+/// the name after `#` is the one the server's certificate is checked against (and the SNI).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    Plain(SocketAddr),
+    Tls {
+        addr: SocketAddr,
+        server_name: String,
+    },
+    Https {
+        addr: SocketAddr,
+        server_name: String,
+        path: String,
+    },
+}
+
+impl Upstream {
+    /// Stable label for metrics and logs: the canonical form of the configured string, default
+    /// port filled in: `9.9.9.9:53`, `tls://9.9.9.9:853#dns.quad9.net`,
+    /// `https://9.9.9.9:443/dns-query#dns.quad9.net`. The TLS name is part of it because
+    /// providers serve per-profile resolvers on one IP, told apart by that name (or the path).
+    pub fn label(&self) -> String {
+        match self {
+            Upstream::Plain(addr) => addr.to_string(),
+            Upstream::Tls { addr, server_name } => format!("tls://{addr}#{server_name}"),
+            Upstream::Https {
+                addr,
+                server_name,
+                path,
+            } => format!("https://{addr}{path}#{server_name}"),
+        }
+    }
+
+    /// The address connected to.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Upstream::Plain(addr) | Upstream::Tls { addr, .. } | Upstream::Https { addr, .. } => {
+                *addr
+            }
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
 
 /// An upstream's answer, positive or negative (NXDOMAIN, NODATA).
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use crate::resolve::Live;
 
 /// Builds what the query path reads from a config: the policy and the access rules.
 pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
-    let policy = Policy::build(config)?;
+    let policy = Policy::build(&config.policy_spec())?;
     let access = Access::new(
         config.server.allow_networks.clone(),
         config.server.rate_limit_qps,

@@ -78,7 +78,7 @@ impl Reloader {
                 let _ = tx.send(Trigger::Download);
             })
         };
-        refresher.set(url_lists(&config));
+        refresher.set(url_lists(&config.list_specs(), &config.allow.lists));
         let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
         let watch = Watch::new(tx.clone());
         let root = config_path
@@ -245,7 +245,8 @@ async fn reload(st: &mut State, cause: &str) {
                     "changed in the config, but takes effect only after a restart; the running value is kept"
                 );
             }
-            st.refresher.set(url_lists(&s.config));
+            st.refresher
+                .set(url_lists(&s.config.list_specs(), &s.config.allow.lists));
             st.current = s.config;
             let files = watched_files(&st.config_path, &st.current);
             st.watch.update(WatchSet::for_files(&st.root, files));
