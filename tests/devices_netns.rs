@@ -203,6 +203,24 @@ fn a_mac_names_one_device_on_all_its_addresses() {
         );
     }
     assert_eq!(phone["present"], true, "{phone}");
+    // `explain --client ADDRESS` names the device as the DNS path does: by its MAC.
+    let v6 = s.pair.device_v6[1].to_string();
+    let ex = s.cli(&["explain", "tracking.vendor.example", "--client", &v6]);
+    assert_eq!(ex.code, Some(0), "{}", ex.all());
+    assert!(
+        ex.stdout.contains("anna-phone, by MAC 02:5e:1e:51:4c:01"),
+        "{}",
+        ex.stdout
+    );
+    // By name, a client with MACs and no address is explained too.
+    let ex = s.cli(&[
+        "explain",
+        "tracking.vendor.example",
+        "--client",
+        "anna-phone",
+    ]);
+    assert_eq!(ex.code, Some(0), "{}", ex.all());
+    assert!(ex.stdout.contains("client   anna-phone"), "{}", ex.stdout);
     let text = s.cli(&["devices"]);
     assert!(
         text.stdout.contains("anna-phone") && text.stdout.contains(DEVICE_MAC),

@@ -13,7 +13,7 @@ use crate::cli::check::names_or_none;
 use crate::config::{BlockMode, Config};
 use crate::lists::{self, ParseOptions, Pattern, RuleAction};
 use crate::policy::category::Action;
-use crate::policy::{ClientMatch, ListKind, Policy};
+use crate::policy::{ClientId, ClientMatch, ListKind, Policy};
 
 pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
     let config = match Config::load(config_path) {
@@ -37,7 +37,10 @@ pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match client.map(|c| resolve_client(&config, c)).transpose() {
+    let client = match client
+        .map(|c| resolve_client(&config, &policy, c))
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("telesink: {e}");
@@ -48,29 +51,75 @@ pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A client given as an address or as a `[[client]]` name.
-fn resolve_client(config: &Config, s: &str) -> Result<IpAddr, String> {
+/// A client given as a `[[client]]` name or as an address; an address is named as the DNS
+/// path names it (SPEC "Devices"): a `[[client]]` by address, else by the MAC the kernel's
+/// neighbour table gives for it, else a DHCP lease's host name.
+fn resolve_client(
+    config: &Config,
+    policy: &Policy,
+    s: &str,
+) -> Result<(String, ClientMatch), String> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let c = config.clients.iter().find(|c| c.name == s).ok_or_else(|| {
-        let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
-        format!(
-            "--client {s:?} is neither an address nor a [[client]] name (clients: {})",
-            if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(", ")
+        let ip = crate::policy::canonical(ip);
+        let mut m = policy.client(ip);
+        let mut label = policy.client_name(m).map(|n| format!("{ip} ({n})"));
+        if m.client.is_none() && !ip.is_loopback() {
+            let settings = crate::devices::DeviceSettings {
+                neighbours: config.client_discovery.neighbours,
+                leases: config.client_discovery.leases.clone(),
+            };
+            let view = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .and_then(|rt| rt.block_on(crate::devices::snapshot(&settings)).ok());
+            if let Some(view) = view {
+                let mac = view.mac_of(ip);
+                if let Some(id) = mac.and_then(|mac| policy.client_by_mac(mac)) {
+                    m = ClientMatch {
+                        client: Some(id),
+                        group: policy.group_of(Some(id), ip),
+                    };
+                    let name = &policy.clients[id.0 as usize].name;
+                    label = Some(format!("{ip} ({name}, by MAC {})", mac.expect("matched")));
+                } else if let Some(lease) = view.lease_name(ip, mac) {
+                    label = Some(format!("{ip} ({lease}, by DHCP lease)"));
+                }
             }
-        )
-    })?;
-    c.addresses
+        }
+        return Ok((label.unwrap_or_else(|| ip.to_string()), m));
+    }
+    let i = policy
+        .clients
+        .iter()
+        .position(|c| &*c.name == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "--client {s:?} is neither an address nor a [[client]] name (clients: {})",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+    let id = ClientId(i as u32);
+    // A group may name the client or a network holding one of its addresses.
+    let addr = policy.clients[i]
+        .addresses
         .first()
-        .map(|n| n.addr())
-        .ok_or_else(|| format!("client {s:?} has no addresses"))
+        .map_or(IpAddr::from([0, 0, 0, 0]), |n| n.addr());
+    Ok((
+        s.to_string(),
+        ClientMatch {
+            client: Some(id),
+            group: policy.group_of(Some(id), addr),
+        },
+    ))
 }
 
-pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
+pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{name}");
     let verdict = policy.classify_str(name);
@@ -180,12 +229,7 @@ pub fn explain(policy: &Policy, name: &str, client: Option<IpAddr>) -> String {
     };
 
     match client {
-        Some(addr) => {
-            let m = policy.client(addr);
-            let who = policy
-                .client_name(m)
-                .map(|n| format!("{addr} ({n})"))
-                .unwrap_or_else(|| addr.to_string());
+        Some((who, m)) => {
             let _ = writeln!(out, "  client   {who}: {}", describe(m));
         }
         None => {
