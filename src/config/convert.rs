@@ -87,6 +87,28 @@ impl<'t> Convert<'t> {
             .map_err(|(m, span, key)| self.error(&span, key, m))
     }
 
+    /// "another [[list]] is named …": a table entry's name must be unique among its kind;
+    /// `names` maps the names seen so far to their lines.
+    fn unique_name(
+        &self,
+        names: &mut HashMap<String, usize>,
+        kind: &str,
+        name: &str,
+        span: &Range<usize>,
+        path: &str,
+    ) -> Res<()> {
+        match names.insert(name.to_string(), self.line(span)) {
+            Some(line) => Err(self.error(
+                span,
+                key(path, "name"),
+                format!(
+                    "another [[{kind}]] is named {name:?} (line {line}); {kind} names are unique"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// "missing; every [[list]] needs a name: …", at the table's header.
     fn missing(
         &self,
@@ -284,15 +306,7 @@ impl<'t> Convert<'t> {
                 ));
             };
             let (name_span, name) = (name.span(), name.into_inner().0);
-            if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
-                return Err(self.error(
-                    &name_span,
-                    key(&path, "name"),
-                    format!(
-                        "another [[list]] is named {name:?} (line {line}); list names are unique"
-                    ),
-                ));
-            }
+            self.unique_name(&mut names, "list", &name, &name_span, &path)?;
             let Some(src) = t.source else {
                 return Err(self.missing(
                     &span,
@@ -438,13 +452,7 @@ impl<'t> Convert<'t> {
                     "\"refused\" is reserved: metrics count refused strangers under it",
                 ));
             }
-            if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
-                return Err(self.error(
-                    &name_span,
-                    name_key,
-                    format!("another [[client]] is named {name:?} (line {line}); client names are unique"),
-                ));
-            }
+            self.unique_name(&mut names, "client", &name, &name_span, &path)?;
             if t.addresses.is_none() && t.macs.is_none() {
                 return Err(self.error(
                     &span,
@@ -619,15 +627,7 @@ impl<'t> Convert<'t> {
                 ));
             };
             let (name_span, name) = (name.span(), name.into_inner().0);
-            if let Some(line) = names.insert(name.clone(), self.line(&name_span)) {
-                return Err(self.error(
-                    &name_span,
-                    key(&path, "name"),
-                    format!(
-                        "another [[group]] is named {name:?} (line {line}); group names are unique"
-                    ),
-                ));
-            }
+            self.unique_name(&mut names, "group", &name, &name_span, &path)?;
             let mut refs: Vec<ClientRef> = Vec::new();
             let mut pending_warnings = Vec::new();
             let members = t.clients.unwrap_or_default();

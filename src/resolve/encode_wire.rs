@@ -318,24 +318,13 @@ fn skip_name(m: &[u8], mut i: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::Edns;
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
     use hickory_proto::rr::rdata::CNAME;
     use hickory_proto::rr::RData;
     use hickory_proto::serialize::binary::BinDecodable;
     use std::str::FromStr;
 
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        if let Some(p) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(p);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
-    }
+    use crate::resolve::wire::tests::query;
 
     fn decode(bytes: &[u8]) -> Message {
         Message::from_bytes(bytes).expect("decodes")

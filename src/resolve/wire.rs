@@ -205,11 +205,13 @@ pub fn dotted<'b>(name: &Name, buf: &'b mut [u8; 256]) -> &'b str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    /// A query as a client sends it (ID 0xBEEF, RD set), with EDNS when `edns` is a payload
+    /// size; the encoder's tests use it too.
+    pub(crate) fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         let mut m = Message::new(0xBEEF, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
