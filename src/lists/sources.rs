@@ -65,6 +65,12 @@ pub struct Meta {
     pub last_modified: Option<String>,
     /// Unix seconds of the last successful check (200 or 304).
     pub checked: Option<u64>,
+    /// Unix seconds of the last download that brought new content (a 200 that replaced the
+    /// cached copy).
+    pub downloaded: Option<u64>,
+    /// The last failed attempt: Unix seconds and the reason. Cleared by a success.
+    pub failed: Option<u64>,
+    pub error: Option<String>,
 }
 
 impl Meta {
@@ -78,6 +84,9 @@ impl Meta {
                 "etag" => m.etag = Some(v.to_string()),
                 "last-modified" => m.last_modified = Some(v.to_string()),
                 "checked" => m.checked = v.parse().ok(),
+                "downloaded" => m.downloaded = v.parse().ok(),
+                "failed" => m.failed = v.parse().ok(),
+                "error" => m.error = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -94,6 +103,17 @@ impl Meta {
         }
         if let Some(c) = self.checked {
             text.push_str(&format!("checked {c}\n"));
+        }
+        if let Some(d) = self.downloaded {
+            text.push_str(&format!("downloaded {d}\n"));
+        }
+        if let Some(f) = self.failed {
+            text.push_str(&format!("failed {f}\n"));
+        }
+        if let Some(e) = &self.error {
+            // One line: the file is line-based.
+            let e: String = e.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            text.push_str(&format!("error {e}\n"));
         }
         write_atomic(path, text.as_bytes())
     }
@@ -172,7 +192,11 @@ fn loopback_agent() -> ureq::Agent {
 }
 
 fn agent_with(https_only: bool) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
+    let mut builder = ureq::Agent::config_builder();
+    if let Some(roots) = roots_from_env() {
+        builder = builder.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+    }
+    let config = builder
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_global(Some(Duration::from_secs(120)))
         .https_only(https_only)
@@ -180,6 +204,34 @@ fn agent_with(https_only: bool) -> ureq::Agent {
         .user_agent(concat!("telesink/", env!("CARGO_PKG_VERSION")))
         .build();
     ureq::Agent::new_with_config(config)
+}
+
+/// The certificate authorities that HTTPS lists are checked against. By default Mozilla's
+/// roots, built in (so a slim container without `ca-certificates` works). When the
+/// `SSL_CERT_FILE` environment variable names a PEM bundle, that bundle is the trust store
+/// instead, as for OpenSSL and curl: a list mirror signed by a private CA works by pointing it
+/// at a bundle holding that CA (and the public roots too, e.g. a copy of
+/// `/etc/ssl/certs/ca-certificates.crt` with the CA appended, if other lists are public).
+fn roots_from_env() -> Option<ureq::tls::RootCerts> {
+    let path = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty())?;
+    let pem = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(file = %Path::new(&path).display(), "SSL_CERT_FILE cannot be read, using the built-in roots: {e}");
+            return None;
+        }
+    };
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        tracing::error!(file = %Path::new(&path).display(), "SSL_CERT_FILE holds no PEM certificate, using the built-in roots");
+        return None;
+    }
+    Some(ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 /// Downloads `list.url` (conditionally, when a cached copy and its validators exist) and
@@ -224,6 +276,9 @@ pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Re
         etag: header("etag"),
         last_modified: header("last-modified"),
         checked: Some(unix_now()),
+        downloaded: old.as_ref().and_then(|m| m.downloaded),
+        failed: None,
+        error: None,
     };
     if status == 304 {
         anyhow::ensure!(have_cache, "304 Not Modified, but there is no cached copy");
@@ -284,9 +339,112 @@ pub fn fetch(agent: &ureq::Agent, list: &UrlList, base_dir: &Path) -> anyhow::Re
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot replace {}", cache.display()));
     }
+    meta.downloaded = meta.checked;
     meta.write(&meta_file)
         .with_context(|| format!("cannot write {}", meta_file.display()))?;
     Ok(Fetched::New { bytes, rules })
+}
+
+/// [`fetch`], and a failure is written to `<cache>.meta` (`failed`, `error`), so that
+/// `telesink lists` and `telesink check` can say why a list is empty or old. The refresher and
+/// `telesink lists update` both download through this.
+pub fn fetch_recorded(
+    agent: &ureq::Agent,
+    list: &UrlList,
+    base_dir: &Path,
+) -> anyhow::Result<Fetched> {
+    let res = fetch(agent, list, base_dir);
+    if let Err(e) = &res {
+        let cache = cache_path(base_dir, &list.url);
+        let meta_file = meta_path(&cache);
+        let mut meta = Meta::read(&meta_file)
+            .filter(|m| m.url == list.url)
+            .unwrap_or_else(|| Meta {
+                url: list.url.clone(),
+                ..Meta::default()
+            });
+        meta.failed = Some(unix_now());
+        meta.error = Some(format!("{e:#}"));
+        // Best effort: the directory may be read-only, which the error itself may say.
+        if let Some(dir) = cache.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        if let Err(werr) = meta.write(&meta_file) {
+            tracing::debug!(file = %meta_file.display(), "cannot record the failure: {werr}");
+        }
+    }
+    res
+}
+
+/// A list whose cached copy is older than this many `refresh` periods is stale: `check`,
+/// `telesink lists` and the `telesink_list_age_seconds` panel flag it.
+pub const STALE_AFTER_REFRESHES: u32 = 3;
+
+/// What is on disk for one URL list: its cached copy and what the last attempts left in
+/// `<cache>.meta`.
+#[derive(Debug, Clone)]
+pub struct CacheState {
+    pub path: PathBuf,
+    /// Size of the cached copy; `None` when there is none.
+    pub bytes: Option<u64>,
+    /// The cached copy's modification time (when it was written).
+    pub modified: Option<SystemTime>,
+    /// The validators and the times of the last attempts, when they are for this URL.
+    pub meta: Option<Meta>,
+}
+
+impl CacheState {
+    /// Reads the state of `url`'s cached copy under `base_dir` (the state directory).
+    pub fn read(base_dir: &Path, url: &str) -> CacheState {
+        let path = cache_path(base_dir, url);
+        let file = fs::metadata(&path).ok().filter(|m| m.is_file());
+        let meta = Meta::read(&meta_path(&path)).filter(|m| m.url == url);
+        CacheState {
+            bytes: file.as_ref().map(|m| m.len()),
+            modified: file.and_then(|m| m.modified().ok()),
+            meta,
+            path,
+        }
+    }
+
+    pub fn present(&self) -> bool {
+        self.bytes.is_some()
+    }
+
+    /// When the cached copy was last known to be current: the last successful check (a 200,
+    /// or a 304 that confirmed it), else the file's own time (a copy seeded by hand).
+    pub fn current_at(&self) -> Option<SystemTime> {
+        if !self.present() {
+            return None;
+        }
+        self.meta
+            .as_ref()
+            .and_then(|m| m.checked)
+            .map(|t| UNIX_EPOCH + Duration::from_secs(t))
+            .or(self.modified)
+    }
+
+    /// The age of the cached copy at `now` (see [`CacheState::current_at`]); `None` without one.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.current_at()
+            .map(|t| now.duration_since(t).unwrap_or_default())
+    }
+
+    /// Older than [`STALE_AFTER_REFRESHES`] times `refresh`.
+    pub fn is_stale(&self, refresh: Duration, now: SystemTime) -> bool {
+        self.age(now)
+            .is_some_and(|a| a > refresh.saturating_mul(STALE_AFTER_REFRESHES))
+    }
+
+    /// The last failure, when it came after the last success: `(unix seconds, reason)`.
+    pub fn last_error(&self) -> Option<(u64, &str)> {
+        let m = self.meta.as_ref()?;
+        let failed = m.failed?;
+        if m.checked.is_some_and(|c| c > failed) {
+            return None;
+        }
+        Some((failed, m.error.as_deref().unwrap_or("unknown error")))
+    }
 }
 
 /// Streamed: a download's check must not hold the text of a big list (it may run during a
@@ -383,6 +541,7 @@ enum Command {
 /// Keeps the URL lists' cached copies fresh, in the background.
 pub struct Refresher {
     tx: mpsc::UnboundedSender<Command>,
+    base_dir: PathBuf,
 }
 
 impl Refresher {
@@ -390,12 +549,18 @@ impl Refresher {
     /// download replaced a cached copy: the caller reloads.
     pub fn start(base_dir: PathBuf, on_new: impl Fn(&str) + Send + Sync + 'static) -> Refresher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(refresh_loop(base_dir, Arc::new(on_new), rx));
-        Refresher { tx }
+        tokio::spawn(refresh_loop(base_dir.clone(), Arc::new(on_new), rx));
+        Refresher { tx, base_dir }
     }
 
     /// The URL lists of the config now in force. New URLs are scheduled, gone ones dropped.
     pub fn set(&self, lists: Vec<UrlList>) {
+        if !lists.is_empty() {
+            // Made now, so that the reloader can watch it from the start: a copy that
+            // `telesink lists update` writes is then seen and loaded. Best effort: a download
+            // reports a directory that cannot be made.
+            let _ = fs::create_dir_all(self.base_dir.join(CACHE_DIR));
+        }
         let _ = self.tx.send(Command::Set(lists));
     }
 
@@ -483,7 +648,7 @@ async fn refresh_loop(
             let spawned = std::thread::Builder::new()
                 .name("list-download".into())
                 .spawn(move || {
-                    let _ = done_tx.send(fetch(&agent2, &list, &dir));
+                    let _ = done_tx.send(fetch_recorded(&agent2, &list, &dir));
                 });
             let res = match spawned {
                 Ok(_) => done_rx
@@ -567,6 +732,9 @@ mod tests {
             etag: Some("W/\"a b\"".into()),
             last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
             checked: Some(1_700_000_000),
+            downloaded: Some(1_600_000_000),
+            failed: Some(1_700_000_100),
+            error: Some("HTTP status 503".into()),
         };
         m.write(&p).unwrap();
         assert_eq!(Meta::read(&p), Some(m));

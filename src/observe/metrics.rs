@@ -125,6 +125,7 @@ pub struct Metrics {
 
     querylog_dropped: IntCounter,
     scrape: Arc<ScrapeSources>,
+    list_ages: super::list_age::ListAges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -299,7 +300,9 @@ impl Metrics {
                 scrape.clone(),
             )))
             .expect("scrape-time metric names are unique and valid");
+        let list_ages = register(&registry, super::list_age::ListAges::new());
         Metrics {
+            list_ages,
             category_last_seen,
             response_seconds,
             clients,
@@ -426,6 +429,12 @@ impl Metrics {
             let _ = self.list_entries.remove_label_values(&[gone.as_str()]);
         }
         *current = next;
+    }
+
+    /// The URL lists of the policy now in force, for `telesink_list_age_seconds{list}` (read
+    /// from their cached copies at each scrape). Call at start and after each reload.
+    pub fn set_url_lists(&self, state_dir: std::path::PathBuf, lists: Vec<super::list_age::WatchedList>) {
+        self.list_ages.set(state_dir, lists);
     }
 
     /// The configuration loaded at start-up: `telesink_config_last_reload_success` = 1 and the

@@ -7,6 +7,7 @@
 //! - `scrape`: the gauges computed when Prometheus scrapes (cache size, marks, last query,
 //!   DNS-silent devices through a [`PresenceSource`]).
 //! - [`http`]: the `GET /metrics` and `GET /healthz` endpoint.
+//! - [`list_age`]: the age of each URL list's cached copy, read from disk at scrape.
 //!
 //! A new metric: a counter or gauge that a query moves goes in [`metrics`] (pre-resolve its
 //! handle, the hot path allocates nothing); a value someone else holds (a size, a table) goes
@@ -15,6 +16,7 @@
 mod clients;
 pub mod events;
 pub mod http;
+pub mod list_age;
 pub mod metrics;
 mod scrape;
 

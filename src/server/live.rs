@@ -30,6 +30,23 @@ pub fn publish_lists(metrics: &crate::observe::metrics::Metrics, policy: &Policy
     );
 }
 
+/// `telesink_list_age_seconds{list}` follows the URL lists of `config` (see `observe::list_age`).
+pub fn publish_list_ages(metrics: &crate::observe::metrics::Metrics, config: &crate::config::Config) {
+    let lists = config
+        .list_specs()
+        .into_iter()
+        .filter_map(|l| match l.source {
+            crate::lists::ListSource::Url(url) => Some(crate::observe::list_age::WatchedList {
+                list: l.name,
+                url,
+                refresh: l.refresh,
+            }),
+            crate::lists::ListSource::File(_) => None,
+        })
+        .collect();
+    metrics.set_url_lists(config.state_dir(), lists);
+}
+
 pub fn log_policy(policy: &Policy) {
     for l in &policy.lists {
         tracing::info!(

@@ -21,7 +21,7 @@ use crate::resolve::cache::AnswerCache;
 use crate::resolve::upstream::{UpstreamObserver, Upstreams};
 use crate::resolve::{Handler, Live};
 use listen::bind_tcp;
-use live::{build_live, log_policy, publish_lists};
+use live::{build_live, log_policy, publish_list_ages, publish_lists};
 
 pub struct Running {
     pub config_path: PathBuf,
@@ -39,6 +39,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         config.metrics.max_clients,
     ));
     publish_lists(&metrics, &live.load().policy);
+    publish_list_ages(&metrics, &config);
 
     // Configured devices get their `client` label slots before any stranger can ask.
     metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));

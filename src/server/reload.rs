@@ -327,6 +327,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
     let old = live.swap(new.clone());
     metrics.reload_succeeded(SystemTime::now());
     super::live::publish_lists(metrics, &new.policy);
+    super::live::publish_list_ages(metrics, &config);
     // Devices the reload names get their `client` label slots now, before strangers can ask.
     metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));
     let swapped = Swapped {
@@ -406,7 +407,8 @@ fn stamp(path: &Path) -> Stamp {
 // What to watch
 // ---------------------------------------------------------------------------------------------
 
-/// The config file and every local list of `config`.
+/// The config file, every local list of `config`, and the cached copies of its URL lists (a
+/// copy written by `telesink lists update`, another process, is loaded like an edited file).
 fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
     let sources = config
@@ -414,9 +416,11 @@ fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
         .iter()
         .map(|l| &l.source)
         .chain(config.allow.lists.iter());
+    let state_dir = config.state_dir();
     for src in sources {
-        if let ListSource::File(p) = src {
-            files.push(p.clone());
+        match src {
+            ListSource::File(p) => files.push(p.clone()),
+            ListSource::Url(url) => files.push(crate::lists::sources::cache_path(&state_dir, url)),
         }
     }
     files
