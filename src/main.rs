@@ -100,6 +100,32 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Every list: source, entries and, for URL lists, the cached copy (last download, age,
+    /// ETag, last error). `lists update` downloads the URL lists now.
+    Lists {
+        #[command(subcommand)]
+        action: Option<ListsCommand>,
+        /// Print the lists as a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+    },
+    /// Names in the query log that no list categorises but that look like telemetry, ranked,
+    /// with the line to paste into a local list (needs `[querylog] log = "all"`).
+    Suggest {
+        /// Only this device: a [[client]] name or an address.
+        #[arg(long)]
+        client: Option<String>,
+        /// From this time on [default: 7d]: 2026-11-25T15:00:00Z, an age (90m, 2h, 3d), mark:last.
+        #[arg(long)]
+        since: Option<telesink::timespec::TimeSpec>,
+        /// How many names to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Search the query log, newest first.
     Log {
         /// A [[client]] name from the config, or an IP address.
@@ -120,6 +146,23 @@ enum Command {
         json: bool,
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListsCommand {
+    /// Download every URL list now (conditionally, as SIGHUP does), with progress and a
+    /// summary; a running telesink loads the new copies. Exits 1 if a download failed.
+    Update,
+    /// How many names of published lists (any format) the config blocks for devices in no
+    /// group, and which an allow exception lets through.
+    Coverage {
+        /// List files to measure.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also print every name that no list blocks.
+        #[arg(long)]
+        missed: bool,
     },
 }
 
@@ -281,6 +324,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Lists {
+            action,
+            json,
+            config,
+        } => match action {
+            None => telesink::cli::lists::run(&config, json),
+            Some(ListsCommand::Update) => telesink::cli::lists::update(&config),
+            Some(ListsCommand::Coverage { files, missed }) => {
+                telesink::cli::lists::run_coverage(&config, &files, missed)
+            }
+        },
+        Command::Suggest {
+            client,
+            since,
+            limit,
+            config,
+        } => telesink::cli::suggest::run(&config, client.as_deref(), since, limit),
         Command::Log {
             client,
             category,

@@ -98,6 +98,7 @@ pub fn report(config: &Config, policy: &Policy) -> String {
             }
         }
     }
+    out.push_str(&subscriptions_report(config));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -163,6 +164,36 @@ fn leases_report(leases: &crate::devices::LeaseSet) -> String {
         for s in f.skipped.iter().take(5) {
             let _ = writeln!(out, "    {}:{}: {}", f.path.display(), s.line, s.reason);
         }
+    }
+    out
+}
+
+/// URL lists (subscriptions) that are empty (no copy downloaded yet) or stale (older than
+/// three refresh periods), and why.
+fn subscriptions_report(config: &Config) -> String {
+    use std::fmt::Write;
+    let now = std::time::SystemTime::now();
+    let subs = crate::cli::lists::subscriptions(config);
+    let problems: Vec<(String, String)> = subs
+        .iter()
+        .filter_map(|s| s.problem(now).map(|p| (s.list.clone(), p)))
+        .collect();
+    let mut out = String::new();
+    if subs.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nURL lists: {} of {} have a current copy (cache: {})",
+        subs.len() - problems.len(),
+        subs.len(),
+        config
+            .state_dir()
+            .join(crate::lists::sources::CACHE_DIR)
+            .display()
+    );
+    for (list, p) in &problems {
+        let _ = writeln!(out, "  {list:<20} {p}");
     }
     out
 }

@@ -126,6 +126,10 @@ pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)
 
     // Lines that match, list by list.
     let mut any = false;
+    // Block lists that match (name, is a subscription) and allow exceptions that match: an
+    // exception beating a block list is said in so many words.
+    let mut blockers: Vec<(String, bool)> = Vec::new();
+    let mut allowers: Vec<String> = Vec::new();
     for l in &policy.lists {
         // `[allow] domains` has no file: it is reported below from the policy itself.
         let Some(path) = &l.path else { continue };
@@ -168,6 +172,12 @@ pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)
             let path = path
                 .strip_prefix(std::env::current_dir().unwrap_or_default())
                 .unwrap_or(path);
+            let subscription = l.source.contains("://");
+            if allow {
+                allowers.push(format!("{} ({}:{line})", l.name, path.display()));
+            } else if !blockers.iter().any(|(n, _)| n == &*l.name) {
+                blockers.push((l.name.to_string(), subscription));
+            }
             let what = if allow {
                 "allow exception".to_string()
             } else {
@@ -191,8 +201,30 @@ pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)
             "  matched  [allow] domains in the config → allow exception"
         );
     }
+    if verdict.exception && policy.allow_domains_match(name) {
+        allowers.push("[allow] domains".to_string());
+    }
     if !any {
         let _ = writeln!(out, "  no list names it or a parent");
+    }
+    if verdict.exception && !blockers.is_empty() && !allowers.is_empty() {
+        let lists: Vec<String> = blockers
+            .iter()
+            .map(|(n, sub)| {
+                if *sub {
+                    format!("{n} (subscription)")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  override the allow exception of {} beats block list{} {}: never blocked, for any device",
+            allowers.join(", "),
+            if lists.len() == 1 { "" } else { "s" },
+            lists.join(", ")
+        );
     }
     if !verdict.categories.is_empty() {
         let _ = writeln!(

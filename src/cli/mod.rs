@@ -4,3 +4,5 @@
 pub mod check;
 pub mod devices;
 pub mod explain;
+pub mod lists;
+pub mod suggest;
