@@ -621,11 +621,15 @@ def configmap_update(d, key, text):
 
 # --- lists: the deploy configs carry what config.toml carries ---------------------------------
 def lists_of(path):
-    """Local lists only: a URL list cannot work in the containers yet (its download cache
-    would be written next to the read-only config)."""
+    """Every [[list]] (a local file by its file name, a URL list by its URL) and the [allow]
+    list files: the subscriptions' cache is in the state directory, writable in every
+    deployment."""
     c = tomllib.load(open(path, "rb"))
-    return {l["name"]: (os.path.basename(l["source"]), tuple(l["categories"]))
-            for l in c.get("list", []) if "://" not in l["source"]}
+    out = {l["name"]: (l["source"] if "://" in l["source"] else os.path.basename(l["source"]),
+                       tuple(l["categories"]), l.get("refresh"))
+           for l in c.get("list", [])}
+    out["[allow] lists"] = tuple(sorted(os.path.basename(s) for s in c.get("allow", {}).get("lists", [])))
+    return out
 
 
 def drift(repo, *configs):
@@ -642,8 +646,9 @@ def kustomize_keys(kustomization, repo):
     k = yaml.safe_load(open(kustomization))
     keys = {f.split("=")[0] for g in k["configMapGenerator"] for f in g["files"]}
     cfg = tomllib.load(open(os.path.join(os.path.dirname(kustomization), "config.toml"), "rb"))
-    for l in cfg.get("list", []):
-        if l["source"] not in keys:
+    for l in cfg.get("list", []) + [{"name": "[allow]", "source": s}
+                                     for s in cfg.get("allow", {}).get("lists", [])]:
+        if "://" not in l["source"] and l["source"] not in keys:
             fail(f"deploy/kubernetes/config.toml: list {l['name']} reads {l['source']}, "
                  f"which kustomization.yaml does not put in the ConfigMap")
     k = yaml.safe_load(open(kustomization))

@@ -60,8 +60,8 @@ impl Subscription {
             Freshness::Fresh => None,
             Freshness::Empty => Some(match error {
                 Some(e) => format!("empty: no copy downloaded yet; {e}"),
-                None => "empty: no copy downloaded yet (`telesink run` downloads it in the \
-                         background, or run `telesink lists update`; needs the network once)"
+                None => "empty: never downloaded (needs the network once: `telesink run` \
+                         downloads it, or `telesink lists update`)"
                     .to_string(),
             }),
             Freshness::Stale => {
