@@ -53,6 +53,8 @@ pub struct Telesink {
     metrics_toml: String,
     querylog_toml: String,
     body: String,
+    /// Environment variables for `telesink run` (e.g. `SSL_CERT_FILE`).
+    envs: Vec<(String, String)>,
 }
 
 impl Default for Telesink {
@@ -79,7 +81,17 @@ impl Telesink {
             metrics_toml: String::new(),
             querylog_toml: String::new(),
             body: String::new(),
+            envs: Vec::new(),
         }
+    }
+
+    /// Set an environment variable for `telesink run`.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.envs.push((
+            key.to_string(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
+        self
     }
 
     /// Forward to this test upstream (may be called several times).
@@ -249,7 +261,8 @@ impl Telesink {
             cmd.arg("run")
                 .arg("-c")
                 .arg(&cfg_path)
-                .current_dir(self.dir.path());
+                .current_dir(self.dir.path())
+                .envs(self.envs.iter().map(|(k, v)| (k, v)));
             let proc = Process::spawn(cmd, self.dir.path(), &format!("telesink.{attempt}"))
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut proc = TelesinkProcess {
@@ -516,6 +529,16 @@ pub fn cli_in_within(cwd: &Path, args: &[&str], timeout: Duration) -> CliOutput 
     let mut cmd = Command::new(BIN);
     cmd.args(args).current_dir(cwd);
     process::run(cmd, timeout)
+}
+
+/// Run `telesink <args>` in `cwd` with extra environment variables.
+pub fn cli_in_env(cwd: &Path, args: &[&str], envs: &[(&str, &Path)]) -> CliOutput {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(cwd);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    process::run(cmd, Duration::from_secs(60))
 }
 
 /// Run `telesink <args>` in a scratch directory.
