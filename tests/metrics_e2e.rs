@@ -73,6 +73,16 @@ struct Expected {
 }
 
 fn start_telesink(up: &TestUpstream, extra_metrics: &str) -> TelesinkProcess {
+    // A subscription (URL list) with a cached copy, for `telesink_list_age_seconds`: its
+    // mirror is a closed loopback port, so downloads fail and the copy (checked an hour ago)
+    // stays in force.
+    let url = format!("https://127.0.0.1:{}/native.vendor.txt", free_port_tcp());
+    let cache = support::https::cache_rel(&url);
+    let checked = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
     Telesink::new()
         .upstream(up)
         // 127.0.0.0/29 holds 127.0.0.1 to .7; 127.0.0.9 is refused.
@@ -80,7 +90,15 @@ fn start_telesink(up: &TestUpstream, extra_metrics: &str) -> TelesinkProcess {
         .metrics_toml(extra_metrics)
         .file("xiaomi.txt", "tracking.miui.com\ndata.mistat.xiaomi.com\n")
         .file("ads.txt", "ads.example\n")
+        .file(&cache, "*.subscribed.example\n")
+        .file(
+            &format!("{cache}.meta"),
+            format!("url {url}\netag \"v1\"\nchecked {checked}\n"),
+        )
         .toml(CONFIG)
+        .toml(&format!(
+            "\n[[list]]\nname = \"vendor-subscription\"\nsource = \"{url}\"\ncategories = [\"ads\"]\nrefresh = \"24h\"\n"
+        ))
         .start()
 }
 
@@ -453,6 +471,14 @@ fn counts_per_client_and_health() {
         samples.value("telesink_list_entries", &[("list", "xiaomi")]),
         Some(2.0)
     );
+    assert_eq!(
+        samples.value("telesink_list_entries", &[("list", "vendor-subscription")]),
+        Some(1.0)
+    );
+    let age = samples
+        .value("telesink_list_age_seconds", &[("list", "vendor-subscription")])
+        .expect("telesink_list_age_seconds of the subscription");
+    assert!((3600.0..7200.0).contains(&age), "age {age}");
     assert_eq!(
         samples.value("telesink_config_last_reload_success", &[]),
         Some(1.0)

@@ -358,21 +358,8 @@ fn a_copy_older_than_three_refresh_periods_is_flagged_stale() {
     assert!(age >= 4.0 * 86400.0 && age < 5.0 * 86400.0, "age {age}");
 }
 
-/// Where telesink caches `url` under `dir` (the query log's directory): the name rule of
-/// `lists::sources::cache_path`, written out.
 fn cache_path(dir: &Path, url: &str) -> PathBuf {
-    let bare = url.trim_start_matches("https://");
-    let name: String = bare
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(".telesink-cache").join(format!("{name}.txt"))
+    dir.join(support::https::cache_rel(url))
 }
 
 fn rel(p: &Path, base: &Path) -> String {

@@ -16,6 +16,26 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// Where telesink caches a URL list, relative to the state directory (the query log's): the
+/// name rule of `lists::sources::cache_path`, written out.
+pub fn cache_rel(url: &str) -> String {
+    let bare = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let name: String = bare
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(".telesink-cache/{name}.txt")
+}
+
 /// One file the mirror serves.
 #[derive(Clone, Debug)]
 pub struct MirrorFile {
