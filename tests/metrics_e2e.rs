@@ -476,7 +476,10 @@ fn counts_per_client_and_health() {
         Some(1.0)
     );
     let age = samples
-        .value("telesink_list_age_seconds", &[("list", "vendor-subscription")])
+        .value(
+            "telesink_list_age_seconds",
+            &[("list", "vendor-subscription")],
+        )
         .expect("telesink_list_age_seconds of the subscription");
     assert!((3600.0..7200.0).contains(&age), "age {age}");
     assert_eq!(

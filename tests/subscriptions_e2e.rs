@@ -24,7 +24,8 @@ const WITHIN: Duration = Duration::from_secs(10);
 const LIST_PATH: &str = "wildcard/native.vendora.txt";
 const LM_PATH: &str = "wildcard/native.vendorb.txt";
 const V1: &str = "# vendor A fixture, version 1\n*.tracker.vendora.example\n*.find.vendora.example\n*.metrics.vendora.example\n";
-const V2: &str = "# vendor A fixture, version 2\n*.tracker2.vendora.example\n*.find.vendora.example\n";
+const V2: &str =
+    "# vendor A fixture, version 2\n*.tracker2.vendora.example\n*.find.vendora.example\n";
 const DATE1: &str = "Wed, 02 Dec 2026 10:00:00 GMT";
 
 /// A curated file, two subscriptions (one with an ETag, one with Last-Modified only) and an
@@ -161,8 +162,14 @@ fn a_subscription_downloads_refreshes_conditionally_keeps_its_copy_and_yields_to
     assert_eq!(s["present"], true);
     assert_eq!(s["etag"], "\"a1\"");
     assert_eq!(s["state"], "fresh");
-    assert!(s["downloaded"].is_string() && s["last_error"].is_null(), "{s}");
-    assert_eq!(rows.iter().find(|r| r["name"] == "vendora-hagezi").unwrap()["entries"], 3);
+    assert!(
+        s["downloaded"].is_string() && s["last_error"].is_null(),
+        "{s}"
+    );
+    assert_eq!(
+        rows.iter().find(|r| r["name"] == "vendora-hagezi").unwrap()["entries"],
+        3
+    );
     let b = subscription(&rows, "vendorb-hagezi");
     assert_eq!(b["last_modified"], DATE1);
 
@@ -173,7 +180,10 @@ fn a_subscription_downloads_refreshes_conditionally_keeps_its_copy_and_yields_to
         .expect("age of vendora-hagezi");
     assert!((0.0..3600.0).contains(&age), "age {age}");
     assert_eq!(
-        m.value("telesink_list_refresh_seconds", &[("list", "vendora-hagezi")]),
+        m.value(
+            "telesink_list_refresh_seconds",
+            &[("list", "vendora-hagezi")]
+        ),
         Some(86400.0)
     );
     assert!(m
@@ -202,7 +212,8 @@ fn a_subscription_downloads_refreshes_conditionally_keeps_its_copy_and_yields_to
     mirror.fail_with(Some(503));
     p.signal("HUP");
     wait_until("the failure logged", &p, || {
-        p.logs().contains("download failed, keeping the cached copy")
+        p.logs()
+            .contains("download failed, keeping the cached copy")
     });
     assert_eq!(a(&p, "x.tracker.vendora.example"), [NULL]);
     let rows = lists_json(&p.cli(&["lists", "--json"]));
@@ -213,7 +224,11 @@ fn a_subscription_downloads_refreshes_conditionally_keeps_its_copy_and_yields_to
     );
     assert_eq!(s["present"], true);
     let text = p.cli(&["lists"]);
-    assert!(text.stdout.contains("last error") && text.stdout.contains("503"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("last error") && text.stdout.contains("503"),
+        "{}",
+        text.stdout
+    );
 
     // `lists update` with the mirror back and new content: progress, summary, exit 0; the
     // running server sees the new copy by itself (no SIGHUP) and blocks the new name.
@@ -221,7 +236,11 @@ fn a_subscription_downloads_refreshes_conditionally_keeps_its_copy_and_yields_to
     mirror.put(LIST_PATH, "\"a2\"", "Thu, 03 Dec 2026 10:00:00 GMT", V2);
     let upd = cli_env(&p, &mirror, &["lists", "update"]);
     assert_eq!(upd.code, Some(0), "{}", upd.all());
-    assert!(upd.stdout.contains("[1/2] vendora-hagezi"), "{}", upd.stdout);
+    assert!(
+        upd.stdout.contains("[1/2] vendora-hagezi"),
+        "{}",
+        upd.stdout
+    );
     assert!(upd.stdout.contains("new copy: 2 entries"), "{}", upd.stdout);
     assert!(
         upd.stdout.contains("2 lists: 1 new, 1 unchanged, 0 failed"),
@@ -263,9 +282,16 @@ fn first_start_without_the_mirror_blocks_with_the_curated_list_and_check_says_wh
         !subscription(&rows, "vendora-hagezi")["last_error"].is_null()
     });
     let check = p.cli(&["check"]);
-    assert_eq!(check.code, Some(0), "an empty subscription is no error: {}", check.all());
+    assert_eq!(
+        check.code,
+        Some(0),
+        "an empty subscription is no error: {}",
+        check.all()
+    );
     assert!(
-        check.stdout.contains("URL lists: 0 of 2 have a current copy"),
+        check
+            .stdout
+            .contains("URL lists: 0 of 2 have a current copy"),
         "{}",
         check.stdout
     );
@@ -274,7 +300,10 @@ fn first_start_without_the_mirror_blocks_with_the_curated_list_and_check_says_wh
         .lines()
         .find(|l| l.trim_start().starts_with("vendora-hagezi") && l.contains("empty"))
         .unwrap_or_else(|| panic!("{}", check.stdout));
-    assert!(line.contains("never downloaded") || line.contains("no copy"), "{line}");
+    assert!(
+        line.contains("never downloaded") || line.contains("no copy"),
+        "{line}"
+    );
     assert!(line.contains("failed"), "the reason: {line}");
     // The age metric says "no copy" as +Inf.
     assert_eq!(
@@ -291,7 +320,9 @@ fn first_start_without_the_mirror_blocks_with_the_curated_list_and_check_says_wh
     wait_answer(&p, "a.stats.vendorb.example", NULL);
     let check = p.cli(&["check"]);
     assert!(
-        check.stdout.contains("URL lists: 2 of 2 have a current copy"),
+        check
+            .stdout
+            .contains("URL lists: 2 of 2 have a current copy"),
         "{}",
         check.stdout
     );
@@ -332,8 +363,15 @@ fn a_copy_older_than_three_refresh_periods_is_flagged_stale() {
     );
     let lists = cli_in(dir.path(), &["lists", "-c", "config.toml"]);
     assert!(lists.stdout.contains("STALE"), "{}", lists.stdout);
-    assert!(lists.stdout.contains("etag        \"x\""), "{}", lists.stdout);
-    let rows = lists_json(&cli_in(dir.path(), &["lists", "--json", "-c", "config.toml"]));
+    assert!(
+        lists.stdout.contains("etag        \"x\""),
+        "{}",
+        lists.stdout
+    );
+    let rows = lists_json(&cli_in(
+        dir.path(),
+        &["lists", "--json", "-c", "config.toml"],
+    ));
     assert_eq!(subscription(&rows, "old")["state"], "stale");
     assert_eq!(rows[0]["entries"], 1);
 
@@ -355,7 +393,7 @@ fn a_copy_older_than_three_refresh_periods_is_flagged_stale() {
         .scrape()
         .value("telesink_list_age_seconds", &[("list", "old")])
         .unwrap();
-    assert!(age >= 4.0 * 86400.0 && age < 5.0 * 86400.0, "age {age}");
+    assert!((4.0 * 86400.0..5.0 * 86400.0).contains(&age), "age {age}");
 }
 
 fn cache_path(dir: &Path, url: &str) -> PathBuf {
@@ -428,17 +466,32 @@ fn suggest_ranks_unlisted_telemetry_like_names_from_the_log() {
     assert!(s.contains("3 names that no list categorises"), "{s}");
     let pos = |n: &str| s.find(n).unwrap_or_else(|| panic!("{n} missing:\n{s}"));
     // Both signs and two devices first.
-    assert!(pos("log-upload.vendora.example") < pos("metrics.othervendor.example"), "{s}");
-    assert!(pos("log-upload.vendora.example") < pos("newhost.vendora.example"), "{s}");
+    assert!(
+        pos("log-upload.vendora.example") < pos("metrics.othervendor.example"),
+        "{s}"
+    );
+    assert!(
+        pos("log-upload.vendora.example") < pos("newhost.vendora.example"),
+        "{s}"
+    );
     assert!(s.contains("devices: anna-phone 3, tv 2"), "{s}");
-    assert!(s.contains("under vendora.example, where list vendora names 1 host"), "{s}");
+    assert!(
+        s.contains("under vendora.example, where list vendora names 1 host"),
+        "{s}"
+    );
     assert!(s.contains("telemetry-like label: metrics"), "{s}");
-    for absent in ["www.plain.example", "tracking.vendora.example", "data.allowed.example"] {
+    for absent in [
+        "www.plain.example",
+        "tracking.vendora.example",
+        "data.allowed.example",
+    ] {
         assert!(!s.contains(absent), "{absent} suggested:\n{s}");
     }
     // The line to paste.
     assert!(
-        s.lines().any(|l| l.starts_with("log-upload.vendora.example  # suggested: 5 queries from 2 devices")),
+        s.lines()
+            .any(|l| l
+                .starts_with("log-upload.vendora.example  # suggested: 5 queries from 2 devices")),
         "{s}"
     );
 
@@ -446,14 +499,22 @@ fn suggest_ranks_unlisted_telemetry_like_names_from_the_log() {
     let out = cli_in(p.dir(), &["suggest", "--client", "tv", "-c", "config.toml"]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(out.stdout.contains("2 names"), "{}", out.stdout);
-    assert!(!out.stdout.contains("newhost.vendora.example"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("newhost.vendora.example"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("devices: tv 2"), "{}", out.stdout);
 }
 
 #[test]
 fn suggest_needs_the_full_log() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("config.toml"), "[querylog]\nlog = \"matched\"\n").unwrap();
+    fs::write(
+        dir.path().join("config.toml"),
+        "[querylog]\nlog = \"matched\"\n",
+    )
+    .unwrap();
     let out = cli_in(dir.path(), &["suggest", "-c", "config.toml"]);
     assert_eq!(out.code, Some(2), "{}", out.all());
     assert!(out.stderr.contains("log = \"all\""), "{}", out.stderr);

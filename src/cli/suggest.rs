@@ -19,23 +19,41 @@ use std::process::ExitCode;
 use rusqlite::params_from_iter;
 
 use crate::config::Config;
+use crate::config::LogMode;
 use crate::lists::{self, ParseOptions, Pattern, RuleAction};
 use crate::policy::{ListKind, Policy};
-use crate::config::LogMode;
 use crate::querylog::{ClientSelector, CommandError};
 use crate::timespec::TimeSpec;
 
 /// Labels (or words in labels, split at `-`, `_` and digits) that name telemetry. Short words
 /// must be a whole word (`stat`, not `static`); long ones may start a word (`analyticsapi`).
 const WHOLE_WORDS: &[&str] = &[
-    "log", "logs", "stat", "stats", "data", "event", "events", "rum", "apm", "diag", "dc",
-    "sdk", "ping", "beacon", "perf", "usage", "crash", "track", "trace", "traces", "report",
-    "metric", "insight", "insights", "mistat", "sensor", "sensors",
+    "log", "logs", "stat", "stats", "data", "event", "events", "rum", "apm", "diag", "dc", "sdk",
+    "ping", "beacon", "perf", "usage", "crash", "track", "trace", "traces", "report", "metric",
+    "insight", "insights", "mistat", "sensor", "sensors",
 ];
 const PREFIXES: &[&str] = &[
-    "tracking", "tracker", "analytic", "telemetr", "metrics", "statistic", "logging", "logger",
-    "logserv", "logupload", "collect", "reporting", "reports", "crashlytic", "diagnos",
-    "monitor", "sentry", "events", "adjust", "appsflyer", "firebaselog",
+    "tracking",
+    "tracker",
+    "analytic",
+    "telemetr",
+    "metrics",
+    "statistic",
+    "logging",
+    "logger",
+    "logserv",
+    "logupload",
+    "collect",
+    "reporting",
+    "reports",
+    "crashlytic",
+    "diagnos",
+    "monitor",
+    "sentry",
+    "events",
+    "adjust",
+    "appsflyer",
+    "firebaselog",
 ];
 
 /// The telemetry-like words among `name`'s labels (the last two labels, the registered domain,
@@ -88,7 +106,8 @@ impl KnownParents {
                 subdomains: l.subdomains,
             };
             lists::parse_list(&text, &opts, |rule| {
-                let (Pattern::Domain { name, .. }, RuleAction::Block) = (&rule.pattern, rule.action)
+                let (Pattern::Domain { name, .. }, RuleAction::Block) =
+                    (&rule.pattern, rule.action)
                 else {
                     return;
                 };
@@ -175,9 +194,7 @@ pub fn rank(
         let mut devices: Vec<(String, u64)> = devices.into_iter().collect();
         devices.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let signs = (!words.is_empty()) as u32 + under.is_some() as u32;
-        let score = signs as f64 * 10.0
-            + devices.len() as f64
-            + (queries as f64).ln_1p();
+        let score = signs as f64 * 10.0 + devices.len() as f64 + (queries as f64).ln_1p();
         out.push(Suggestion {
             name,
             queries,
@@ -222,7 +239,12 @@ fn read_rows(
     rows.collect()
 }
 
-pub fn run(config_path: &Path, client: Option<&str>, since: Option<TimeSpec>, limit: usize) -> ExitCode {
+pub fn run(
+    config_path: &Path,
+    client: Option<&str>,
+    since: Option<TimeSpec>,
+    limit: usize,
+) -> ExitCode {
     match suggest(config_path, client, since, limit) {
         Ok(text) => {
             print!("{text}");
@@ -277,14 +299,24 @@ fn suggest(
             .ok_or_else(|| format!("cannot resolve --since {t}"))?
             .as_millisecond(),
     };
-    let rows = read_rows(&conn, sel.as_ref(), since_ms)
-        .map_err(|e| format!("{}: {e}", db.display()))?;
+    let rows =
+        read_rows(&conn, sel.as_ref(), since_ms).map_err(|e| format!("{}: {e}", db.display()))?;
     let known = KnownParents::from_policy(&policy);
     let ranked = rank(&policy, &known, rows);
-    Ok(render(&ranked, limit, sel.as_ref().map(|s| s.label.as_str()), &since))
+    Ok(render(
+        &ranked,
+        limit,
+        sel.as_ref().map(|s| s.label.as_str()),
+        &since,
+    ))
 }
 
-pub fn render(ranked: &[Suggestion], limit: usize, client: Option<&str>, since: &TimeSpec) -> String {
+pub fn render(
+    ranked: &[Suggestion],
+    limit: usize,
+    client: Option<&str>,
+    since: &TimeSpec,
+) -> String {
     let mut out = String::new();
     let whom = client.map_or("any device".to_string(), |c| format!("device {c}"));
     if ranked.is_empty() {
@@ -306,7 +338,13 @@ pub fn render(ranked: &[Suggestion], limit: usize, client: Option<&str>, since: 
     for s in shown {
         let _ = writeln!(out, "  {:>7}  {:<width$}  {}", s.queries, s.name, s.why());
         let per: Vec<String> = s.devices.iter().map(|(d, n)| format!("{d} {n}")).collect();
-        let _ = writeln!(out, "  {:>7}  {:<width$}  devices: {}", "", "", per.join(", "));
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<width$}  devices: {}",
+            "",
+            "",
+            per.join(", ")
+        );
     }
     if ranked.len() > shown.len() {
         let _ = writeln!(out, "  … and {} more (--limit)", ranked.len() - shown.len());
@@ -339,7 +377,10 @@ mod tests {
     #[test]
     fn telemetry_words_are_whole_words_or_long_prefixes() {
         assert_eq!(telemetry_words("log.tbs.miui.com"), ["log"]);
-        assert_eq!(telemetry_words("data-collector-eu2.vendor.com"), ["data", "collector"]);
+        assert_eq!(
+            telemetry_words("data-collector-eu2.vendor.com"),
+            ["data", "collector"]
+        );
         assert_eq!(telemetry_words("static.vendor.com"), Vec::<String>::new());
         assert_eq!(telemetry_words("analyticsapi.vendor.com"), ["analyticsapi"]);
         assert_eq!(telemetry_words("www.stats.com"), Vec::<String>::new());

@@ -112,7 +112,10 @@ impl Meta {
         }
         if let Some(e) = &self.error {
             // One line: the file is line-based.
-            let e: String = e.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let e: String = e
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
             text.push_str(&format!("error {e}\n"));
         }
         write_atomic(path, text.as_bytes())

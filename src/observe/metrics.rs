@@ -433,7 +433,11 @@ impl Metrics {
 
     /// The URL lists of the policy now in force, for `telesink_list_age_seconds{list}` (read
     /// from their cached copies at each scrape). Call at start and after each reload.
-    pub fn set_url_lists(&self, state_dir: std::path::PathBuf, lists: Vec<super::list_age::WatchedList>) {
+    pub fn set_url_lists(
+        &self,
+        state_dir: std::path::PathBuf,
+        lists: Vec<super::list_age::WatchedList>,
+    ) {
         self.list_ages.set(state_dir, lists);
     }
 

@@ -31,7 +31,10 @@ pub fn publish_lists(metrics: &crate::observe::metrics::Metrics, policy: &Policy
 }
 
 /// `telesink_list_age_seconds{list}` follows the URL lists of `config` (see `observe::list_age`).
-pub fn publish_list_ages(metrics: &crate::observe::metrics::Metrics, config: &crate::config::Config) {
+pub fn publish_list_ages(
+    metrics: &crate::observe::metrics::Metrics,
+    config: &crate::config::Config,
+) {
     let lists = config
         .list_specs()
         .into_iter()

@@ -243,7 +243,8 @@ fn serve(
             } else {
                 format!("ETag: {}\r\n", f.etag)
             };
-            let fresh = (!f.etag.is_empty() && req.if_none_match.as_deref() == Some(f.etag.as_str()))
+            let fresh = (!f.etag.is_empty()
+                && req.if_none_match.as_deref() == Some(f.etag.as_str()))
                 || (req.if_none_match.is_none()
                     && req.if_modified_since.as_deref() == Some(f.last_modified.as_str()));
             if fresh {
