@@ -59,7 +59,7 @@ impl Subscription {
         match self.freshness(now) {
             Freshness::Fresh => None,
             Freshness::Empty => Some(match error {
-                Some(e) => format!("empty: no copy downloaded yet; {e}"),
+                Some(e) => format!("empty: never downloaded; {e}"),
                 None => "empty: never downloaded (needs the network once: `telesink run` \
                          downloads it, or `telesink lists update`)"
                     .to_string(),
@@ -425,4 +425,104 @@ pub fn run_coverage(config_path: &Path, files: &[PathBuf], show_missed: bool) ->
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(dir: &Path, meta: Option<&str>, copy: bool) -> Subscription {
+        let url = "https://lists.example/a.txt";
+        let cache = sources::cache_path(dir, url);
+        std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+        if copy {
+            std::fs::write(&cache, "a.example\n").unwrap();
+        }
+        if let Some(m) = meta {
+            std::fs::write(sources::meta_path(&cache), format!("url {url}\n{m}")).unwrap();
+        }
+        Subscription {
+            list: "a".into(),
+            url: url.into(),
+            refresh: Duration::from_secs(3600),
+            cache: CacheState::read(dir, url),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn freshness_follows_the_last_successful_check() {
+        let d = tempfile::tempdir().unwrap();
+        let s = sub(d.path(), Some("checked 1000000\n"), true);
+        assert_eq!(s.freshness(at(1_000_000 + 3 * 3600)), Freshness::Fresh);
+        assert_eq!(s.problem(at(1_000_000 + 3 * 3600)), None);
+        assert_eq!(s.freshness(at(1_000_000 + 3 * 3600 + 1)), Freshness::Stale);
+        let p = s.problem(at(1_000_000 + 4 * 3600)).unwrap();
+        assert!(p.starts_with("stale: the cached copy is 4h old"), "{p}");
+    }
+
+    #[test]
+    fn an_empty_subscription_says_why() {
+        let d = tempfile::tempdir().unwrap();
+        let s = sub(d.path(), None, false);
+        assert_eq!(s.freshness(at(0)), Freshness::Empty);
+        assert!(s.problem(at(0)).unwrap().contains("never downloaded"));
+        let d = tempfile::tempdir().unwrap();
+        let s = sub(
+            d.path(),
+            Some("failed 1000000\nerror HTTP status 503\n"),
+            false,
+        );
+        let p = s.problem(at(1_000_060)).unwrap();
+        assert!(
+            p.contains("last attempt 1m ago failed: HTTP status 503"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn an_error_older_than_the_last_success_is_not_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let s = sub(
+            d.path(),
+            Some("checked 2000\nfailed 1000\nerror old\n"),
+            true,
+        );
+        assert_eq!(s.cache.last_error(), None);
+        let s = sub(
+            d.path(),
+            Some("checked 1000\nfailed 2000\nerror new\n"),
+            true,
+        );
+        assert_eq!(s.cache.last_error(), Some((2000, "new")));
+    }
+
+    #[test]
+    fn coverage_counts_blocked_excepted_and_missed_names() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.toml"),
+            "[[list]]\nname = \"v\"\nsource = \"v.txt\"\ncategories = [\"telemetry\"]\n\
+             [allow]\ndomains = [\"find.v.example\"]\n[default]\nblock = [\"telemetry\"]\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("v.txt"), "*.v.example\n").unwrap();
+        let published = d.path().join("published.txt");
+        std::fs::write(
+            &published,
+            "# a hosts file\n0.0.0.0 a.v.example\n0.0.0.0 find.v.example\n0.0.0.0 other.example\n0.0.0.0 a.v.example\n",
+        )
+        .unwrap();
+        let config = Config::load(&d.path().join("config.toml")).unwrap();
+        let policy = Policy::build(&config.policy_spec()).unwrap();
+        let c = coverage(&policy, &published).unwrap();
+        assert_eq!(c.names, 3);
+        assert_eq!(c.blocked, 1);
+        assert_eq!(c.excepted, ["find.v.example"]);
+        assert_eq!(c.missed, ["other.example"]);
+        assert!((c.percent() - 100.0 / 3.0).abs() < 1e-9);
+    }
 }
