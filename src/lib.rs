@@ -20,7 +20,7 @@
 //! | [`observe`] | the per-query event, metrics, the HTTP endpoint |
 //! | [`querylog`] | the SQLite log: sink, schema, writer, retention, reads, `mark` and `log` |
 //! | [`verify`] | the opt-out verdict, from the log or from Prometheus |
-//! | [`cli`] | `check`, `explain`, `devices` |
+//! | [`cli`] | `check`, `explain`, `devices`, `lists` (subscriptions), `suggest` |
 //!
 //! Small shared modules: [`duration`], [`timespec`], [`sched`], [`alloc`], [`logging`].
 //!

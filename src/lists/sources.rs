@@ -7,6 +7,13 @@
 //! (`If-None-Match` / `If-Modified-Since`, from `<cache>.meta`), a new copy is written to a
 //! temporary file and renamed over the old one, and a failed or empty download keeps the old
 //! copy. When a download brings new content, the refresher asks for a reload.
+//!
+//! `<cache>.meta` also keeps the time of the last new copy and of the last failure with its
+//! reason ([`fetch_recorded`]), so that `telesink lists` and `telesink check` can say how old a
+//! copy is ([`CacheState`]) and why a list is empty or stale. `telesink lists update` downloads
+//! through the same function; the server watches the cached copies, so it loads what the
+//! command wrote. HTTPS is checked against Mozilla's roots, or the PEM bundle that
+//! `SSL_CERT_FILE` names (a mirror with a private CA).
 
 use std::collections::HashMap;
 use std::fs;
