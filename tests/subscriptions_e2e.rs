@@ -319,7 +319,10 @@ fn first_start_without_the_mirror_blocks_with_the_curated_list_and_check_says_wh
     let untrusted = cli_in(p.dir(), &["lists", "update", "-c", &cfg]);
     assert_eq!(untrusted.code, Some(1), "{}", untrusted.all());
     assert!(
-        untrusted.stdout.to_ascii_lowercase().contains("certificate"),
+        untrusted
+            .stdout
+            .to_ascii_lowercase()
+            .contains("certificate"),
         "{}",
         untrusted.stdout
     );
