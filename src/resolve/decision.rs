@@ -26,11 +26,13 @@ use hickory_proto::rr::{LowerName, RecordType};
 use super::answer::Sinkhole;
 use super::cache::{wire_name, AnswerCache, CacheStep, Entry, Lookup};
 use super::cloaking;
+use super::forward::Route;
 use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
-use super::Live;
+use super::{Live, RebindProtection};
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
+use crate::policy::local::Coverage;
 use crate::policy::matcher::NameHashes;
 use crate::policy::BlockMode;
 use crate::policy::Verdict;
@@ -136,6 +138,8 @@ pub enum BlockReason {
     Bypass(Bypass),
     /// The question was allowed, but its answer's CNAME/HTTPS target is blocked.
     Cloaking,
+    /// A public name answered with a private address (category `rebind`, [`super::rebind`]).
+    Rebind,
 }
 
 /// What the query gets.
@@ -151,8 +155,12 @@ pub enum Answer {
     MinimalAny,
     /// A fresh cached answer.
     Cached(Arc<Entry>),
-    /// Ask the upstreams; `stale` is served if they all fail.
-    Forward { stale: Option<Arc<Entry>> },
+    /// Ask the upstreams (or a `[[forward]]`'s servers: `route`); `stale` is served if they
+    /// all fail.
+    Forward {
+        stale: Option<Arc<Entry>>,
+        route: Route,
+    },
 }
 
 /// What metrics and the query log get about a query.
@@ -205,6 +213,12 @@ impl Decision {
         }
     }
 
+    /// The block answer of rebinding protection, counted under category `rebind`.
+    pub fn rebind(policy: &crate::policy::Policy, mut verdict: Verdict, cache: Option<CacheStep>) -> Decision {
+        verdict.categories.insert(policy.rebind);
+        Decision::block(BlockReason::Rebind, verdict, cache)
+    }
+
     pub fn is_refusal(&self) -> bool {
         matches!(self.answer, Answer::Refuse(_))
     }
@@ -236,8 +250,14 @@ pub fn decide(
         return Decision::refused(Refusal::NotAllowed);
     }
     let policy = &live.policy;
-    // 2. Local names.
-    if policy.local.covers(q.hashes) {
+    // 2. Local names; a `[[forward]]` wins over the built-in zones, a `[[record]]` over both.
+    let zone = live.forwards.zone(q.hashes);
+    let local = match policy.local.coverage(q.hashes) {
+        Coverage::None => false,
+        Coverage::BuiltIn => zone.is_none(),
+        Coverage::Record => true,
+    };
+    if local {
         return Decision {
             answer: Answer::Local,
             report: Report::new(QueryResult::Local, Verdict::default(), None),
@@ -270,6 +290,9 @@ pub fn decide(
             if action == Some(Action::Blocked) {
                 return Decision::block(BlockReason::Cloaking, verdict, Some(CacheStep::Hit));
             }
+            if entry.private && rebind_applies(live, zone.is_some(), &verdict) {
+                return Decision::rebind(policy, verdict, Some(CacheStep::Hit));
+            }
             let mut report = Report::new(QueryResult::Cached, verdict, action);
             report.cache = Some(CacheStep::Hit);
             return Decision {
@@ -283,9 +306,19 @@ pub fn decide(
     let mut report = Report::new(QueryResult::Forwarded, verdict, action);
     report.cache = Some(CacheStep::Miss);
     Decision {
-        answer: Answer::Forward { stale },
+        answer: Answer::Forward {
+            stale,
+            route: zone.map_or(Route::Upstreams, Route::Zone),
+        },
         report,
     }
+}
+
+/// Whether rebinding protection applies to an answer holding a private address: it is on, and
+/// the name is neither under a `[[forward]]` (`forwarded`) nor an `[allow]` exception.
+#[inline]
+pub fn rebind_applies(live: &Live, forwarded: bool, verdict: &Verdict) -> bool {
+    live.upstream.rebind == RebindProtection::On && !forwarded && !verdict.exception
 }
 
 #[cfg(test)]
@@ -342,6 +375,8 @@ mod tests {
         Live {
             policy: Policy::build(&spec).unwrap(),
             access: Access::new(vec!["127.0.0.0/8".parse().unwrap()], 1, 1, None),
+            forwards: Default::default(),
+            upstream: Default::default(),
         }
     }
 
@@ -465,7 +500,7 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
+        assert!(matches!(d.answer, Answer::Forward { stale: None, .. }), "{d:?}");
         assert_eq!(d.report.action, Some(Action::Allowed));
         // ANY for an allowed name: the minimal answer, not the cache.
         let d = ask(
@@ -512,7 +547,7 @@ mod tests {
             later,
         );
         assert!(
-            matches!(d.answer, Answer::Forward { stale: Some(_) }),
+            matches!(d.answer, Answer::Forward { stale: Some(_), .. }),
             "{d:?}"
         );
         assert_eq!(d.report.cache, Some(CacheStep::Miss));
@@ -524,7 +559,7 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
+        assert!(matches!(d.answer, Answer::Forward { stale: None, .. }), "{d:?}");
         assert_eq!(
             (d.report.result, d.report.cache),
             (QueryResult::Forwarded, Some(CacheStep::Miss))

@@ -31,8 +31,11 @@ pub mod cloaking;
 pub mod decision;
 pub mod encode_hickory;
 pub mod encode_wire;
+pub mod forward;
 pub mod handler;
 pub mod identity;
+pub mod rebind;
+pub mod strategy;
 pub mod upstream;
 pub mod wire;
 
@@ -45,4 +48,23 @@ use access::Access;
 pub struct Live {
     pub policy: Policy,
     pub access: Access,
+    /// `[[forward]]` zones and their servers.
+    pub forwards: forward::ForwardTable,
+    /// `[upstream] strategy` and `rebind_protection`.
+    pub upstream: UpstreamRules,
+}
+
+/// The `[upstream]` settings a reload changes in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamRules {
+    pub strategy: strategy::Strategy,
+    pub rebind: RebindProtection,
+}
+
+/// `[upstream] rebind_protection` ([`rebind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RebindProtection {
+    #[default]
+    On,
+    Off,
 }
