@@ -150,7 +150,12 @@ fn a_forward_for_a_private_reverse_zone_beats_the_local_answer_but_not_a_record(
     let r = ts.query(client(12), ptr, RecordType::PTR);
     assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.summary());
     assert!(!r.aa(), "{}", r.summary());
-    assert_eq!(router.count_type(ptr, RecordType::PTR), 1, "{:#?}", router.seen());
+    assert_eq!(
+        router.count_type(ptr, RecordType::PTR),
+        1,
+        "{:#?}",
+        router.seen()
+    );
     let r = ts.query(client(12), "tv.home.arpa", RecordType::A);
     assert_eq!(r.a(), vec![ip4("192.168.178.30")], "{}", r.summary());
     assert_eq!(router.count("tv.home.arpa"), 1);
@@ -212,14 +217,24 @@ fn a_public_name_answered_with_a_private_address_gets_the_block_answer() {
     // cache (the direct path), the same.
     for round in 0..2 {
         let r = ask(&ts, client(20), "evil.example");
-        assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "round {round}: {}", r.summary());
+        assert_eq!(
+            r.a(),
+            vec![Ipv4Addr::UNSPECIFIED],
+            "round {round}: {}",
+            r.summary()
+        );
         let ede = r.ede();
         assert!(
-            ede.iter().any(|(code, text)| *code == 15 && text.contains("rebind")),
+            ede.iter()
+                .any(|(code, text)| *code == 15 && text.contains("rebind")),
             "round {round}: EDE 15 naming rebinding: {ede:?}"
         );
     }
-    assert_eq!(up.count("evil.example"), 1, "the second answer came from the cache");
+    assert_eq!(
+        up.count("evil.example"),
+        1,
+        "the second answer came from the cache"
+    );
     let r = ask(&ts, client(20), "loop.example");
     assert_eq!(r.a(), vec![Ipv4Addr::UNSPECIFIED], "{}", r.summary());
     let r = ts.query_with(
@@ -527,10 +542,7 @@ fn a_bad_forward_on_reload_keeps_the_old_one_and_a_good_one_takes_effect() {
     };
 
     // No servers: refused, the old forward stays.
-    let bad = config.replace(
-        &format!("servers = [\"{}\"]", r1.addr()),
-        "servers = []",
-    );
+    let bad = config.replace(&format!("servers = [\"{}\"]", r1.addr()), "servers = []");
     assert_ne!(bad, config);
     ts.write_file("config.toml", &bad);
     eventually("the bad reload fails", || failures(&ts) >= 1.0);

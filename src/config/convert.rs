@@ -869,11 +869,7 @@ impl Convert<'_> {
             let mut servers: Vec<Upstream> = Vec::new();
             for (up, up_span, k) in self.items(raw_servers.get_ref(), &key(&path, "servers"))? {
                 if servers.contains(&up) {
-                    return Err(self.error(
-                        &up_span,
-                        k,
-                        format!("{} is listed twice", up.label()),
-                    ));
+                    return Err(self.error(&up_span, k, format!("{} is listed twice", up.label())));
                 }
                 servers.push(up);
             }

@@ -248,7 +248,12 @@ impl LocalZone {
             } else {
                 SPECIAL_SLOT
             };
-            index.insert(&z.to_ascii().to_ascii_lowercase(), slot, Scope::Subtree, false);
+            index.insert(
+                &z.to_ascii().to_ascii_lowercase(),
+                slot,
+                Scope::Subtree,
+                false,
+            );
         }
         zone.index = index.build();
         Ok(zone)

@@ -214,7 +214,11 @@ impl Decision {
     }
 
     /// The block answer of rebinding protection, counted under category `rebind`.
-    pub fn rebind(policy: &crate::policy::Policy, mut verdict: Verdict, cache: Option<CacheStep>) -> Decision {
+    pub fn rebind(
+        policy: &crate::policy::Policy,
+        mut verdict: Verdict,
+        cache: Option<CacheStep>,
+    ) -> Decision {
         verdict.categories.insert(policy.rebind);
         Decision::block(BlockReason::Rebind, verdict, cache)
     }
@@ -500,7 +504,10 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None, .. }), "{d:?}");
+        assert!(
+            matches!(d.answer, Answer::Forward { stale: None, .. }),
+            "{d:?}"
+        );
         assert_eq!(d.report.action, Some(Action::Allowed));
         // ANY for an allowed name: the minimal answer, not the cache.
         let d = ask(
@@ -559,7 +566,10 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None, .. }), "{d:?}");
+        assert!(
+            matches!(d.answer, Answer::Forward { stale: None, .. }),
+            "{d:?}"
+        );
         assert_eq!(
             (d.report.result, d.report.cache),
             (QueryResult::Forwarded, Some(CacheStep::Miss))

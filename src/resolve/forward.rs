@@ -60,7 +60,8 @@ impl ForwardTable {
     ) -> anyhow::Result<ForwardTable> {
         let mut table = ForwardTable::default();
         for (i, spec) in specs.iter().enumerate() {
-            let id = ForwardId(u16::try_from(i).map_err(|_| anyhow::anyhow!("too many [[forward]]s"))?);
+            let id =
+                ForwardId(u16::try_from(i).map_err(|_| anyhow::anyhow!("too many [[forward]]s"))?);
             table
                 .servers
                 .push(Upstreams::new(&spec.servers, timeout, observer.clone())?);
@@ -142,7 +143,9 @@ mod tests {
         assert_eq!(zone(&t, "plan"), None);
         assert_eq!(zone(&t, "lan.example.com"), None);
         assert_eq!(zone(&t, "example.com"), None);
-        assert!(ForwardTable::default().zone(&NameHashes::new(split_labels("lan"))).is_none());
+        assert!(ForwardTable::default()
+            .zone(&NameHashes::new(split_labels("lan")))
+            .is_none());
         assert_eq!(t.labels().count(), 2);
     }
 }

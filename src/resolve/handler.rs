@@ -532,7 +532,9 @@ impl Handler {
             Answer::Cached(entry) => hickory::cached(&entry, now, false),
             Answer::Forward { stale, route } => {
                 return self
-                    .forward(live, client, name, qtype, original, stale, route, report, now)
+                    .forward(
+                        live, client, name, qtype, original, stale, route, report, now,
+                    )
                     .await;
             }
         };

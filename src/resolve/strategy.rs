@@ -110,8 +110,8 @@ impl Scheduler {
     pub fn plan(&self, strategy: Strategy, now: Instant) -> Plan {
         let at = self.nanos(now);
         let n = self.health.len();
-        let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
-            .partition(|&i| self.health[i].down_until.load(Ordering::Relaxed) <= at);
+        let (mut up, mut down): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| self.health[i].down_until.load(Ordering::Relaxed) <= at);
         down.sort_by_key(|&i| self.health[i].down_until.load(Ordering::Relaxed));
         let mut probe = None;
         if strategy != Strategy::Ordered {

@@ -19,9 +19,9 @@ use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
-pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
 pub use super::strategy::Strategy;
 use super::strategy::{Attempt, Scheduler};
+pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
 
 /// An upstream resolver.
 ///
@@ -242,7 +242,12 @@ impl Upstreams {
 impl Shared {
     /// One attempt to upstream `i`, within `budget`; its outcome goes to the observer and the
     /// scheduler.
-    async fn ask(&self, i: usize, query: Query, budget: Duration) -> Result<UpstreamAnswer, String> {
+    async fn ask(
+        &self,
+        i: usize,
+        query: Query,
+        budget: Duration,
+    ) -> Result<UpstreamAnswer, String> {
         let server = &self.servers[i];
         let started = Instant::now();
         let mut opts = DnsRequestOptions::default();

@@ -12,10 +12,16 @@ use crate::resolve::forward::ForwardTable;
 use crate::resolve::upstream::UpstreamObserver;
 use crate::resolve::{Live, RebindProtection, UpstreamRules};
 
+/// Builds what the query path reads from a config: the policy and the access rules, and the
+/// rest as [`build_live_observed`] does, with no observer of the forward servers.
+pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
+    build_live_observed(config, previous, None)
+}
+
 /// Builds what the query path reads from a config: the policy, the access rules, the
 /// `[[forward]]` zones (their servers' pools are new each time; `observer` gets their outcomes)
 /// and the `[upstream]` rules a reload may change.
-pub fn build_live(
+pub fn build_live_observed(
     config: &Config,
     previous: Option<&Live>,
     observer: Option<Arc<dyn UpstreamObserver>>,

@@ -21,7 +21,7 @@ use crate::resolve::cache::AnswerCache;
 use crate::resolve::upstream::{UpstreamObserver, Upstreams};
 use crate::resolve::{Handler, Live};
 use listen::bind_tcp;
-use live::{build_live, log_policy, publish_lists};
+use live::{build_live_observed, log_policy, publish_lists};
 
 pub struct Running {
     pub config_path: PathBuf,
@@ -34,7 +34,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let metrics = Arc::new(crate::observe::metrics::Metrics::new(
         config.metrics.max_clients,
     ));
-    let live = build_live(&config, None, Some(metrics.clone()))?;
+    let live = build_live_observed(&config, None, Some(metrics.clone()))?;
     log_policy(&live.policy);
     let live = Arc::new(ArcSwap::from_pointee(live));
 

@@ -299,7 +299,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Arc<Metrics>) -> 
 
     let previous = live.load_full();
     let previous_lists = list_counts(&previous);
-    let built = super::live::build_live(&config, Some(&previous), Some(metrics.clone()));
+    let built = super::live::build_live_observed(&config, Some(&previous), Some(metrics.clone()));
     drop(previous);
     let new = match built {
         Ok(new) => Arc::new(new),
