@@ -376,8 +376,8 @@ impl Config {
         }
     }
 
-    /// Every category named by a list, then the built-in `bypass` and `rebind`, in first-seen
-    /// order.
+    /// Every category named by a list, then the built-in `bypass`, in first-seen order (the
+    /// policy adds the built-in `rebind` itself).
     pub fn categories(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for list in &self.lists {
@@ -387,10 +387,8 @@ impl Config {
                 }
             }
         }
-        for built_in in [BYPASS_CATEGORY, crate::policy::category::REBIND] {
-            if !out.iter().any(|c| c == built_in) {
-                out.push(built_in.to_string());
-            }
+        if !out.iter().any(|c| c == BYPASS_CATEGORY) {
+            out.push(BYPASS_CATEGORY.to_string());
         }
         out
     }
