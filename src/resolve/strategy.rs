@@ -140,8 +140,9 @@ impl Scheduler {
         }
     }
 
-    /// What an attempt to upstream `i`, started at `started`, came to.
-    pub fn report(&self, i: usize, attempt: Attempt, started: Instant) {
+    /// What an attempt to upstream `i`, started at `started`, came to. Returns the back-off
+    /// when this report started or lengthened one.
+    pub fn report(&self, i: usize, attempt: Attempt, started: Instant) -> Option<Duration> {
         let h = &self.health[i];
         match attempt {
             Attempt::Answered(rtt) => {
@@ -155,12 +156,13 @@ impl Scheduler {
                 h.latency_us.store(new.max(1), Ordering::Relaxed);
                 h.failures.store(0, Ordering::Relaxed);
                 h.down_until.store(0, Ordering::Relaxed);
+                None
             }
             Attempt::Failed => {
                 // Queries that were already under way when the upstream went down all fail
                 // together: one back-off step for them, not one each.
                 if h.down_until.load(Ordering::Relaxed) > self.nanos(started) {
-                    return;
+                    return None;
                 }
                 let n = h.failures.fetch_add(1, Ordering::Relaxed).min(16);
                 let backoff = FIRST_BACKOFF
@@ -168,11 +170,7 @@ impl Scheduler {
                     .min(MAX_BACKOFF);
                 let until = self.nanos(Instant::now() + backoff);
                 h.down_until.store(until, Ordering::Relaxed);
-                tracing::info!(
-                    upstream = i,
-                    backoff_s = backoff.as_secs(),
-                    "upstream failed; backing off"
-                );
+                Some(backoff)
             }
         }
     }

@@ -98,7 +98,6 @@ pub enum ForwardError {
     Failed(String),
 }
 
-#[derive(Clone)]
 struct Server {
     label: Arc<str>,
     pool: NameServerPool<TokioRuntimeProvider>,
@@ -289,7 +288,13 @@ impl Shared {
             UpstreamOutcome::Ok | UpstreamOutcome::ServFail => Attempt::Answered(rtt),
             UpstreamOutcome::Timeout | UpstreamOutcome::Error => Attempt::Failed,
         };
-        self.scheduler.report(i, attempt, started);
+        if let Some(backoff) = self.scheduler.report(i, attempt, started) {
+            tracing::info!(
+                upstream = %server.label,
+                backoff_s = backoff.as_secs(),
+                "upstream failed; not asked again until the back-off runs out"
+            );
+        }
         answer.map_err(|e| {
             tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
             format!("{}: {e}", server.label)
