@@ -517,6 +517,15 @@ fn check_names_file_line_and_key_of_bad_forward_and_strategy() {
          servers = [\"192.168.178.1\", \"tls://192.168.178.2#router.lan\"]\n",
     );
     assert_eq!(out.code, Some(0), "{out}");
+    let all = out.all();
+    assert!(
+        all.contains("upstreams (parallel; rebinding protection off)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("forward fritz.box, 178.168.192.in-addr.arpa -> 192.168.178.1:53, tls://192.168.178.2:853#router.lan"),
+        "{all}"
+    );
 }
 
 #[test]

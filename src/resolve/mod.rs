@@ -13,7 +13,8 @@
 //!    takes a token), applied once, where the query is committed to its answer.
 //! 4. An encoder writes the decision: [`encode_wire`] straight into bytes for the common
 //!    answers (blocked, cached, refused), [`encode_hickory`] through hickory's message types for
-//!    the rest; a forward waits for [`upstream`] and has its answer checked by [`cloaking`].
+//!    the rest; a forward waits for [`upstream`] (or a [`forward`] zone's servers, asked in the
+//!    order [`strategy`] plans) and has its answer checked by [`cloaking`] and [`rebind`].
 //! 5. The event goes to the sinks (metrics, query log), and the cache step to the cache
 //!    counters.
 //!
