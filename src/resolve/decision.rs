@@ -8,12 +8,14 @@
 //!    half, takes a token: it is applied once, after the decision, by `Handler::admit`. Its
 //!    REFUSED replaces whatever was decided, which is the same as checking it first, since the
 //!    decision has no effect.)
-//! 2. local: `[[record]]`s, special-use names, private reverse zones.
+//! 2. local: `[[record]]`s, special-use names, private reverse zones (a `[[forward]]` zone
+//!    wins over the last two).
 //! 3. policy: bypass defences, then the lists and the client's group; a block ends here.
 //!    Then `ANY` gets its minimal answer (RFC 8482), never forwarded.
 //! 4. cache: a fresh answer, its CNAME/HTTPS targets re-checked for this client
-//!    ([`cloaking`](super::cloaking)); else forward (with the stale entry, if there is one, for
-//!    when every upstream fails).
+//!    ([`cloaking`](super::cloaking)) and for rebinding ([`super::rebind`]); else forward, to
+//!    the upstreams or the `[[forward]]` zone's servers (with the stale entry, if there is one,
+//!    for when every upstream fails).
 //!
 //! The decision carries its [`Report`]: what metrics and the query log will get. A forward's
 //! report is completed when the upstream answers.
@@ -608,6 +610,112 @@ mod tests {
         assert_eq!(d.report.result, QueryResult::Blocked);
         assert_eq!(d.report.cache, Some(CacheStep::Hit));
         assert!(!d.report.verdict.categories.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forward_zone_routes_and_beats_built_in_zones_and_rebinding() {
+        use crate::resolve::forward::{ForwardSpec, ForwardTable, Route};
+        let mut live = live();
+        live.forwards = ForwardTable::build(
+            &[ForwardSpec {
+                domains: vec!["home.arpa".into(), "fritz.box".into()],
+                servers: vec![crate::resolve::upstream::Upstream::Plain(
+                    "192.168.178.1:53".parse().unwrap(),
+                )],
+            }],
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        let cache = AnswerCache::new(10, Duration::from_secs(60));
+        let now = Instant::now();
+        // The built-in zone gives way; the [[record]] does not.
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "tv.home.arpa.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(
+                d.answer,
+                Answer::Forward {
+                    route: Route::Zone(_),
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "tracking.vendor.home.arpa.",
+            RecordType::A,
+            now,
+        );
+        assert!(matches!(d.answer, Answer::Local), "{d:?}");
+        // Public names go to the upstreams.
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "www.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(
+                d.answer,
+                Answer::Forward {
+                    route: Route::Upstreams,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // A cached private address: blocked for a public name, not for a forwarded one, nor
+        // for an [allow] exception, nor with the protection off.
+        let private = |owner: &str| {
+            Record::from_rdata(
+                Name::from_ascii(owner).unwrap(),
+                300,
+                RData::A(Ipv4Addr::new(192, 168, 1, 1).into()),
+            )
+        };
+        for name in ["evil.example.", "nas.fritz.box.", "mask.icloud.com."] {
+            put(&cache, name, vec![private(name)]);
+        }
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "evil.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(d.answer, Answer::Block(BlockReason::Rebind)),
+            "{d:?}"
+        );
+        assert!(d.report.verdict.categories.contains(live.policy.rebind));
+        assert_eq!(d.report.cache, Some(CacheStep::Hit));
+        for name in ["nas.fritz.box.", "mask.icloud.com."] {
+            let d = ask(&live, &cache, "127.0.0.1", name, RecordType::A, now);
+            assert!(matches!(d.answer, Answer::Cached(_)), "{name}: {d:?}");
+        }
+        live.upstream.rebind = RebindProtection::Off;
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "evil.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(matches!(d.answer, Answer::Cached(_)), "{d:?}");
     }
 
     #[test]
