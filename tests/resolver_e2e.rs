@@ -84,6 +84,17 @@ fn a_forwarded_name_reaches_only_its_server_and_is_cached() {
     // The forward's server has its upstream series.
     let ok = upstream_outcomes(&ts, &router, "ok");
     assert_eq!(ok, 2.0, "router's ok outcomes");
+
+    // `explain` names the route.
+    let out = ts.cli(&["explain", "nas.fritz.box"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("[[forward]] fritz.box → {}", router.addr())),
+        "{out}"
+    );
+    let out = ts.cli(&["explain", "notfritz.box"]);
+    assert!(!out.stdout.contains("[[forward]]"), "{out}");
 }
 
 #[test]
