@@ -26,15 +26,10 @@ pub fn holds_private(answers: &[Record]) -> bool {
 }
 
 /// RFC 1918, loopback, link local (RFC 3927), "this network" and unspecified (0.0.0.0/8: a
-/// browser connects 0.0.0.0 to the machine itself), shared address space (RFC 6598, the
-/// carrier-grade NAT side of many home routers).
+/// browser connects 0.0.0.0 to the machine itself). Not the shared address space 100.64/10:
+/// VPNs such as Tailscale publish their hosts' addresses there in public DNS on purpose.
 fn private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b))
+    ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.octets()[0] == 0
 }
 
 /// Loopback, unspecified, unique local (fc00::/7), link local (fe80::/10), and IPv4-mapped
@@ -70,7 +65,6 @@ mod tests {
             "127.0.0.1",
             "169.254.1.1",
             "0.0.0.0",
-            "100.64.0.1",
             "::1",
             "::",
             "fd00::1",
@@ -88,7 +82,7 @@ mod tests {
             "192.0.2.1",
             "8.8.8.8",
             "172.32.0.1",
-            "100.128.0.1",
+            "100.64.0.1",
             "2001:db8::1",
             "2a00:1450::1",
             "::ffff:8.8.8.8",

@@ -154,11 +154,6 @@ impl Upstreams {
         self.shared.servers.iter().map(|s| &*s.label)
     }
 
-    /// The health the strategy reads (for tests and `explain`).
-    pub fn scheduler(&self) -> &Scheduler {
-        &self.shared.scheduler
-    }
-
     /// Asks the upstreams as `strategy` says until one answers, all within `timeout`: the
     /// healthy ones first (the first one, or the two best at once for `parallel`), then the
     /// others in turn, then those backed off.
