@@ -127,6 +127,38 @@ pub fn report(config: &Config, policy: &Policy) -> String {
         names_or_none(policy, policy.default_block),
         names_or_none(policy, policy.default_observe)
     );
+    out.push_str(&resolver_report(config));
+    out
+}
+
+/// The upstreams, their strategy, rebinding protection and the `[[forward]]` zones.
+fn resolver_report(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let labels = |servers: &[crate::config::Upstream]| {
+        servers
+            .iter()
+            .map(|u| u.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let u = &config.upstream;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "upstreams ({}; rebinding protection {}): {}",
+        u.strategy.as_str(),
+        if u.rebind_protection { "on" } else { "off" },
+        labels(&u.servers)
+    );
+    for f in &config.forwards {
+        let _ = writeln!(
+            out,
+            "  forward {} -> {}",
+            f.domains.join(", "),
+            labels(&f.servers)
+        );
+    }
     out
 }
 

@@ -48,7 +48,30 @@ pub fn run(config_path: &Path, domain: &str, client: Option<&str>) -> ExitCode {
         }
     };
     print!("{}", explain(&policy, &name, client));
+    print!("{}", forward_route(&config, &name));
     ExitCode::SUCCESS
+}
+
+/// Where a forwarded `name` goes when a `[[forward]]` zone holds it (the most specific one).
+pub fn forward_route(config: &Config, name: &str) -> String {
+    let under = |d: &str| name == d || name.strip_suffix(d).is_some_and(|r| r.ends_with('.'));
+    let best = config
+        .forwards
+        .iter()
+        .flat_map(|f| f.domains.iter().map(move |d| (d, f)))
+        .filter(|(d, _)| under(d))
+        .max_by_key(|(d, _)| d.len());
+    match best {
+        Some((zone, f)) => {
+            let servers: Vec<String> = f.servers.iter().map(|u| u.label()).collect();
+            format!(
+                "  route    [[forward]] {zone} → {} (not the upstreams; exempt from rebinding \
+                 protection)\n",
+                servers.join(", ")
+            )
+        }
+        None => String::new(),
+    }
 }
 
 /// A client given as a `[[client]]` name or as an address; an address is named as the DNS

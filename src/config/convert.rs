@@ -158,6 +158,7 @@ impl<'t> Convert<'t> {
                 .unwrap_or_default(),
         };
         let records = self.records(tables(raw.record))?;
+        let forwards = self.forwards(tables(raw.forward))?;
         let metrics_t = section(raw.metrics);
         let metrics = MetricsConfig {
             listen: metrics_t
@@ -180,6 +181,7 @@ impl<'t> Convert<'t> {
             groups,
             default,
             records,
+            forwards,
             metrics,
             querylog,
             warnings: self.warnings,
@@ -284,13 +286,22 @@ impl<'t> Convert<'t> {
         if let Some(d) = t.serve_stale {
             cfg.serve_stale = d.0;
         }
+        if let Some(s) = t.strategy {
+            cfg.strategy = s;
+        }
+        if let Some(b) = t.rebind_protection {
+            cfg.rebind_protection = b.0;
+        }
         Ok(cfg)
     }
 
     fn lists(&self, tables: Vec<Spanned<Entry<RawList>>>) -> Res<Vec<ListConfig>> {
         let mut out: Vec<ListConfig> = Vec::with_capacity(tables.len());
         let mut names: HashMap<String, usize> = HashMap::new();
-        let mut categories: HashSet<String> = HashSet::from([BYPASS_CATEGORY.to_string()]);
+        let mut categories: HashSet<String> = HashSet::from([
+            BYPASS_CATEGORY.to_string(),
+            crate::policy::category::REBIND.to_string(),
+        ]);
         for (i, t) in tables.into_iter().enumerate() {
             let span = t.span();
             let t = t.into_inner().0;
@@ -345,7 +356,7 @@ impl<'t> Convert<'t> {
                         k,
                         format!(
                             "{:?} would be category number {}; at most {MAX_CATEGORIES} are \
-                             allowed (\"bypass\" included)",
+                             allowed (\"bypass\" and \"rebind\" included)",
                             c.0,
                             categories.len()
                         ),
@@ -797,5 +808,73 @@ impl<'t> Convert<'t> {
             cfg.queue_size = n.0;
         }
         cfg
+    }
+}
+
+// --- [[forward]] ------------------------------------------------------------------------
+
+impl Convert<'_> {
+    /// `[[forward]]`: every entry needs domains and servers; a domain belongs to one entry.
+    fn forwards(&self, tables: Vec<Spanned<Entry<RawForward>>>) -> Res<Vec<ForwardConfig>> {
+        const DOMAINS: &str = "a list of domains like domains = [\"fritz.box\"]";
+        let mut out = Vec::with_capacity(tables.len());
+        // Domain → the line of the entry that has it.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, t) in tables.into_iter().enumerate() {
+            let span = t.span();
+            let t = t.into_inner().0;
+            let path = entry_path("forward", i, None);
+            let Some(raw_domains) = t.domains else {
+                return Err(self.missing(&span, &path, "forward", "domains", DOMAINS));
+            };
+            if raw_domains.get_ref().is_empty() {
+                return Err(self.error(
+                    &raw_domains.span(),
+                    key(&path, "domains"),
+                    format!("empty; expected {DOMAINS}"),
+                ));
+            }
+            let mut domains = Vec::new();
+            for (d, d_span, k) in self.items(raw_domains.get_ref(), &key(&path, "domains"))? {
+                if let Some(line) = seen.insert(d.0.clone(), self.line(&d_span)) {
+                    return Err(self.error(
+                        &d_span,
+                        k,
+                        format!(
+                            "{} is forwarded already (line {line}); a domain belongs to one \
+                             [[forward]]",
+                            d.0
+                        ),
+                    ));
+                }
+                domains.push(d.0);
+            }
+            let servers_expected = format!("a list of servers like {}", values::UPSTREAM_FORMS);
+            let Some(raw_servers) = t.servers else {
+                return Err(self.missing(
+                    &span,
+                    &path,
+                    "forward",
+                    "servers",
+                    "a list of servers like servers = [\"192.168.178.1\"]",
+                ));
+            };
+            if raw_servers.get_ref().is_empty() {
+                return Err(self.error(
+                    &raw_servers.span(),
+                    key(&path, "servers"),
+                    format!("empty; expected {servers_expected}"),
+                ));
+            }
+            let mut servers: Vec<Upstream> = Vec::new();
+            for (up, up_span, k) in self.items(raw_servers.get_ref(), &key(&path, "servers"))? {
+                if servers.contains(&up) {
+                    return Err(self.error(&up_span, k, format!("{} is listed twice", up.label())));
+                }
+                servers.push(up);
+            }
+            out.push(ForwardConfig { domains, servers });
+        }
+        Ok(out)
     }
 }

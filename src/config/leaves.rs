@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::errors;
 use super::model::{drain, drain_map};
 use super::values::{check_category, check_ident, parse_host_port, parse_net, parse_upstream};
-use super::{BlockMode, ListFormat, LogMode, Mac, RecordKind, Upstream, MAX_TTL};
+use super::{BlockMode, ListFormat, LogMode, Mac, RecordKind, Strategy, Upstream, MAX_TTL};
 
 // ---------------------------------------------------------------------------------------------
 // Any value, for messages
@@ -476,6 +476,34 @@ impl<'de> Deserialize<'de> for RecordKind {
             .choice("supported record type", &valid, |s| {
                 s.trim().to_ascii_uppercase()
             })
+            .map_err(de::Error::custom)
+    }
+}
+
+/// A `[[forward]]` domain, normalised; a leading `*.` means the same and is dropped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "Raw")]
+pub(super) struct ForwardDomain(pub String);
+
+impl Leaf for ForwardDomain {
+    const EXAMPLE: &'static str = r#"["fritz.box", "178.168.192.in-addr.arpa"]"#;
+}
+
+impl TryFrom<Raw> for ForwardDomain {
+    type Error = String;
+    fn try_from(r: Raw) -> Result<Self, String> {
+        let s = r.text("a string, as in [\"fritz.box\", \"178.168.192.in-addr.arpa\"]")?;
+        let bare = s.trim();
+        let bare = bare.strip_prefix("*.").unwrap_or(bare);
+        super::normalize_name(bare).map(ForwardDomain)
+    }
+}
+
+impl<'de> Deserialize<'de> for Strategy {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let valid = Strategy::ALL.map(|s| (s.as_str(), s));
+        Raw::deserialize(d)?
+            .choice("upstream strategy", &valid, str::to_string)
             .map_err(de::Error::custom)
     }
 }

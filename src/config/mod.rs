@@ -40,6 +40,8 @@ pub use crate::lists::ListSource;
 pub use crate::policy::local::{LocalRecord as RecordConfig, RecordKind, RecordValue};
 pub use crate::policy::BlockMode;
 pub use crate::policy::ClientRef;
+pub use crate::resolve::forward::ForwardSpec as ForwardConfig;
+pub use crate::resolve::strategy::Strategy;
 pub use crate::resolve::upstream::Upstream;
 pub use errors::{ConfigError, ConfigWarning};
 pub use values::{normalize_name, parse_upstream};
@@ -95,6 +97,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     pub default: DefaultPolicy,
     pub records: Vec<RecordConfig>,
+    /// `[[forward]]`: names whose queries go to other servers than the upstreams.
+    pub forwards: Vec<ForwardConfig>,
     pub metrics: MetricsConfig,
     pub querylog: QueryLogConfig,
     /// Things that are allowed but probably not meant (a group blocking a category that no list
@@ -129,6 +133,10 @@ pub struct UpstreamConfig {
     /// How long past expiry a cached answer may still be served when every upstream fails
     /// (RFC 8767). Default 1 day; 0 turns it off.
     pub serve_stale: Duration,
+    /// Which upstream is asked first. Default `ordered`.
+    pub strategy: Strategy,
+    /// A public name answered with a private address gets the block answer. Default on.
+    pub rebind_protection: bool,
 }
 
 /// The `upstream.servers` forms; the error says what is valid (see [`parse_upstream`]).
@@ -289,6 +297,8 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_millis(2000),
             cache_entries: 20000,
             serve_stale: Duration::from_secs(86400),
+            strategy: Strategy::Ordered,
+            rebind_protection: true,
         }
     }
 }
@@ -366,7 +376,8 @@ impl Config {
         }
     }
 
-    /// Every category named by a list, then the built-in `bypass`, in first-seen order.
+    /// Every category named by a list, then the built-in `bypass`, in first-seen order (the
+    /// policy adds the built-in `rebind` itself).
     pub fn categories(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for list in &self.lists {

@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use super::errors;
 pub(super) use super::leaves::*;
-use super::{BlockMode, ConfigError, ListFormat, LogMode, RecordKind, Upstream};
+use super::{BlockMode, ConfigError, ListFormat, LogMode, RecordKind, Strategy, Upstream};
 
 /// Parses `text` into the model; errors name the file, line and key.
 pub(super) fn read(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
     pub group: Option<Tables<RawGroup>>,
     pub default: Option<Section<RawDefault>>,
     pub record: Option<Tables<RawRecord>>,
+    pub forward: Option<Tables<RawForward>>,
     pub metrics: Option<Section<RawMetrics>>,
     pub querylog: Option<Section<RawQueryLog>>,
 }
@@ -66,6 +67,8 @@ pub(super) struct RawUpstream {
     pub timeout_ms: Option<TimeoutMs>,
     pub cache_entries: Option<CacheEntries>,
     pub serve_stale: Option<Length>,
+    pub strategy: Option<Strategy>,
+    pub rebind_protection: Option<Flag>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +140,13 @@ pub(super) struct RawRecord {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub domains: Option<Spanned<Array<ForwardDomain>>>,
+    pub servers: Option<Spanned<Array<Upstream>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub listen: Option<MetricsListen>,
     pub max_clients: Option<MaxClients>,
@@ -169,6 +179,7 @@ named!(
     RawGroup => "group", RawDefault => "default", RawRecord => "record",
     RawMetrics => "metrics", RawQueryLog => "querylog",
 );
+named!(RawForward => "forward");
 
 // ---------------------------------------------------------------------------------------------
 // Containers that say what they expected

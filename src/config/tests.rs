@@ -925,12 +925,13 @@ fn list_errors() {
 
 #[test]
 fn at_most_128_categories() {
-    let cats: Vec<String> = (0..127).map(|i| format!("\"c{i}\"")).collect();
+    // 126 of the file's own, then the built-in "bypass" (and "rebind", which the policy adds).
+    let cats: Vec<String> = (0..126).map(|i| format!("\"c{i}\"")).collect();
     let text = format!(
         "[[list]]\nname = \"a\"\nsource = \"https://x.org/a\"\ncategories = [{}]\n",
         cats.join(", ")
     );
-    assert_eq!(ok(&text).categories().len(), 128);
+    assert_eq!(ok(&text).categories().len(), 127);
     let text = format!("{text}[[list]]\nname = \"b\"\nsource = \"https://x.org/b\"\ncategories = [\"c1\", \"one-more\"]\n");
     fails(
         &text,
@@ -1905,5 +1906,60 @@ fn date_times_are_named_as_such() {
             "expected a duration like \"3600s\"",
             "found a date-time (07:32:00)",
         ],
+    );
+}
+
+// --- [[forward]], upstream.strategy, upstream.rebind_protection ------------------------
+
+#[test]
+fn forward_strategy_and_rebind_protection() {
+    let c = ok("");
+    assert_eq!(c.upstream.strategy, Strategy::Ordered);
+    assert!(c.upstream.rebind_protection);
+    assert!(c.forwards.is_empty());
+    let c = ok("[upstream]\nstrategy = \"fastest\"\nrebind_protection = false\n\n\
+                [[forward]]\ndomains = [\"Fritz.Box.\", \"*.lan\"]\nservers = [\"192.168.178.1\"]\n");
+    assert_eq!(c.upstream.strategy, Strategy::Fastest);
+    assert!(!c.upstream.rebind_protection);
+    assert_eq!(c.forwards[0].domains, vec!["fritz.box", "lan"]);
+    assert_eq!(
+        c.forwards[0].servers,
+        vec![Upstream::Plain("192.168.178.1:53".parse().unwrap())]
+    );
+    fails(
+        "[upstream]\nstrategy = \"random\"\n",
+        2,
+        "upstream.strategy",
+        &["\"random\"", "ordered", "fastest", "parallel"],
+    );
+    fails(
+        "[upstream]\nrebind_protection = \"yes\"\n",
+        2,
+        "upstream.rebind_protection",
+        &["true or false"],
+    );
+    fails(
+        "[[forward]]\nservers = [\"192.168.1.1\"]\n",
+        1,
+        "forward[0].domains",
+        &["missing"],
+    );
+    fails(
+        "[[forward]]\ndomains = []\nservers = [\"192.168.1.1\"]\n",
+        2,
+        "forward[0].domains",
+        &["empty"],
+    );
+    fails(
+        "[[forward]]\ndomains = [\"lan\"]\nservers = [\"192.168.1.1\", \"192.168.1.1:53\"]\n",
+        3,
+        "forward[0].servers[1]",
+        &["twice"],
+    );
+    fails(
+        "[[forward]]\ndomains = [\"lan\"]\nservers = [\"192.168.1.1\"]\nserver = []\n",
+        4,
+        "forward[0].server",
+        &["servers"],
     );
 }

@@ -11,6 +11,9 @@ pub const MAX_CATEGORIES: usize = 128;
 /// Built-in category of the bypass defences (DoH canary, iCloud Private Relay, DDR).
 pub const BYPASS: &str = "bypass";
 
+/// Built-in category of rebinding protection: public names answered with private addresses.
+pub const REBIND: &str = "rebind";
+
 /// Index of a category in a [`CategoryTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Category(pub u8);

@@ -163,6 +163,21 @@ const SPECIAL_ZONES: &[&str] = &[
     "8.b.d.0.1.0.0.2.ip6.arpa",
 ];
 
+/// Index slots: built-in zones, and the names of `[[record]]`s.
+const SPECIAL_SLOT: u8 = 0;
+const RECORD_SLOT: u8 = 1;
+
+/// Why a name is answered locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Not local.
+    None,
+    /// A special-use name or private reverse zone, and no `[[record]]` at or above it.
+    BuiltIn,
+    /// At or under a `[[record]]`'s name.
+    Record,
+}
+
 /// The answer to a local name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LocalAnswer {
@@ -227,7 +242,18 @@ impl LocalZone {
         zone.zones.dedup();
         let mut index = MatcherBuilder::new();
         for z in &zone.zones {
-            index.insert(&z.to_ascii().to_ascii_lowercase(), 0, Scope::Subtree, false);
+            // The slot tells a record's name from a built-in zone (see `Coverage`).
+            let slot = if zone.records.contains_key(z) {
+                RECORD_SLOT
+            } else {
+                SPECIAL_SLOT
+            };
+            index.insert(
+                &z.to_ascii().to_ascii_lowercase(),
+                slot,
+                Scope::Subtree,
+                false,
+            );
         }
         zone.index = index.build();
         Ok(zone)
@@ -236,6 +262,20 @@ impl LocalZone {
     /// Whether the name is in a zone answered here.
     pub fn covers(&self, name: &NameHashes) -> bool {
         !self.index.lookup_hashes(name).is_empty()
+    }
+
+    /// What makes the name local, if anything: a `[[record]]` (at or above it) wins over a
+    /// `[[forward]]`, a built-in zone does not.
+    #[inline]
+    pub fn coverage(&self, name: &NameHashes) -> Coverage {
+        let hits = self.index.lookup_hashes(name);
+        if hits.block & (1 << RECORD_SLOT) != 0 {
+            Coverage::Record
+        } else if hits.block != 0 {
+            Coverage::BuiltIn
+        } else {
+            Coverage::None
+        }
     }
 
     /// The local answer for `name`/`qtype`, or `None` when the name is not local.

@@ -172,6 +172,20 @@ impl NameHashes {
     }
 }
 
+impl NameHashes {
+    /// The suffix hashes, shortest suffix first (`c`, `b.c`, `a.b.c`): for tables of their own
+    /// (the `[[forward]]` zones) that want the most specific match.
+    pub fn suffixes(&self) -> &[u64] {
+        &self.hashes[..self.n]
+    }
+}
+
+/// The hash of the whole dotted `name` (lower case), as [`NameHashes::suffixes`] ends with.
+pub fn name_hash(name: &str) -> Option<u64> {
+    let h = NameHashes::new(split_labels(name));
+    h.suffixes().last().copied()
+}
+
 /// Splits a dotted name into labels (empty input gives no labels).
 pub fn split_labels(name: &str) -> impl DoubleEndedIterator<Item = &[u8]> {
     name.split('.')

@@ -20,7 +20,7 @@ use crate::devices::Mac;
 use crate::lists::{
     self, Format, ListSource, ListSpec, ParseOptions, ParseStats, Pattern, RuleAction,
 };
-use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS};
+use crate::policy::category::{Action, Category, CategorySet, CategoryTable, BYPASS, REBIND};
 use crate::policy::local::LocalRecord;
 use crate::policy::local::LocalZone;
 use crate::policy::matcher::{DomainMatcher, Hits, ListId, MatcherBuilder, NameHashes, Scope};
@@ -222,6 +222,8 @@ pub struct Policy {
     pub blocking: BlockSettings,
     /// The built-in `bypass` category.
     pub bypass: Category,
+    /// The built-in `rebind` category (rebinding protection).
+    pub rebind: Category,
     pub built_in: Duration,
     allow_domains: Vec<String>,
     matcher: DomainMatcher,
@@ -259,6 +261,9 @@ impl Policy {
         }
         let bypass = categories
             .intern(BYPASS)
+            .ok_or_else(|| PolicyError::Config("too many categories".into()))?;
+        let rebind = categories
+            .intern(REBIND)
             .ok_or_else(|| PolicyError::Config("too many categories".into()))?;
 
         let mut builder = MatcherBuilder::new();
@@ -455,6 +460,7 @@ impl Policy {
             local,
             blocking: spec.blocking,
             bypass,
+            rebind,
             built_in: started.elapsed(),
             allow_domains: spec.allow_domains.clone(),
             matcher,

@@ -65,6 +65,9 @@ pub struct Entry {
     /// CNAME, HTTPS and SVCB targets in the answer, lower case: re-checked against the asking
     /// client's policy on every hit (CNAME cloaking, [`super::cloaking`]).
     pub targets: Box<[Name]>,
+    /// The answer holds a private, loopback or link-local address: found once, on arrival, for
+    /// rebinding protection ([`super::rebind`]) to read on every hit.
+    pub private: bool,
     stored: Instant,
     ttl: u32,
 }
@@ -172,6 +175,7 @@ impl AnswerCache {
             Arc::new(Entry {
                 wire: CachedWire::encode(name, qtype, sections(&answer)),
                 targets: super::cloaking::targets(&answer.answers),
+                private: super::rebind::holds_private(&answer.answers),
                 answer,
                 stored: Instant::now(),
                 ttl,

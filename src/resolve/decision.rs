@@ -8,12 +8,14 @@
 //!    half, takes a token: it is applied once, after the decision, by `Handler::admit`. Its
 //!    REFUSED replaces whatever was decided, which is the same as checking it first, since the
 //!    decision has no effect.)
-//! 2. local: `[[record]]`s, special-use names, private reverse zones.
+//! 2. local: `[[record]]`s, special-use names, private reverse zones (a `[[forward]]` zone
+//!    wins over the last two).
 //! 3. policy: bypass defences, then the lists and the client's group; a block ends here.
 //!    Then `ANY` gets its minimal answer (RFC 8482), never forwarded.
 //! 4. cache: a fresh answer, its CNAME/HTTPS targets re-checked for this client
-//!    ([`cloaking`](super::cloaking)); else forward (with the stale entry, if there is one, for
-//!    when every upstream fails).
+//!    ([`cloaking`](super::cloaking)) and for rebinding ([`super::rebind`]); else forward, to
+//!    the upstreams or the `[[forward]]` zone's servers (with the stale entry, if there is one,
+//!    for when every upstream fails).
 //!
 //! The decision carries its [`Report`]: what metrics and the query log will get. A forward's
 //! report is completed when the upstream answers.
@@ -26,11 +28,13 @@ use hickory_proto::rr::{LowerName, RecordType};
 use super::answer::Sinkhole;
 use super::cache::{wire_name, AnswerCache, CacheStep, Entry, Lookup};
 use super::cloaking;
+use super::forward::Route;
 use super::identity::Identity;
 use super::wire::{WireQuery, MAX_NAME};
-use super::Live;
+use super::{Live, RebindProtection};
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
+use crate::policy::local::Coverage;
 use crate::policy::matcher::NameHashes;
 use crate::policy::BlockMode;
 use crate::policy::Verdict;
@@ -136,6 +140,8 @@ pub enum BlockReason {
     Bypass(Bypass),
     /// The question was allowed, but its answer's CNAME/HTTPS target is blocked.
     Cloaking,
+    /// A public name answered with a private address (category `rebind`, [`super::rebind`]).
+    Rebind,
 }
 
 /// What the query gets.
@@ -151,8 +157,12 @@ pub enum Answer {
     MinimalAny,
     /// A fresh cached answer.
     Cached(Arc<Entry>),
-    /// Ask the upstreams; `stale` is served if they all fail.
-    Forward { stale: Option<Arc<Entry>> },
+    /// Ask the upstreams (or a `[[forward]]`'s servers: `route`); `stale` is served if they
+    /// all fail.
+    Forward {
+        stale: Option<Arc<Entry>>,
+        route: Route,
+    },
 }
 
 /// What metrics and the query log get about a query.
@@ -205,6 +215,16 @@ impl Decision {
         }
     }
 
+    /// The block answer of rebinding protection, counted under category `rebind`.
+    pub fn rebind(
+        policy: &crate::policy::Policy,
+        mut verdict: Verdict,
+        cache: Option<CacheStep>,
+    ) -> Decision {
+        verdict.categories.insert(policy.rebind);
+        Decision::block(BlockReason::Rebind, verdict, cache)
+    }
+
     pub fn is_refusal(&self) -> bool {
         matches!(self.answer, Answer::Refuse(_))
     }
@@ -236,8 +256,14 @@ pub fn decide(
         return Decision::refused(Refusal::NotAllowed);
     }
     let policy = &live.policy;
-    // 2. Local names.
-    if policy.local.covers(q.hashes) {
+    // 2. Local names; a `[[forward]]` wins over the built-in zones, a `[[record]]` over both.
+    let zone = live.forwards.zone(q.hashes);
+    let local = match policy.local.coverage(q.hashes) {
+        Coverage::None => false,
+        Coverage::BuiltIn => zone.is_none(),
+        Coverage::Record => true,
+    };
+    if local {
         return Decision {
             answer: Answer::Local,
             report: Report::new(QueryResult::Local, Verdict::default(), None),
@@ -270,6 +296,9 @@ pub fn decide(
             if action == Some(Action::Blocked) {
                 return Decision::block(BlockReason::Cloaking, verdict, Some(CacheStep::Hit));
             }
+            if entry.private && rebind_applies(live, zone.is_some(), &verdict) {
+                return Decision::rebind(policy, verdict, Some(CacheStep::Hit));
+            }
             let mut report = Report::new(QueryResult::Cached, verdict, action);
             report.cache = Some(CacheStep::Hit);
             return Decision {
@@ -283,9 +312,19 @@ pub fn decide(
     let mut report = Report::new(QueryResult::Forwarded, verdict, action);
     report.cache = Some(CacheStep::Miss);
     Decision {
-        answer: Answer::Forward { stale },
+        answer: Answer::Forward {
+            stale,
+            route: zone.map_or(Route::Upstreams, Route::Zone),
+        },
         report,
     }
+}
+
+/// Whether rebinding protection applies to an answer holding a private address: it is on, and
+/// the name is neither under a `[[forward]]` (`forwarded`) nor an `[allow]` exception.
+#[inline]
+pub fn rebind_applies(live: &Live, forwarded: bool, verdict: &Verdict) -> bool {
+    live.upstream.rebind == RebindProtection::On && !forwarded && !verdict.exception
 }
 
 #[cfg(test)]
@@ -342,6 +381,8 @@ mod tests {
         Live {
             policy: Policy::build(&spec).unwrap(),
             access: Access::new(vec!["127.0.0.0/8".parse().unwrap()], 1, 1, None),
+            forwards: Default::default(),
+            upstream: Default::default(),
         }
     }
 
@@ -465,7 +506,10 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
+        assert!(
+            matches!(d.answer, Answer::Forward { stale: None, .. }),
+            "{d:?}"
+        );
         assert_eq!(d.report.action, Some(Action::Allowed));
         // ANY for an allowed name: the minimal answer, not the cache.
         let d = ask(
@@ -512,7 +556,7 @@ mod tests {
             later,
         );
         assert!(
-            matches!(d.answer, Answer::Forward { stale: Some(_) }),
+            matches!(d.answer, Answer::Forward { stale: Some(_), .. }),
             "{d:?}"
         );
         assert_eq!(d.report.cache, Some(CacheStep::Miss));
@@ -524,7 +568,10 @@ mod tests {
             RecordType::A,
             now,
         );
-        assert!(matches!(d.answer, Answer::Forward { stale: None }), "{d:?}");
+        assert!(
+            matches!(d.answer, Answer::Forward { stale: None, .. }),
+            "{d:?}"
+        );
         assert_eq!(
             (d.report.result, d.report.cache),
             (QueryResult::Forwarded, Some(CacheStep::Miss))
@@ -563,6 +610,112 @@ mod tests {
         assert_eq!(d.report.result, QueryResult::Blocked);
         assert_eq!(d.report.cache, Some(CacheStep::Hit));
         assert!(!d.report.verdict.categories.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forward_zone_routes_and_beats_built_in_zones_and_rebinding() {
+        use crate::resolve::forward::{ForwardSpec, ForwardTable, Route};
+        let mut live = live();
+        live.forwards = ForwardTable::build(
+            &[ForwardSpec {
+                domains: vec!["home.arpa".into(), "fritz.box".into()],
+                servers: vec![crate::resolve::upstream::Upstream::Plain(
+                    "192.168.178.1:53".parse().unwrap(),
+                )],
+            }],
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        let cache = AnswerCache::new(10, Duration::from_secs(60));
+        let now = Instant::now();
+        // The built-in zone gives way; the [[record]] does not.
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "tv.home.arpa.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(
+                d.answer,
+                Answer::Forward {
+                    route: Route::Zone(_),
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "tracking.vendor.home.arpa.",
+            RecordType::A,
+            now,
+        );
+        assert!(matches!(d.answer, Answer::Local), "{d:?}");
+        // Public names go to the upstreams.
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "www.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(
+                d.answer,
+                Answer::Forward {
+                    route: Route::Upstreams,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // A cached private address: blocked for a public name, not for a forwarded one, nor
+        // for an [allow] exception, nor with the protection off.
+        let private = |owner: &str| {
+            Record::from_rdata(
+                Name::from_ascii(owner).unwrap(),
+                300,
+                RData::A(Ipv4Addr::new(192, 168, 1, 1).into()),
+            )
+        };
+        for name in ["evil.example.", "nas.fritz.box.", "mask.icloud.com."] {
+            put(&cache, name, vec![private(name)]);
+        }
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "evil.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(
+            matches!(d.answer, Answer::Block(BlockReason::Rebind)),
+            "{d:?}"
+        );
+        assert!(d.report.verdict.categories.contains(live.policy.rebind));
+        assert_eq!(d.report.cache, Some(CacheStep::Hit));
+        for name in ["nas.fritz.box.", "mask.icloud.com."] {
+            let d = ask(&live, &cache, "127.0.0.1", name, RecordType::A, now);
+            assert!(matches!(d.answer, Answer::Cached(_)), "{name}: {d:?}");
+        }
+        live.upstream.rebind = RebindProtection::Off;
+        let d = ask(
+            &live,
+            &cache,
+            "127.0.0.1",
+            "evil.example.",
+            RecordType::A,
+            now,
+        );
+        assert!(matches!(d.answer, Answer::Cached(_)), "{d:?}");
     }
 
     #[test]

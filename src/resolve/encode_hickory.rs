@@ -67,6 +67,18 @@ pub fn blocked(policy: &Policy, name: &LowerName, qtype: RecordType, verdict: &V
     reply.with_ede(ede::BLOCKED, policy.block_text(verdict))
 }
 
+/// The sinkhole answer of rebinding protection, with EDE 15 saying why.
+pub fn rebind(policy: &Policy, name: &LowerName, qtype: RecordType) -> Reply {
+    let settings = policy.blocking;
+    let reply = answer::blocked(
+        &Name::from(name.clone()),
+        qtype,
+        sinkhole(settings.mode),
+        settings.ttl,
+    );
+    reply.with_ede(ede::BLOCKED, super::rebind::TEXT)
+}
+
 /// A bypass defence's answer: NXDOMAIN or NODATA with an SOA for the name itself.
 pub fn bypass(policy: &Policy, name: &LowerName, rule: Bypass) -> Reply {
     let ttl = policy.blocking.ttl;

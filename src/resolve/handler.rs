@@ -25,10 +25,14 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use super::answer::{ede, Reply};
 use super::cache::{AnswerCache, CacheStep, Entry};
 use super::cloaking;
-use super::decision::{decide, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report};
+use super::decision::{
+    decide, rebind_applies, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report,
+};
 use super::encode_hickory as hickory;
 use super::encode_wire;
+use super::forward::Route;
 use super::identity::{identify, Identity};
+use super::rebind;
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
@@ -326,6 +330,18 @@ fn write_direct(
                 .as_ref()?
                 .answer(q, entry.age(now), limit, MAX_UDP_PAYLOAD, out)
         }
+        Answer::Block(BlockReason::Rebind) => {
+            let b = policy.blocking;
+            encode_wire::blocked(
+                q,
+                sinkhole(b.mode),
+                b.ttl,
+                rebind::TEXT,
+                limit,
+                MAX_UDP_PAYLOAD,
+                out,
+            )
+        }
         Answer::Block(BlockReason::Bypass(_))
         | Answer::Local
         | Answer::MinimalAny
@@ -511,19 +527,23 @@ impl Handler {
             Answer::Block(BlockReason::List | BlockReason::Cloaking) => {
                 hickory::blocked(policy, name, qtype, &report.verdict)
             }
+            Answer::Block(BlockReason::Rebind) => hickory::rebind(policy, name, qtype),
             Answer::MinimalAny => hickory::minimal_any(name),
             Answer::Cached(entry) => hickory::cached(&entry, now, false),
-            Answer::Forward { stale } => {
+            Answer::Forward { stale, route } => {
                 return self
-                    .forward(live, client, name, qtype, original, stale, report, now)
+                    .forward(
+                        live, client, name, qtype, original, stale, route, report, now,
+                    )
                     .await;
             }
         };
         (reply, report)
     }
 
-    /// Step 4's second half: the upstreams, else the stale entry, else SERVFAIL; the answer's
-    /// targets checked for this client (CNAME cloaking).
+    /// Step 4's second half: the upstreams (or the `[[forward]]` zone's servers), else the
+    /// stale entry, else SERVFAIL; the answer's targets checked for this client (CNAME
+    /// cloaking), and its addresses for rebinding.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -533,19 +553,25 @@ impl Handler {
         qtype: RecordType,
         original: &Query,
         stale: Option<Arc<Entry>>,
+        route: Route,
         mut report: Report,
         now: Instant,
     ) -> (Reply, Report) {
         let policy = &live.policy;
         let asked = Instant::now();
-        let forwarded = self.inner.upstreams.forward(original).await;
+        let upstreams = match route {
+            Route::Upstreams => &self.inner.upstreams,
+            Route::Zone(id) => live.forwards.servers(id),
+        };
+        let forwarded = upstreams.forward(original, live.upstream.strategy).await;
         report.upstream_time = Some(asked.elapsed());
-        let (reply, targets) = match forwarded {
+        let (reply, targets, private) = match forwarded {
             Ok(answer) => {
+                let private = rebind::holds_private(&answer.answers);
                 self.inner.cache.insert(name, qtype, answer.clone());
                 report.result = QueryResult::Forwarded;
                 let targets = cloaking::targets(&answer.answers);
-                (hickory::forwarded(answer), targets)
+                (hickory::forwarded(answer), targets, private)
             }
             Err(e) => {
                 tracing::debug!(name = %name, error = %e, "forwarding failed");
@@ -555,7 +581,11 @@ impl Handler {
                 };
                 report.result = QueryResult::Cached;
                 report.cache = Some(CacheStep::Stale);
-                (hickory::cached(&entry, now, true), entry.targets.clone())
+                (
+                    hickory::cached(&entry, now, true),
+                    entry.targets.clone(),
+                    entry.private,
+                )
             }
         };
         let (verdict, action) = cloaking::inspect(
@@ -570,6 +600,13 @@ impl Handler {
         if action == Some(Action::Blocked) {
             report.result = QueryResult::Blocked;
             return (hickory::blocked(policy, name, qtype, &verdict), report);
+        }
+        if private && rebind_applies(live, route != Route::Upstreams, &verdict) {
+            let d = Decision::rebind(policy, verdict, report.cache);
+            report.verdict = d.report.verdict;
+            report.action = d.report.action;
+            report.result = QueryResult::Blocked;
+            return (hickory::rebind(policy, name, qtype), report);
         }
         (reply, report)
     }

@@ -13,7 +13,8 @@
 //!    takes a token), applied once, where the query is committed to its answer.
 //! 4. An encoder writes the decision: [`encode_wire`] straight into bytes for the common
 //!    answers (blocked, cached, refused), [`encode_hickory`] through hickory's message types for
-//!    the rest; a forward waits for [`upstream`] and has its answer checked by [`cloaking`].
+//!    the rest; a forward waits for [`upstream`] (or a [`forward`] zone's servers, asked in the
+//!    order [`strategy`] plans) and has its answer checked by [`cloaking`] and [`rebind`].
 //! 5. The event goes to the sinks (metrics, query log), and the cache step to the cache
 //!    counters.
 //!
@@ -31,8 +32,11 @@ pub mod cloaking;
 pub mod decision;
 pub mod encode_hickory;
 pub mod encode_wire;
+pub mod forward;
 pub mod handler;
 pub mod identity;
+pub mod rebind;
+pub mod strategy;
 pub mod upstream;
 pub mod wire;
 
@@ -45,4 +49,23 @@ use access::Access;
 pub struct Live {
     pub policy: Policy,
     pub access: Access,
+    /// `[[forward]]` zones and their servers.
+    pub forwards: forward::ForwardTable,
+    /// `[upstream] strategy` and `rebind_protection`.
+    pub upstream: UpstreamRules,
+}
+
+/// The `[upstream]` settings a reload changes in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamRules {
+    pub strategy: strategy::Strategy,
+    pub rebind: RebindProtection,
+}
+
+/// `[upstream] rebind_protection` ([`rebind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RebindProtection {
+    #[default]
+    On,
+    Off,
 }

@@ -1,8 +1,8 @@
 //! Upstream forwarding, with hickory-resolver's name-server pools: plain UDP (TCP on
 //! truncation), DNS over TLS and DNS over HTTPS.
 //!
-//! Each configured upstream gets a pool of its own, tried in order within one overall
-//! `timeout_ms`, so that every answer is attributed to the upstream that gave it (the
+//! Each configured upstream gets a pool of its own, asked in the order [`super::strategy`]
+//! plans within one overall `timeout_ms`, so that every answer is attributed to the upstream that gave it (the
 //! `upstream` label of `telesink_upstream_responses_total`). The pool also merges identical
 //! queries in flight.
 
@@ -19,6 +19,8 @@ use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
+pub use super::strategy::Strategy;
+use super::strategy::{Attempt, Scheduler};
 pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
 
 /// An upstream resolver.
@@ -101,8 +103,16 @@ struct Server {
     pool: NameServerPool<TokioRuntimeProvider>,
 }
 
+/// A set of upstreams (`[upstream] servers`, or one `[[forward]]`'s servers), asked as the
+/// [`Strategy`] says ([`super::strategy`] decides the order; this module only asks).
 pub struct Upstreams {
-    servers: Vec<Server>,
+    shared: Arc<Shared>,
+}
+
+/// What a background attempt (a race's loser, a probe) needs after the query has its answer.
+struct Shared {
+    servers: Box<[Server]>,
+    scheduler: Scheduler,
     timeout: Duration,
     observer: Option<Arc<dyn UpstreamObserver>>,
 }
@@ -131,77 +141,159 @@ impl Upstreams {
             });
         }
         Ok(Upstreams {
-            servers,
-            timeout,
-            observer,
+            shared: Arc::new(Shared {
+                scheduler: Scheduler::new(servers.len()),
+                servers: servers.into(),
+                timeout,
+                observer,
+            }),
         })
     }
 
     pub fn labels(&self) -> impl Iterator<Item = &str> {
-        self.servers.iter().map(|s| &*s.label)
+        self.shared.servers.iter().map(|s| &*s.label)
     }
 
-    /// Asks the upstreams in order until one answers, all within `timeout`.
-    pub async fn forward(&self, query: &Query) -> Result<UpstreamAnswer, ForwardError> {
-        let deadline = Instant::now() + self.timeout;
+    /// Asks the upstreams as `strategy` says until one answers, all within `timeout`: the
+    /// healthy ones first (the first one, or the two best at once for `parallel`), then the
+    /// others in turn, then those backed off.
+    pub async fn forward(
+        &self,
+        query: &Query,
+        strategy: Strategy,
+    ) -> Result<UpstreamAnswer, ForwardError> {
+        let shared = &self.shared;
+        let started = Instant::now();
+        let deadline = started + shared.timeout;
+        let plan = shared.scheduler.plan(strategy, started);
+        if let Some(p) = plan.probe {
+            // In the background: the query's own answer does not wait for it.
+            let (shared, query) = (self.shared.clone(), query.clone());
+            tokio::spawn(async move {
+                let _ = shared.ask(p, query, shared.timeout).await;
+            });
+        }
         let mut last_error = String::from("no upstream configured");
-        let n = self.servers.len();
-        for (i, server) in self.servers.iter().enumerate() {
+        let n = plan.order.len();
+        let mut i = 0;
+        while i < n {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
+            let at_once = if i == 0 { plan.race } else { 1 };
             // Leave the later upstreams a fair share of the time that is left.
-            let budget = remaining / (n - i) as u32;
-            let budget = if i + 1 == n { remaining } else { budget };
-            let started = Instant::now();
-            let mut opts = DnsRequestOptions::default();
-            opts.recursion_desired = true;
-            opts.use_edns = true;
-            opts.edns_payload_len = 1232;
-            let lookup = server.pool.lookup(query.clone(), opts).first_answer();
-            let result = tokio::time::timeout(budget, lookup).await;
-            let rtt = started.elapsed();
-            let (outcome, answer) = match result {
-                Err(_) => (UpstreamOutcome::Timeout, Err("timed out".to_string())),
-                Ok(Ok(response)) => {
-                    let negative_ttl = response.negative_ttl();
-                    let msg = response.into_message();
-                    (
-                        UpstreamOutcome::Ok,
-                        Ok(UpstreamAnswer {
-                            rcode: msg.metadata.response_code,
-                            answers: msg.answers,
-                            authorities: msg.authorities,
-                            additionals: msg
-                                .additionals
-                                .into_iter()
-                                .filter(|r| {
-                                    r.record_type() != hickory_resolver::proto::rr::RecordType::OPT
-                                })
-                                .collect(),
-                            negative_ttl,
-                        }),
-                    )
-                }
-                Ok(Err(e)) => classify_error(e),
+            let budget = if i + at_once >= n {
+                remaining
+            } else {
+                remaining * at_once as u32 / (n - i) as u32
             };
-            if let Some(obs) = &self.observer {
-                obs.upstream_outcome(&server.label, outcome, rtt);
-            }
-            match answer {
+            let result = if at_once == 1 {
+                shared.ask(plan.order[i], query.clone(), budget).await
+            } else {
+                self.race(&plan.order[i..i + at_once], query, budget).await
+            };
+            match result {
                 Ok(a) => return Ok(a),
-                Err(e) => {
-                    tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
-                    last_error = format!("{}: {e}", server.label);
-                }
+                Err(e) => last_error = e,
             }
+            i += at_once;
         }
         if Instant::now() >= deadline {
-            Err(ForwardError::Timeout(self.timeout))
+            Err(ForwardError::Timeout(shared.timeout))
         } else {
             Err(ForwardError::Failed(last_error))
         }
+    }
+
+    /// Asks `which` at once; the first good answer wins. Each attempt is a task of its own, so
+    /// that the slower one still completes in the background, for its metrics and latency.
+    async fn race(
+        &self,
+        which: &[usize],
+        query: &Query,
+        budget: Duration,
+    ) -> Result<UpstreamAnswer, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(which.len());
+        for &i in which {
+            let (shared, query, tx) = (self.shared.clone(), query.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(shared.ask(i, query, budget).await).await;
+            });
+        }
+        drop(tx);
+        let mut last_error = String::from("no upstream configured");
+        while let Some(result) = rx.recv().await {
+            match result {
+                Ok(a) => return Ok(a),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+}
+
+impl Shared {
+    /// One attempt to upstream `i`, within `budget`; its outcome goes to the observer and the
+    /// scheduler.
+    async fn ask(
+        &self,
+        i: usize,
+        query: Query,
+        budget: Duration,
+    ) -> Result<UpstreamAnswer, String> {
+        let server = &self.servers[i];
+        let started = Instant::now();
+        let mut opts = DnsRequestOptions::default();
+        opts.recursion_desired = true;
+        opts.use_edns = true;
+        opts.edns_payload_len = 1232;
+        let lookup = server.pool.lookup(query, opts).first_answer();
+        let result = tokio::time::timeout(budget, lookup).await;
+        let rtt = started.elapsed();
+        let (outcome, answer) = match result {
+            Err(_) => (UpstreamOutcome::Timeout, Err("timed out".to_string())),
+            Ok(Ok(response)) => {
+                let negative_ttl = response.negative_ttl();
+                let msg = response.into_message();
+                (
+                    UpstreamOutcome::Ok,
+                    Ok(UpstreamAnswer {
+                        rcode: msg.metadata.response_code,
+                        answers: msg.answers,
+                        authorities: msg.authorities,
+                        additionals: msg
+                            .additionals
+                            .into_iter()
+                            .filter(|r| {
+                                r.record_type() != hickory_resolver::proto::rr::RecordType::OPT
+                            })
+                            .collect(),
+                        negative_ttl,
+                    }),
+                )
+            }
+            Ok(Err(e)) => classify_error(e),
+        };
+        if let Some(obs) = &self.observer {
+            obs.upstream_outcome(&server.label, outcome, rtt);
+        }
+        let attempt = match outcome {
+            // An error code is an answer: the server is up, the name is broken.
+            UpstreamOutcome::Ok | UpstreamOutcome::ServFail => Attempt::Answered(rtt),
+            UpstreamOutcome::Timeout | UpstreamOutcome::Error => Attempt::Failed,
+        };
+        if let Some(backoff) = self.scheduler.report(i, attempt, started) {
+            tracing::info!(
+                upstream = %server.label,
+                backoff_s = backoff.as_secs(),
+                "upstream failed; not asked again until the back-off runs out"
+            );
+        }
+        answer.map_err(|e| {
+            tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
+            format!("{}: {e}", server.label)
+        })
     }
 }
 

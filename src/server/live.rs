@@ -1,15 +1,31 @@
 //! Building what the query path reads ([`Live`]) from a configuration, at start and at each
 //! reload, and publishing what it holds (list sizes) to the metrics and the log.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::resolve::access::Access;
-use crate::resolve::Live;
+use crate::resolve::forward::ForwardTable;
+use crate::resolve::upstream::UpstreamObserver;
+use crate::resolve::{Live, RebindProtection, UpstreamRules};
 
-/// Builds what the query path reads from a config: the policy and the access rules.
+/// Builds what the query path reads from a config: the policy and the access rules, and the
+/// rest as [`build_live_observed`] does, with no observer of the forward servers.
 pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
+    build_live_observed(config, previous, None)
+}
+
+/// Builds what the query path reads from a config: the policy, the access rules, the
+/// `[[forward]]` zones (their servers' pools are new each time; `observer` gets their outcomes)
+/// and the `[upstream]` rules a reload may change.
+pub fn build_live_observed(
+    config: &Config,
+    previous: Option<&Live>,
+    observer: Option<Arc<dyn UpstreamObserver>>,
+) -> Result<Live> {
     let policy = Policy::build(&config.policy_spec())?;
     let access = Access::new(
         config.server.allow_networks.clone(),
@@ -17,7 +33,26 @@ pub fn build_live(config: &Config, previous: Option<&Live>) -> Result<Live> {
         config.server.rate_limit_burst,
         previous.map(|p| &p.access),
     );
-    Ok(Live { policy, access })
+    let forwards = ForwardTable::build(&config.forwards, config.upstream.timeout, observer)?;
+    let upstream = UpstreamRules {
+        strategy: config.upstream.strategy,
+        rebind: if config.upstream.rebind_protection {
+            RebindProtection::On
+        } else {
+            RebindProtection::Off
+        },
+    };
+    Ok(Live {
+        policy,
+        access,
+        forwards,
+        upstream,
+    })
+}
+
+/// Gives the `[[forward]]` servers their `telesink_upstream_responses_total` series (at 0).
+pub fn publish_forwards(metrics: &crate::observe::metrics::Metrics, live: &Live) {
+    metrics.set_upstreams(live.forwards.labels());
 }
 
 /// Publishes each list's entry count as `telesink_list_entries`.

@@ -21,7 +21,7 @@ use crate::resolve::cache::AnswerCache;
 use crate::resolve::upstream::{UpstreamObserver, Upstreams};
 use crate::resolve::{Handler, Live};
 use listen::bind_tcp;
-use live::{build_live, log_policy, publish_list_ages, publish_lists};
+use live::{build_live_observed, log_policy, publish_list_ages, publish_lists};
 
 pub struct Running {
     pub config_path: PathBuf,
@@ -31,15 +31,16 @@ pub struct Running {
 
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
-    let live = build_live(&config, None)?;
-    log_policy(&live.policy);
-    let live = Arc::new(ArcSwap::from_pointee(live));
-
     let metrics = Arc::new(crate::observe::metrics::Metrics::new(
         config.metrics.max_clients,
     ));
+    let live = build_live_observed(&config, None, Some(metrics.clone()))?;
+    log_policy(&live.policy);
+    let live = Arc::new(ArcSwap::from_pointee(live));
+
     publish_lists(&metrics, &live.load().policy);
     publish_list_ages(&metrics, &config);
+    live::publish_forwards(&metrics, &live.load());
 
     // Configured devices get their `client` label slots before any stranger can ask.
     metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));

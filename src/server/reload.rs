@@ -273,7 +273,7 @@ async fn reload(st: &mut State, cause: &str) {
 }
 
 /// One reload attempt, on a blocking thread: load the config, read every list, build, swap.
-fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attempt {
+fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Arc<Metrics>) -> Attempt {
     let before = stamp(config_path);
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -299,7 +299,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
 
     let previous = live.load_full();
     let previous_lists = list_counts(&previous);
-    let built = super::live::build_live(&config, Some(&previous));
+    let built = super::live::build_live_observed(&config, Some(&previous), Some(metrics.clone()));
     drop(previous);
     let new = match built {
         Ok(new) => Arc::new(new),
@@ -328,6 +328,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Metrics) -> Attem
     metrics.reload_succeeded(SystemTime::now());
     super::live::publish_lists(metrics, &new.policy);
     super::live::publish_list_ages(metrics, &config);
+    super::live::publish_forwards(metrics, &new);
     // Devices the reload names get their `client` label slots now, before strangers can ask.
     metrics.reserve_clients(config.clients.iter().map(|c| c.name.as_str()));
     let swapped = Swapped {
