@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::errors;
 use super::model::{drain, drain_map};
 use super::values::{check_category, check_ident, parse_host_port, parse_net, parse_upstream};
-use super::{BlockMode, ListFormat, LogMode, Mac, RecordKind, Upstream, MAX_TTL};
+use super::{BlockMode, ListFormat, LogMode, Mac, NftMode, RecordKind, Upstream, MAX_TTL};
 
 // ---------------------------------------------------------------------------------------------
 // Any value, for messages
@@ -476,6 +476,15 @@ impl<'de> Deserialize<'de> for RecordKind {
             .choice("supported record type", &valid, |s| {
                 s.trim().to_ascii_uppercase()
             })
+            .map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for NftMode {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let valid = NftMode::ALL.map(|m| (m.as_str(), m));
+        Raw::deserialize(d)?
+            .choice("nftables mode", &valid, str::to_string)
             .map_err(de::Error::custom)
     }
 }

@@ -33,6 +33,7 @@ use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::devices::Devices;
+use crate::observe::answers::AnswerObserver;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
 use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
@@ -54,6 +55,8 @@ struct Inner {
     sinks: Vec<Arc<dyn QuerySink>>,
     /// MAC and lease identity (disabled unless [`Handler::with_devices`]).
     devices: Devices,
+    /// Sees fresh upstream answers (the addresses learner), if any.
+    answers: Option<Arc<dyn AnswerObserver>>,
     /// Queries between the start of `handle_request` and its end: what shutdown waits for.
     in_flight: AtomicUsize,
 }
@@ -121,6 +124,7 @@ impl Handler {
                 upstreams,
                 sinks,
                 devices: Devices::disabled(),
+                answers: None,
                 in_flight: AtomicUsize::new(0),
             }),
         }
@@ -132,6 +136,15 @@ impl Handler {
         Arc::get_mut(&mut self.inner)
             .expect("with_devices is called before the handler is shared")
             .devices = devices;
+        self
+    }
+
+    /// Hands each fresh upstream answer to `observer` (SPEC "Telemetry addresses"). Call
+    /// before the handler is cloned into the listeners.
+    pub fn with_answer_observer(mut self, observer: Arc<dyn AnswerObserver>) -> Handler {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_answer_observer is called before the handler is shared")
+            .answers = Some(observer);
         self
     }
 
@@ -540,8 +553,12 @@ impl Handler {
         let asked = Instant::now();
         let forwarded = self.inner.upstreams.forward(original).await;
         report.upstream_time = Some(asked.elapsed());
+        let mut fresh = None;
         let (reply, targets) = match forwarded {
             Ok(answer) => {
+                if self.inner.answers.is_some() {
+                    fresh = Some(answer.answers.clone());
+                }
                 self.inner.cache.insert(name, qtype, answer.clone());
                 report.result = QueryResult::Forwarded;
                 let targets = cloaking::targets(&answer.answers);
@@ -567,6 +584,9 @@ impl Handler {
         );
         report.verdict = verdict;
         report.action = action;
+        if let (Some(observer), Some(records)) = (&self.inner.answers, fresh) {
+            observer.answered(&policy.categories, verdict.categories, &records);
+        }
         if action == Some(Action::Blocked) {
             report.result = QueryResult::Blocked;
             return (hickory::blocked(policy, name, qtype, &verdict), report);
