@@ -463,6 +463,12 @@ impl Config {
                 self.client_discovery.silent_after != newer.client_discovery.silent_after,
                 "clients.silent_after",
             ),
+            // The learner starts with the server; a reload changes what it learns, or removes
+            // the table.
+            (
+                self.addresses.is_none() && newer.addresses.is_some(),
+                "addresses",
+            ),
         ];
         changed
             .into_iter()
