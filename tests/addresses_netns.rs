@@ -362,3 +362,77 @@ fn without_the_nft_program_the_error_says_what_to_install() {
     let (_, tables) = s.net.router_nft(&["list", "tables"]);
     assert!(!tables.contains("telesink"), "{tables}");
 }
+
+#[test]
+fn verify_sees_packets_after_t_when_dns_is_quiet() {
+    let Some(s) = start("verify_packets", "count", "\"telemetry\"", |t| t) else {
+        return;
+    };
+    s.learn();
+    // T: the phone's last telemetry query is behind it; from now on its DNS is quiet.
+    std::thread::sleep(Duration::from_millis(50));
+    let t = jiff::Timestamp::now();
+    // A probe after T, so that the next counter reading starts after T (readings are a few
+    // seconds apart; packets of a reading that spans T are on neither side).
+    let _tele6 = s.net.listen_on_internet(ip(TELEMETRY_V6));
+    s.net.send_from_phone(ip(TELEMETRY_V6), 1);
+    s.wait("the probe counted", || s.packets("counted") == Some(1.0));
+    let _tele4 = s.net.listen_on_internet(ip(TELEMETRY_V4));
+    s.net.send_from_phone(ip(TELEMETRY_V4), 4);
+    s.wait("the packets counted", || s.packets("counted") == Some(5.0));
+
+    let since = t.to_string();
+    let mut out = s.cli(&[
+        "verify",
+        "--client",
+        "phone",
+        "--category",
+        "telemetry",
+        "--since",
+        &since,
+        "--json",
+    ]);
+    // The counts reach the query log with the reading; wait for it.
+    s.wait("the packets in the query log", || {
+        out = s.cli(&[
+            "verify",
+            "--client",
+            "phone",
+            "--category",
+            "telemetry",
+            "--since",
+            &since,
+            "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|v| v["traffic"]["after"].as_u64().unwrap_or(0) >= 4)
+    });
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "CONTINUING", "{}", out.all());
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_eq!(v["after"], 0, "no DNS attempt after T: {}", out.all());
+    assert_eq!(
+        v["traffic"]["addresses"][0]["address"],
+        TELEMETRY_V4,
+        "{}",
+        out.all()
+    );
+    assert_eq!(v["traffic"]["addresses"][0]["after"], 4, "{}", out.all());
+
+    let text = s.cli(&[
+        "verify",
+        "--client",
+        "phone",
+        "--category",
+        "telemetry",
+        "--since",
+        &since,
+    ]);
+    assert!(
+        text.stdout
+            .contains("CONTINUING: phone still sends packets to telemetry addresses")
+            && text.stdout.contains("203.0.113.5 (4)"),
+        "{}",
+        text.all()
+    );
+}

@@ -374,11 +374,15 @@ impl Inner {
                 return;
             }
         };
-        let deltas = self.readings.lock().unwrap().deltas(counted);
+        let time = SystemTime::now();
+        let (deltas, since) = {
+            let mut r = self.readings.lock().unwrap();
+            let since = std::mem::replace(&mut r.at, time);
+            (r.deltas(counted), since)
+        };
         if deltas.is_empty() {
             return;
         }
-        let time = SystemTime::now();
         let mut rows = Vec::with_capacity(deltas.len());
         let mut names: HashMap<IpAddr, Arc<str>> = HashMap::new();
         for (c, packets) in deltas {
@@ -398,6 +402,7 @@ impl Inner {
                 .with_label_values(&[&*label, &*set.category, action.as_str()])
                 .inc_by(packets);
             rows.push(TrafficRow {
+                since,
                 time,
                 client,
                 client_address: c.source,

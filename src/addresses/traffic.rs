@@ -12,6 +12,8 @@ use super::PacketAction;
 /// Packets from one device address to one address of a category, since the last reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrafficRow {
+    /// The packets were sent between the previous reading (`since`) and this one (`time`).
+    pub since: SystemTime,
     pub time: SystemTime,
     /// The device's name (the `client` label), or its address when nothing names it.
     pub client: Arc<str>,
@@ -28,15 +30,27 @@ pub trait TrafficSink: Send + Sync {
 }
 
 /// The previous reading of each counter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Readings {
     last: HashMap<(String, IpAddr, IpAddr), u64>,
+    /// When the counters were last read (or created).
+    pub at: SystemTime,
+}
+
+impl Default for Readings {
+    fn default() -> Self {
+        Readings {
+            last: HashMap::new(),
+            at: SystemTime::now(),
+        }
+    }
 }
 
 impl Readings {
     /// Forgets every reading (the table was rebuilt: its counters start again at 0).
     pub fn reset(&mut self) {
         self.last.clear();
+        self.at = SystemTime::now();
     }
 
     /// The new packets of each counter since the last reading. A counter lower than last time

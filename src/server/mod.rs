@@ -115,7 +115,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                         })
                     },
                     known_clients: client_names(&config),
-                    traffic: None,
+                    traffic: traffic_log(&config, a),
                 },
             )
             .await,
@@ -263,6 +263,30 @@ fn address_settings(
             resolve_blocked: false,
             nftables: crate::addresses::NftMode::Off,
         },
+    }
+}
+
+/// Where packet counts go besides the metrics: the query log's `traffic` table, when telesink
+/// counts packets and keeps a query log.
+fn traffic_log(
+    config: &Config,
+    a: &crate::config::AddressesConfig,
+) -> Option<Arc<dyn crate::addresses::traffic::TrafficSink>> {
+    if a.nftables == crate::addresses::NftMode::Off
+        || config.querylog.log == crate::config::LogMode::None
+    {
+        return None;
+    }
+    match crate::querylog::traffic::TrafficLog::open(
+        &config.querylog.path,
+        config.querylog.anonymize,
+        config.querylog.retention_days,
+    ) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::error!("packet counts will not reach the query log: {e}");
+            None
+        }
     }
 }
 

@@ -469,3 +469,30 @@ impl Drop for NetnsTrio {
         }
     }
 }
+
+/// Moves the calling thread (and whatever it starts from now on: processes, threads) into a
+/// new network namespace of its own, with loopback up: a test that needs nftables gets a
+/// firewall of its own, never the host's. Nothing to remove: the namespace goes with the last
+/// task in it. `None` (with a message) when this machine cannot and we are not in CI.
+pub fn enter_private_namespace(test: &str) -> Option<()> {
+    let fail = |why: String| {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {why}; under CI=true this test must run");
+        }
+        eprintln!("skipping {test}: {why}");
+    };
+    if let Some(why) = missing_rights() {
+        fail(why);
+        return None;
+    }
+    // SAFETY: unshare of the network namespace changes the calling thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        fail(format!(
+            "cannot create a network namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+        return None;
+    }
+    must(&["ip", "link", "set", "lo", "up"]);
+    Some(())
+}
