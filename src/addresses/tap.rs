@@ -82,14 +82,17 @@ impl Tap {
         }
     }
 
-    /// The learnt categories among `cats` of the policy whose table is `table`.
-    fn learnt(&self, table: &Arc<CategoryTable>, cats: CategorySet) -> (Learnt, Arc<Wanted>) {
-        let wanted = self.wanted.load_full();
+    /// The learnt categories among `cats` of the policy whose table is `table`, and whether
+    /// blocked names are looked up. Two lock-free loads (no reference count is touched) unless
+    /// the policy or the settings changed since the last call.
+    fn learnt(&self, table: &Arc<CategoryTable>, cats: CategorySet) -> (Learnt, bool) {
+        let wanted = self.wanted.load();
         let m = self.mapping.load();
         let fresh = matches!(&**m, Some(m) if Arc::ptr_eq(&m.table, table) && Arc::ptr_eq(&m.wanted, &wanted));
         let m = if fresh {
             m
         } else {
+            let wanted = arc_swap::Guard::into_inner(wanted);
             let mut mask = CategorySet::EMPTY;
             let mut to_learnt = vec![None; table.len()];
             for (i, name) in wanted.categories.iter().enumerate() {
@@ -100,14 +103,14 @@ impl Tap {
             }
             self.mapping.store(Arc::new(Some(Mapping {
                 table: table.clone(),
-                wanted: wanted.clone(),
+                wanted,
                 mask,
                 to_learnt,
             })));
             self.mapping.load()
         };
         let Some(m) = &**m else {
-            return (Learnt::default(), wanted);
+            return (Learnt::default(), false);
         };
         let mut out = 0u64;
         for c in cats.intersection(m.mask).iter() {
@@ -115,7 +118,7 @@ impl Tap {
                 out |= 1 << i;
             }
         }
-        (Learnt(out), wanted)
+        (Learnt(out), m.wanted.resolve_blocked)
     }
 
     fn send(&self, msg: Learn) {
@@ -133,8 +136,8 @@ impl QuerySink for Tap {
         {
             return;
         }
-        let (cats, wanted) = self.learnt(event.category_table, event.categories);
-        if cats.is_empty() || !wanted.resolve_blocked {
+        let (cats, resolve_blocked) = self.learnt(event.category_table, event.categories);
+        if cats.is_empty() || !resolve_blocked {
             return;
         }
         let h = std::hash::BuildHasher::hash_one(
