@@ -436,3 +436,41 @@ fn verify_sees_packets_after_t_when_dns_is_quiet() {
         text.all()
     );
 }
+
+#[test]
+fn a_start_that_fails_after_the_table_was_made_removes_it() {
+    let Some(net) = NetnsTrio::create("failed_start", &[]) else {
+        return;
+    };
+    // A table of that name left by someone else is replaced, not merged into.
+    let (ok, out) = net.router_nft(&["add", "table", "inet", "telesink"]);
+    assert!(ok, "{out}");
+    net.router_nft(&[
+        "add",
+        "set",
+        "inet",
+        "telesink",
+        "stale",
+        "{ type ipv4_addr; }",
+    ]);
+    // The table is made before the listeners bind; 10.99.0.1 is on no interface, so binding
+    // fails and telesink exits with an error.
+    let t = Telesink::new()
+        .listen_also(&[ip("10.99.0.1")])
+        .file("vendor.txt", "tracking.vendor.example\n")
+        .toml(
+            "[[list]]\nname = \"vendor\"\nsource = \"vendor.txt\"\ncategories = [\"telemetry\"]\n\n\
+             [addresses]\nnftables = \"count\"\n",
+        );
+    let out = in_namespace(&net.router, || t.cli(&["run"]));
+    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert!(out.all().contains("10.99.0.1"), "{}", out.all());
+    assert!(
+        out.all().contains("table inet telesink in place")
+            && out.all().contains("table inet telesink removed"),
+        "{}",
+        out.all()
+    );
+    let (_, tables) = net.router_nft(&["list", "tables"]);
+    assert!(!tables.contains("telesink"), "{tables}");
+}

@@ -251,17 +251,36 @@ impl Addresses {
             let inner = self.inner.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 inner.read_counters();
-                match nftables::remove() {
-                    Ok(()) => tracing::info!("nftables table inet telesink removed"),
-                    Err(e) => tracing::error!("removing the nftables table inet telesink: {e}"),
-                }
+                inner.remove_table();
             })
             .await;
         }
     }
 }
 
+impl Drop for Addresses {
+    /// A start-up that failed after the table was made (a listener that cannot bind), or a
+    /// panic: the table goes all the same.
+    fn drop(&mut self) {
+        if self.inner.nft.lock().is_ok_and(|n| n.sets.is_some()) {
+            self.inner.remove_table();
+        }
+    }
+}
+
 impl Inner {
+    /// Removes the table (at exit). Blocking.
+    fn remove_table(&self) {
+        let mut nft = self.nft.lock().unwrap_or_else(|p| p.into_inner());
+        if nft.sets.take().is_none() {
+            return;
+        }
+        match nftables::remove() {
+            Ok(()) => tracing::info!("nftables table inet telesink removed"),
+            Err(e) => tracing::error!("removing the nftables table inet telesink: {e}"),
+        }
+    }
+
     /// Creates (or replaces, or removes) the table for `mode` and the current categories, and
     /// fills its sets. Blocking (runs `nft`).
     fn set_table(&self, mode: NftMode) {
