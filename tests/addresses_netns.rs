@@ -474,3 +474,62 @@ fn a_start_that_fails_after_the_table_was_made_removes_it() {
     let (_, tables) = net.router_nft(&["list", "tables"]);
     assert!(!tables.contains("telesink"), "{tables}");
 }
+
+#[test]
+fn verify_from_prometheus_sees_packets_after_t() {
+    let test = "verify_from_prometheus_sees_packets_after_t";
+    if support::prom::require(test, &["prometheus"]).is_none() {
+        return;
+    }
+    let Some(s) = start("verify_prometheus", "count", "\"telemetry\"", |t| t) else {
+        return;
+    };
+    s.learn();
+    // Prometheus runs next to telesink, in the router namespace; so does this thread's HTTP.
+    in_namespace(&s.net.router, || {
+        let prom = support::prom::Prometheus::start(&[s.proc.metrics_addr()]);
+        let counter = r#"telesink_category_packets_total{client="phone",category="telemetry",action="counted"}"#;
+        let t = jiff::Timestamp::now();
+        let t_s = t.as_millisecond() as f64 / 1000.0;
+        // Samples of the counter at 0 after T, so that increase() over [T, U] sees it rise.
+        prom.wait_for("a sample at 0 after T", Duration::from_secs(30), |p| {
+            p.value(&format!("timestamp({counter})"))
+                .is_some_and(|ts| ts > t_s + 1.0)
+                && p.value(counter) == Some(0.0)
+        });
+        s.net.send_from_phone(ip(TELEMETRY_V4), 4);
+        prom.wait_for("the packets in Prometheus", Duration::from_secs(30), |p| {
+            p.value(counter) == Some(4.0)
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let until = jiff::Timestamp::now().to_string();
+        let out = s.proc.cli(&[
+            "verify",
+            "--client",
+            "phone",
+            "--category",
+            "telemetry",
+            "--since",
+            &t.to_string(),
+            "--until",
+            &until,
+            "--prometheus",
+            &prom.url(),
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.all()));
+        assert_eq!(v["verdict"], "CONTINUING", "{}", out.all());
+        assert!(
+            v["traffic"]["after"].as_f64().unwrap_or(0.0) > 0.0,
+            "{}",
+            out.all()
+        );
+        assert_eq!(
+            v["traffic"]["addresses"],
+            serde_json::json!([]),
+            "{}",
+            out.all()
+        );
+    });
+}
