@@ -11,6 +11,10 @@ command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v dig        >/dev/null 2>&1 || need_apt+=(dnsutils)
 # Network namespaces and veth pairs for the device-identity tests (tests/devices_*.rs).
 command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
+# nftables sets and counters for the telemetry-address tests (tests/addresses_netns.rs); setpriv
+# (util-linux) drops CAP_NET_ADMIN there.
+command -v nft        >/dev/null 2>&1 || need_apt+=(nftables)
+command -v setpriv    >/dev/null 2>&1 || need_apt+=(util-linux)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
