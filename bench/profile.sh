@@ -49,6 +49,9 @@ listen = ""
 [querylog]
 log = "none"
 EOF
+# EXTRA_TOML appends to that config, e.g. EXTRA_TOML=$'[addresses]\ncategories = ["telemetry"]'
+# profiles the path with telemetry-address learning on.
+if [ -n "${EXTRA_TOML:-}" ]; then printf '\n%s\n' "$EXTRA_TOML" >>"$WORK/telesink.toml"; fi
 # Q=bench/data/q-cached.txt profiles the cache-hit path instead (the warm-up caches every name).
 Q=${Q:-bench/data/q-blocked-$SIZE.txt}
 PROBE="probe.$(awk '!/^#/ {print; exit}' "bench/data/list-$SIZE.txt")"

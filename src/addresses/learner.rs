@@ -445,6 +445,9 @@ async fn apply_loop(
 ) {
     // Each blocked name → when it may be looked up again.
     let mut due: HashMap<Box<str>, Instant> = HashMap::new();
+    // When the map is full of names not yet due, sweeping it again at once frees nothing:
+    // sweep at most once a second, so a flood of new names costs no more than their count.
+    let mut next_sweep = Instant::now();
     while let Some(msg) = rx.recv().await {
         match msg {
             Learn::Answer { cats, addrs } => {
@@ -463,7 +466,10 @@ async fn apply_loop(
                     continue;
                 }
                 if due.len() >= RESOLVED_CAP {
-                    due.retain(|_, t| *t > now);
+                    if now >= next_sweep {
+                        due.retain(|_, t| *t > now);
+                        next_sweep = now + Duration::from_secs(1);
+                    }
                     if due.len() >= RESOLVED_CAP {
                         inner.metrics.dropped.with_label_values(&["cap"]).inc();
                         continue;
@@ -533,6 +539,9 @@ async fn tick_loop(inner: Arc<Inner>, tap: Arc<Tap>) {
             _ = tick.tick() => false,
             _ = inner.changed.notified() => true,
         };
+        if !changed {
+            tap.refill();
+        }
         let swept = inner.store.lock().unwrap().sweep(Instant::now());
         let count = last_count.elapsed() >= COUNT_EVERY;
         if count {

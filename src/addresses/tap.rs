@@ -1,10 +1,12 @@
 //! The DNS path's side of learning: what it hands over, and nothing more than a bounded
-//! channel's `try_send` (a full channel drops the hand-off and counts it). Blocked names pass
-//! a lock-free filter first, so that a device repeating a blocked name costs a hash and an
-//! atomic load per query.
+//! channel's `try_send` (a full channel drops the hand-off and counts it). Blocked names are
+//! handed over at most [`HANDOFFS_PER_SECOND`] (the learner looks up far fewer than that
+//! anyway), so under a flood of blocked queries the cost per query is one atomic load; below
+//! that rate they pass a lock-free filter, so that a device repeating a blocked name costs a
+//! hash and an atomic load.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -19,6 +21,11 @@ use crate::policy::category::{Action, CategorySet, CategoryTable};
 
 /// Slots of the recently-sent filter (a power of two).
 const RECENT_SLOTS: usize = 4096;
+
+/// Blocked names handed to the learner per second at most; it looks up 20 a second, so this
+/// leaves room for names it already knows without letting a flood of blocked queries pay for
+/// hand-offs that would be dropped.
+pub const HANDOFFS_PER_SECOND: u32 = 200;
 
 /// What the DNS path hands to the learner.
 #[derive(Debug)]
@@ -55,6 +62,8 @@ pub struct Tap {
     wanted: ArcSwap<Wanted>,
     mapping: ArcSwap<Option<Mapping>>,
     recent: Box<[AtomicU64]>,
+    /// Blocked-name hand-offs left this second (refilled by the learner's tick).
+    tokens: AtomicU32,
     dropped: IntCounter,
 }
 
@@ -65,6 +74,7 @@ impl Tap {
             wanted: ArcSwap::from_pointee(wanted),
             mapping: ArcSwap::from_pointee(None),
             recent: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            tokens: AtomicU32::new(HANDOFFS_PER_SECOND),
             dropped,
         }
     }
@@ -72,6 +82,11 @@ impl Tap {
     pub fn set_wanted(&self, wanted: Wanted) {
         self.wanted.store(Arc::new(wanted));
         self.forget_recent();
+    }
+
+    /// A new second's allowance of blocked-name hand-offs (the learner's tick calls it).
+    pub fn refill(&self) {
+        self.tokens.store(HANDOFFS_PER_SECOND, Ordering::Relaxed);
     }
 
     /// Lets every blocked name through the filter again (the learner calls it periodically; it
@@ -133,6 +148,7 @@ impl QuerySink for Tap {
         if event.result != QueryResult::Blocked
             || event.action != Some(Action::Blocked)
             || event.categories.is_empty()
+            || self.tokens.load(Ordering::Relaxed) == 0
         {
             return;
         }
@@ -147,6 +163,13 @@ impl QuerySink for Tap {
         .max(1);
         let slot = &self.recent[h as usize & (RECENT_SLOTS - 1)];
         if slot.load(Ordering::Relaxed) == h {
+            return;
+        }
+        if self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1))
+            .is_err()
+        {
             return;
         }
         slot.store(h, Ordering::Relaxed);
