@@ -38,6 +38,7 @@ pub use crate::lists::Format as ListFormat;
 // The types the consumers own (config converts into them at the edge; see `lib.rs`).
 pub use crate::lists::ListSource;
 pub use crate::policy::local::{LocalRecord as RecordConfig, RecordKind, RecordValue};
+pub use crate::policy::schedule::ScheduleSpec as ScheduleConfig;
 pub use crate::policy::BlockMode;
 pub use crate::policy::ClientRef;
 pub use crate::resolve::upstream::Upstream;
@@ -213,6 +214,8 @@ pub struct GroupConfig {
     pub clients: Vec<ClientRef>,
     pub block: Vec<String>,
     pub observe: Vec<String>,
+    /// `[[group.schedule]]`, in file order.
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

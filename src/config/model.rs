@@ -116,6 +116,18 @@ pub(super) struct RawGroup {
     pub clients: Option<Array<Member>>,
     pub block: Option<Array<Category>>,
     pub observe: Option<Array<Category>>,
+    pub schedule: Option<Tables<RawSchedule>>,
+}
+
+/// `[[group.schedule]]`, inside a `[[group]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub days: Option<Spanned<Array<Day>>>,
+    pub from: Option<Spanned<ClockText>>,
+    pub to: Option<Spanned<ClockText>>,
+    pub block: Option<Array<Category>>,
+    pub observe: Option<Array<Category>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,7 +179,7 @@ named!(
     RawServer => "server", RawUpstream => "upstream", RawBlocking => "blocking",
     RawList => "list", RawAllow => "allow", RawClient => "client", RawClients => "clients",
     RawGroup => "group", RawDefault => "default", RawRecord => "record",
-    RawMetrics => "metrics", RawQueryLog => "querylog",
+    RawMetrics => "metrics", RawQueryLog => "querylog", RawSchedule => "group.schedule",
 );
 
 // ---------------------------------------------------------------------------------------------

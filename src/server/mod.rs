@@ -4,6 +4,7 @@
 pub mod listen;
 pub mod live;
 pub mod reload;
+pub mod schedules;
 pub mod tcp;
 pub mod udp;
 
@@ -34,6 +35,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let live = build_live(&config, None)?;
     log_policy(&live.policy);
     let live = Arc::new(ArcSwap::from_pointee(live));
+    // `[[group.schedule]]` windows open and close at their edges (see `schedules`).
+    tokio::spawn(schedules::run(live.clone()));
 
     let metrics = Arc::new(crate::observe::metrics::Metrics::new(
         config.metrics.max_clients,
