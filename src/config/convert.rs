@@ -284,6 +284,25 @@ impl<'t> Convert<'t> {
         if let Some(d) = t.serve_stale {
             cfg.serve_stale = d.0;
         }
+        if let Some(f) = t.dnssec {
+            cfg.dnssec = f.0;
+        }
+        if let Some(p) = t.dnssec_trust_anchor {
+            let path = files::resolve(&self.base_dir, &p.get_ref().0);
+            // Read now, so that a file that does not parse fails `check` and a reload.
+            if let Err(e) = crate::resolve::dnssec::Anchors::from_file(&path) {
+                let at = match e.line {
+                    Some(line) => format!("{}:{line}", path.display()),
+                    None => path.display().to_string(),
+                };
+                return Err(self.error(
+                    &p.span(),
+                    "upstream.dnssec_trust_anchor",
+                    format!("{at}: {}", e.message),
+                ));
+            }
+            cfg.dnssec_trust_anchor = Some(path);
+        }
         Ok(cfg)
     }
 

@@ -247,6 +247,11 @@ text! {
         } else {
             Ok(s)
         };
+    AnchorPath, "a file path like \"example.test.key\"", "", |s| if s.trim().is_empty() {
+            Err("empty; expected the path of a file of DNSKEY records (leave the key out for the IANA root)".to_string())
+        } else {
+            Ok(s)
+        };
     LogPath, "a file path like \"telesink.db\"", "", |s| if s.trim().is_empty() {
             Err("empty; expected a file path like \"telesink.db\" (to keep no log, set log = \"none\")".to_string())
         } else {

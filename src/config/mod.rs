@@ -130,6 +130,11 @@ pub struct UpstreamConfig {
     /// How long past expiry a cached answer may still be served when every upstream fails
     /// (RFC 8767). Default 1 day; 0 turns it off.
     pub serve_stale: Duration,
+    /// Validate answers with DNSSEC. Default off.
+    pub dnssec: bool,
+    /// `dnssec_trust_anchor`: a file of DNSKEY records to trust (checked at load), instead of
+    /// the IANA root keys.
+    pub dnssec_trust_anchor: Option<PathBuf>,
 }
 
 /// The `upstream.servers` forms; the error says what is valid (see [`parse_upstream`]).
@@ -292,6 +297,8 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_millis(2000),
             cache_entries: 20000,
             serve_stale: Duration::from_secs(86400),
+            dnssec: false,
+            dnssec_trust_anchor: None,
         }
     }
 }
@@ -415,6 +422,11 @@ impl Config {
             (
                 self.upstream.serve_stale != newer.upstream.serve_stale,
                 "upstream.serve_stale",
+            ),
+            (self.upstream.dnssec != newer.upstream.dnssec, "upstream.dnssec"),
+            (
+                self.upstream.dnssec_trust_anchor != newer.upstream.dnssec_trust_anchor,
+                "upstream.dnssec_trust_anchor",
             ),
             (
                 self.metrics.listen != newer.metrics.listen,

@@ -66,6 +66,8 @@ pub(super) struct RawUpstream {
     pub timeout_ms: Option<TimeoutMs>,
     pub cache_entries: Option<CacheEntries>,
     pub serve_stale: Option<Length>,
+    pub dnssec: Option<Flag>,
+    pub dnssec_trust_anchor: Option<Spanned<AnchorPath>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

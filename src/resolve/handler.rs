@@ -469,6 +469,10 @@ impl Handler {
 
         metadata.response_code = reply.rcode;
         metadata.authoritative = reply.authoritative;
+        // RFC 6840 §5.7-5.8: AD only for clients that show they understand it (DO or AD).
+        metadata.authentic_data = reply.authentic
+            && (request.metadata.authentic_data
+                || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
         hickory::attach_ede(edns.as_mut(), &reply);
         let info = hickory::send(
             &mut response_handle,

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
-use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
 pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
+
+use super::dnssec::{self, Anchors, Pool, Validation};
 
 /// An upstream resolver.
 ///
@@ -86,6 +88,8 @@ pub struct UpstreamAnswer {
     pub additionals: Vec<Record>,
     /// For negative answers: the SOA minimum (RFC 2308), if the upstream sent one.
     pub negative_ttl: Option<u32>,
+    /// DNSSEC: secure answers get the AD bit (see [`super::dnssec`]).
+    pub validation: Validation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +98,14 @@ pub enum ForwardError {
     Timeout(Duration),
     #[error("every upstream failed: {0}")]
     Failed(String),
+    /// DNSSEC validation failed (`dnssec = true`): the reason.
+    #[error("DNSSEC bogus: {0}")]
+    Bogus(String),
 }
 
 struct Server {
     label: Arc<str>,
-    pool: NameServerPool<TokioRuntimeProvider>,
+    pool: Pool,
 }
 
 pub struct Upstreams {
@@ -127,7 +134,7 @@ impl Upstreams {
             let pool = NameServerPool::from_config([ns], cx, TokioRuntimeProvider::default());
             servers.push(Server {
                 label: Arc::from(u.label().as_str()),
-                pool,
+                pool: Pool::Plain(pool),
             });
         }
         Ok(Upstreams {
@@ -135,6 +142,19 @@ impl Upstreams {
             timeout,
             observer,
         })
+    }
+
+    /// Validates every answer with DNSSEC, up to `anchors` (see [`super::dnssec`]).
+    pub fn with_dnssec(mut self, anchors: &Anchors) -> Upstreams {
+        self.servers = self
+            .servers
+            .into_iter()
+            .map(|s| Server {
+                label: s.label,
+                pool: s.pool.validating(anchors),
+            })
+            .collect();
+        self
     }
 
     pub fn labels(&self) -> impl Iterator<Item = &str> {
@@ -167,6 +187,19 @@ impl Upstreams {
                 Ok(Ok(response)) => {
                     let negative_ttl = response.negative_ttl();
                     let msg = response.into_message();
+                    let validation = if server.pool.is_validating() {
+                        match dnssec::judge(&msg.answers, &msg.authorities) {
+                            Ok(v) => v,
+                            Err(reason) => {
+                                if let Some(obs) = &self.observer {
+                                    obs.upstream_outcome(&server.label, UpstreamOutcome::Ok, rtt);
+                                }
+                                return Err(ForwardError::Bogus(reason));
+                            }
+                        }
+                    } else {
+                        Validation::Off
+                    };
                     (
                         UpstreamOutcome::Ok,
                         Ok(UpstreamAnswer {
@@ -181,10 +214,19 @@ impl Upstreams {
                                 })
                                 .collect(),
                             negative_ttl,
+                            validation,
                         }),
                     )
                 }
-                Ok(Err(e)) => classify_error(e),
+                Ok(Err(e)) => {
+                    if let Some(reason) = dnssec::bogus_reason(&e) {
+                        if let Some(obs) = &self.observer {
+                            obs.upstream_outcome(&server.label, UpstreamOutcome::Ok, rtt);
+                        }
+                        return Err(ForwardError::Bogus(reason));
+                    }
+                    classify_error(e)
+                }
             };
             if let Some(obs) = &self.observer {
                 obs.upstream_outcome(&server.label, outcome, rtt);
@@ -232,6 +274,7 @@ fn classify_error(e: NetError) -> (UpstreamOutcome, Result<UpstreamAnswer, Strin
                     authorities: auth,
                     additionals: Vec::new(),
                     negative_ttl,
+                    validation: Validation::Off,
                 }),
             )
         }
