@@ -423,7 +423,10 @@ impl Config {
                 self.upstream.serve_stale != newer.upstream.serve_stale,
                 "upstream.serve_stale",
             ),
-            (self.upstream.dnssec != newer.upstream.dnssec, "upstream.dnssec"),
+            (
+                self.upstream.dnssec != newer.upstream.dnssec,
+                "upstream.dnssec",
+            ),
             (
                 self.upstream.dnssec_trust_anchor != newer.upstream.dnssec_trust_anchor,
                 "upstream.dnssec_trust_anchor",

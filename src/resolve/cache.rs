@@ -244,7 +244,7 @@ mod tests {
             authorities: vec![],
             additionals: vec![],
             negative_ttl: None,
-        validation: crate::resolve::dnssec::Validation::Off,
+            validation: crate::resolve::dnssec::Validation::Off,
         }
     }
 

@@ -53,7 +53,10 @@ impl Anchors {
             Ok(a) => {
                 let keys = text
                     .lines()
-                    .filter(|l| l.split_whitespace().any(|w| w.eq_ignore_ascii_case("DNSKEY")))
+                    .filter(|l| {
+                        l.split_whitespace()
+                            .any(|w| w.eq_ignore_ascii_case("DNSKEY"))
+                    })
                     .count();
                 if keys == 0 {
                     return Err(AnchorError {
@@ -102,7 +105,9 @@ impl Pool {
     /// The pool wrapped in a validator that trusts `anchors`.
     pub fn validating(self, anchors: &Anchors) -> Pool {
         match self {
-            Pool::Plain(p) => Pool::Validating(DnssecDnsHandle::with_trust_anchor(p, anchors.0.clone())),
+            Pool::Plain(p) => {
+                Pool::Validating(DnssecDnsHandle::with_trust_anchor(p, anchors.0.clone()))
+            }
             v => v,
         }
     }
@@ -166,9 +171,13 @@ pub fn judge(answers: &[Record], authorities: &[Record]) -> Result<Validation, S
 /// A validator's error that means "bogus", with its reason; `None` for other failures.
 pub fn bogus_reason(e: &NetError) -> Option<String> {
     match e {
-        NetError::Dns(DnsError::Nsec { query, proof, .. }) if *proof == Proof::Bogus => Some(
-            format!("the denial of existence for {} {} does not verify", query.name(), query.query_type()),
-        ),
+        NetError::Dns(DnsError::Nsec { query, proof, .. }) if *proof == Proof::Bogus => {
+            Some(format!(
+                "the denial of existence for {} {} does not verify",
+                query.name(),
+                query.query_type()
+            ))
+        }
         NetError::Dns(DnsError::DnssecBogus) => Some("validation failed".into()),
         _ => None,
     }
@@ -182,7 +191,11 @@ mod tests {
     fn a_trust_anchor_file_that_does_not_parse_names_its_line() {
         let good = "example.test. 3600 IN DNSKEY 257 3 13 \
             mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==";
-        assert!(Anchors::parse(good).is_ok(), "{:?}", Anchors::parse(good).err());
+        assert!(
+            Anchors::parse(good).is_ok(),
+            "{:?}",
+            Anchors::parse(good).err()
+        );
         let bad = format!("; a comment\n{good}\nexample.test. IN DNSKEY 257 3 13 not-base64!\n");
         let e = Anchors::parse(&bad).unwrap_err();
         assert_eq!(e.line, Some(3), "{e:?}");
