@@ -1,7 +1,9 @@
-//! DNSSEC validation (`[upstream] dnssec = true`, issue 18 item 3), end to end: a zone signed
-//! in the test with `ldns-signzone` (Debian `ldnsutils`), served by NSD (Debian `nsd`) on a
-//! loopback port as telesink's upstream, with the zone's key as telesink's trust anchor. One
-//! record of the signed zone is changed after signing: it must SERVFAIL with EDE 6.
+//! DNSSEC validation (`[upstream] dnssec = true`, issue 18 item 3), end to end: zones signed in
+//! the test with `ldns-signzone` (Debian `ldnsutils`), served by NSD (Debian `nsd`) on a
+//! loopback port as telesink's upstream. The trust anchor is the key of `example.`, which
+//! delegates to `signed.example` (signed, with a DS) and `plain.example` (unsigned, no DS), so
+//! validation follows a real chain: DS, then DNSKEY. One record of the signed zone is changed
+//! after signing and another loses its signature: both must SERVFAIL with EDE 6.
 
 mod support;
 
@@ -17,6 +19,9 @@ const ZONE: &str = "signed.example";
 const GOOD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const SIGNED_BAD: &str = "192.0.2.20";
 const TAMPERED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+/// An unsigned zone under the signed parent (no DS): insecure.
+const PLAIN: &str = "plain.example";
+const PLAIN_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
 
 /// The tools, or `None` (skipped, said why) outside CI; under CI a missing tool fails.
 fn tools(test: &str) -> Option<()> {
@@ -50,7 +55,8 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A signed zone with one record changed after signing, served by NSD; the zone's DNSKEY.
+/// A signed zone with one record changed after signing and one signature removed, its signed
+/// parent (`example.`, with the DS) and an unsigned sibling, served by NSD; the parent's DNSKEY.
 struct SignedZone {
     _nsd: Process,
     addr: SocketAddr,
@@ -58,49 +64,93 @@ struct SignedZone {
     _dir: tempfile::TempDir,
 }
 
+fn zone_file(origin: &str, body: &str) -> String {
+    format!(
+        "$ORIGIN {origin}.\n$TTL 300\n\
+         @ IN SOA ns.{origin}. admin.{origin}. 1 3600 600 86400 300\n\
+         @ IN NS ns\nns IN A 127.0.0.1\n{body}"
+    )
+}
+
+fn keygen(dir: &Path, zone: &str) -> String {
+    // A KSK (ECDSA P-256) that signs everything in its zone.
+    run(Command::new("ldns-keygen")
+        .args(["-a", "ECDSAP256SHA256", "-k", zone])
+        .current_dir(dir))
+}
+
 fn serve_signed_zone() -> SignedZone {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("zone"),
-        format!(
-            "$ORIGIN {ZONE}.\n$TTL 300\n\
-             @ IN SOA ns.{ZONE}. admin.{ZONE}. 1 3600 600 86400 300\n\
-             @ IN NS ns\nns IN A 127.0.0.1\nwww IN A {GOOD}\nbad IN A {SIGNED_BAD}\n"
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    write(
+        "signed.zone",
+        &zone_file(
+            ZONE,
+            &format!("www IN A {GOOD}\nbad IN A {SIGNED_BAD}\nnosig IN A {GOOD}\n"),
         ),
-    )
-    .unwrap();
-    // One key (a KSK, ECDSA P-256) signs everything: the anchor is its DNSKEY.
-    let key = run(Command::new("ldns-keygen")
-        .args(["-a", "ECDSAP256SHA256", "-k", ZONE])
+    );
+    write(
+        "plain.zone",
+        &zone_file(PLAIN, &format!("www IN A {PLAIN_A}\n")),
+    );
+    let child = keygen(d, ZONE);
+    let parent = keygen(d, "example");
+    let ds = std::fs::read_to_string(d.join(format!("{child}.ds"))).unwrap();
+    write(
+        "parent.zone",
+        &zone_file(
+            "example",
+            &format!(
+                "signed IN NS ns.signed\nns.signed IN A 127.0.0.1\n\
+                 plain IN NS ns.plain\nns.plain IN A 127.0.0.1\n{ds}"
+            ),
+        ),
+    );
+    run(Command::new("ldns-signzone")
+        .args(["-f", "signed.zone.signed", "signed.zone", &child])
         .current_dir(d));
     run(Command::new("ldns-signzone")
-        .args(["-f", "zone.signed", "zone", &key])
+        .args(["-f", "parent.zone.signed", "parent.zone", &parent])
         .current_dir(d));
-    let signed = std::fs::read_to_string(d.join("zone.signed")).unwrap();
+    let signed = std::fs::read_to_string(d.join("signed.zone.signed")).unwrap();
     assert!(signed.contains(SIGNED_BAD), "{signed}");
-    // Tamper: NSD serves the file as it is, the signature now covers another address.
-    std::fs::write(
-        d.join("zone.signed"),
-        signed.replace(SIGNED_BAD, &TAMPERED.to_string()),
-    )
-    .unwrap();
-    let dnskey = std::fs::read_to_string(d.join(format!("{key}.key"))).unwrap();
+    // Tamper: NSD serves the file as it is. bad's signature now covers another address, and
+    // nosig's A record loses its signature.
+    let tampered: String = signed
+        .replace(SIGNED_BAD, &TAMPERED.to_string())
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            !(f.first() == Some(&"nosig.signed.example.")
+                && f.get(3) == Some(&"RRSIG")
+                && f.get(4) == Some(&"A"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        tampered.lines().count(),
+        signed.lines().count(),
+        "nosig's RRSIG removed"
+    );
+    write("signed.zone.signed", &tampered);
+    let dnskey = std::fs::read_to_string(d.join(format!("{parent}.key"))).unwrap();
 
     let port = free_port_udp_tcp();
     let p = d.display();
-    std::fs::write(
-        d.join("nsd.conf"),
-        format!(
+    write(
+        "nsd.conf",
+        &format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  \
              chroot: \"\"\n  zonesdir: \"{p}\"\n  pidfile: \"{p}/nsd.pid\"\n  database: \"\"\n  \
              xfrdfile: \"{p}/xfrd.state\"\n  xfrdir: \"{p}\"\n  zonelistfile: \"{p}/zone.list\"\n  \
              logfile: \"{p}/nsd.log\"\n  verbosity: 2\n\
              remote-control:\n  control-enable: no\n\
-             zone:\n  name: {ZONE}\n  zonefile: zone.signed\n"
+             zone:\n  name: example\n  zonefile: parent.zone.signed\n\
+             zone:\n  name: {ZONE}\n  zonefile: signed.zone.signed\n\
+             zone:\n  name: {PLAIN}\n  zonefile: plain.zone\n"
         ),
-    )
-    .unwrap();
+    );
     let mut cmd = Command::new("nsd");
     cmd.args(["-d", "-c"]).arg(d.join("nsd.conf"));
     let mut nsd = Process::spawn(cmd, d, "nsd").unwrap();
@@ -192,6 +242,30 @@ fn secure_answers_get_ad_and_a_tampered_record_servfails_with_ede_6() {
     // Over TCP too, and without DO (bogus is bogus for everyone).
     let r = ts.query_with(from, &bad, RecordType::A, &QueryOpts::tcp());
     assert_eq!(r.rcode(), ResponseCode::ServFail, "{}", r.summary());
+
+    // A record whose signature was removed: bogus too, said so.
+    let nosig = format!("nosig.{ZONE}");
+    let r = ts.query_with(from, &nosig, RecordType::A, &QueryOpts::udp().dnssec_ok());
+    assert_eq!(r.rcode(), ResponseCode::ServFail, "{}", r.summary());
+    assert!(
+        r.ede()
+            .iter()
+            .any(|(code, text)| *code == 6 && text.contains("no signature")),
+        "{:?}",
+        r.ede()
+    );
+
+    // The unsigned zone, proven unsigned by the parent's NSEC (no DS): insecure, passed on
+    // without AD.
+    let r = ts.query_with(
+        from,
+        &format!("www.{PLAIN}"),
+        RecordType::A,
+        &QueryOpts::udp().dnssec_ok(),
+    );
+    assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.summary());
+    assert_eq!(r.a(), vec![PLAIN_A], "{}", r.summary());
+    assert!(!ad(&r), "insecure: no AD: {}", r.summary());
 
     // The same upstream without validation passes the tampered address on: validation is
     // what stopped it above.

@@ -132,7 +132,7 @@ pub struct UpstreamConfig {
     pub serve_stale: Duration,
     /// Validate answers with DNSSEC. Default off.
     pub dnssec: bool,
-    /// `dnssec_trust_anchor`: a file of DNSKEY records to trust (checked at load), instead of
+    /// `dnssec_trust_anchor`: a file of DNSKEY records to trust (checked at load), besides
     /// the IANA root keys.
     pub dnssec_trust_anchor: Option<PathBuf>,
 }

@@ -17,6 +17,7 @@ use futures_util::Stream;
 use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, DnsHandle, NetError};
+use hickory_resolver::proto::dnssec::rdata::RRSIG;
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query};
 use hickory_resolver::proto::rr::{Record, RecordType};
@@ -38,7 +39,7 @@ impl Anchors {
         Anchors(Arc::new(TrustAnchors::default()))
     }
 
-    /// The DNSKEY records in `path` (zone-file lines: `example.test. IN DNSKEY 257 3 13 …`).
+    /// The DNSKEY records in `path` (zone-file lines: `lab.example.org. IN DNSKEY 257 3 13 …`).
     /// An error names the line that does not parse, when one line alone shows it.
     pub fn from_file(path: &Path) -> Result<Anchors, AnchorError> {
         let text = std::fs::read_to_string(path).map_err(|e| AnchorError {
@@ -48,40 +49,45 @@ impl Anchors {
         Anchors::parse(&text)
     }
 
+    /// The IANA root keys and the DNSKEY records of `text`, each trusted for its owner name.
     pub fn parse(text: &str) -> Result<Anchors, AnchorError> {
-        match text.parse::<TrustAnchors>() {
-            Ok(a) => {
-                let keys = text
-                    .lines()
-                    .filter(|l| {
-                        l.split_whitespace()
-                            .any(|w| w.eq_ignore_ascii_case("DNSKEY"))
-                    })
-                    .count();
-                if keys == 0 {
-                    return Err(AnchorError {
-                        line: None,
-                        message: "no DNSKEY record in it; expected lines like \
-                            \"example.test. IN DNSKEY 257 3 13 <key>\""
-                            .into(),
-                    });
-                }
-                Ok(Anchors(Arc::new(a)))
+        use hickory_resolver::proto::dnssec::Verifier;
+        use hickory_resolver::proto::serialize::txt::trust_anchor::{Entry, Parser};
+        let entries = Parser::new(text).parse().map_err(|e| {
+            // Find the line that fails on its own (records spanning lines with
+            // parentheses cannot be tried alone).
+            let line = text.lines().enumerate().find_map(|(i, l)| {
+                let l = l.trim();
+                let skip = l.is_empty() || l.starts_with(';') || l.contains(['(', ')']);
+                (!skip && Parser::new(l).parse().is_err()).then_some(i + 1)
+            });
+            AnchorError {
+                line,
+                message: format!("not DNSKEY records: {e}"),
             }
-            Err(e) => {
-                // Find the line that fails on its own (records spanning lines with
-                // parentheses cannot be tried alone).
-                let line = text.lines().enumerate().find_map(|(i, l)| {
-                    let l = l.trim();
-                    let skip = l.is_empty() || l.starts_with(';') || l.contains(['(', ')']);
-                    (!skip && l.parse::<TrustAnchors>().is_err()).then_some(i + 1)
-                });
-                Err(AnchorError {
-                    line,
-                    message: format!("not DNSKEY records: {e}"),
-                })
-            }
+        })?;
+        if entries.is_empty() {
+            return Err(AnchorError {
+                line: None,
+                message: "no DNSKEY record in it; expected lines like \
+                    \"lab.example.org. IN DNSKEY 257 3 13 <key>\""
+                    .into(),
+            });
         }
+        // The root keys stay: public names validate as before, the file's zones with its keys.
+        let mut anchors = TrustAnchors::default();
+        for entry in entries {
+            // `Entry` is non-exhaustive: DNSKEY is the only kind today.
+            let Entry::DNSKEY(record) = entry else {
+                continue;
+            };
+            let key = record.data().key().map_err(|e| AnchorError {
+                line: None,
+                message: format!("{}: unusable DNSKEY: {e}", record.name()),
+            })?;
+            anchors.insert_with_name(&*key, record.name().into());
+        }
+        Ok(Anchors(Arc::new(anchors)))
     }
 }
 
@@ -150,11 +156,24 @@ pub fn judge(answers: &[Record], authorities: &[Record]) -> Result<Validation, S
         .filter(data)
         .find(|r| r.proof == Proof::Bogus);
     if let Some(r) = bogus {
-        return Err(format!(
-            "{} {} does not verify against its signature",
-            r.name,
-            r.record_type()
-        ));
+        let signed = answers.iter().chain(authorities).any(|s| {
+            s.name == r.name
+                && s.try_borrow::<RRSIG>()
+                    .is_some_and(|sig| sig.data().input().type_covered == r.record_type())
+        });
+        return Err(if signed {
+            format!(
+                "{} {} does not verify against its signature",
+                r.name,
+                r.record_type()
+            )
+        } else {
+            format!(
+                "{} {} has no signature, and its zone is not proven unsigned",
+                r.name,
+                r.record_type()
+            )
+        });
     }
     let proven: Vec<&Record> = if answers.is_empty() {
         authorities.iter().filter(data).collect()
