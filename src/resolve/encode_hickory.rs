@@ -113,7 +113,8 @@ pub fn cached(entry: &Entry, now: Instant, stale: bool) -> Reply {
     reply.answers = adjust(&a.answers);
     reply.authorities = adjust(&a.authorities);
     reply.additionals = adjust(&a.additionals);
-    reply.authentic = a.validation.is_secure();
+    // A stale answer was validated once, not now: no AD.
+    reply.authentic = a.validation.is_secure() && !stale;
     if stale {
         reply.with_ede(ede::STALE_ANSWER, "upstreams unreachable; stale answer")
     } else {
