@@ -211,6 +211,16 @@ fn secure_answers_get_ad_and_a_tampered_record_servfails_with_ede_6() {
     assert_eq!(r.rcode(), ResponseCode::NoError, "{}", r.summary());
     assert_eq!(r.a(), vec![GOOD], "{}", r.summary());
     assert!(ad(&r), "secure + DO: AD set: {}", r.summary());
+    assert!(
+        !r.answers_of(RecordType::RRSIG).is_empty(),
+        "DO: the signature comes along: {}",
+        r.summary()
+    );
+    assert!(
+        r.msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        "DO echoed: {}",
+        r.summary()
+    );
     // Asked again (now from the cache): still AD.
     let r = ts.query_with(from, &www, RecordType::A, &QueryOpts::udp().dnssec_ok());
     assert!(ad(&r) && r.a() == vec![GOOD], "cached: {}", r.summary());
@@ -218,6 +228,11 @@ fn secure_answers_get_ad_and_a_tampered_record_servfails_with_ede_6() {
     let r = ts.query(from, &www, RecordType::A);
     assert_eq!(r.a(), vec![GOOD], "{}", r.summary());
     assert!(!ad(&r), "no DO, no AD: {}", r.summary());
+    assert!(
+        r.answers_of(RecordType::RRSIG).is_empty(),
+        "no DO: no signatures: {}",
+        r.summary()
+    );
 
     // A proven NXDOMAIN (NSEC) is secure too.
     let r = ts.query_with(

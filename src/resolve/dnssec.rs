@@ -187,6 +187,24 @@ pub fn judge(answers: &[Record], authorities: &[Record]) -> Result<Validation, S
     }
 }
 
+/// Drops the DNSSEC records (signatures, NSEC, NSEC3) a client that did not set DO did not
+/// ask for; a query for one of those types keeps its answer.
+pub fn strip_unasked(reply: &mut super::answer::Reply, qtype: RecordType) {
+    let keep = |r: &Record| {
+        let t = r.record_type();
+        t == qtype || !matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+    };
+    for section in [
+        &mut reply.answers,
+        &mut reply.authorities,
+        &mut reply.additionals,
+    ] {
+        if !section.iter().all(keep) {
+            section.retain(keep);
+        }
+    }
+}
+
 /// A validator's error that means "bogus", with its reason; `None` for other failures.
 pub fn bogus_reason(e: &NetError) -> Option<String> {
     match e {
