@@ -534,7 +534,24 @@ class TelesinkNoLog(TelesinkLog):
     log = False
 
 
-SERVERS = {"telesink": Telesink, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
+class TelesinkAddresses(Telesink):
+    """telesink with [addresses] on (issue 21): blocked names handed to the learner and looked
+    up in the background, forwarded answers handed over; nftables off (the bench has no
+    router). Compare with "telesink" on the blocked and cached workloads."""
+    name = "telesink+addresses"
+
+    def setup(self):
+        super().setup()
+        with open(os.path.join(self.work, "telesink.toml"), "a") as f:
+            f.write("""
+[addresses]
+categories = ["telemetry"]
+resolve_blocked = true
+nftables = "off"
+""")
+
+
+SERVERS = {"telesink": Telesink, "telesink+addresses": TelesinkAddresses, "unbound": Unbound, "dnsmasq": Dnsmasq, "hickory": Hickory, "floor": Floor}
 
 
 # ------------------------------------------------------------------------------------------
@@ -1002,7 +1019,8 @@ def main():
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--servers", default="telesink,unbound,hickory,dnsmasq,floor,querylog",
-                    help="querylog = the query log's cost (telesink with log none / all, alternating)")
+                    help="querylog = the query log's cost (telesink with log none / all, alternating); "
+                         "telesink+addresses = telesink with [addresses] on (learning telemetry addresses)")
     ap.add_argument("--qlog-rates", default="20000,50000",
                     help="fixed rates for the query-log latency and dropped-rows check")
     ap.add_argument("--sizes", default="100k,1m")
@@ -1045,7 +1063,7 @@ def main():
         kinds.remove("hickory")
 
     # Run a private copy of the telesink binary: others may rebuild target/release mid-run.
-    if any(k in ("telesink", "querylog") for k in kinds):
+    if any(k in ("telesink", "telesink+addresses", "querylog") for k in kinds):
         src = a.telesink
         a.telesink = os.path.join(a.work, "telesink.bin")
         shutil.copy2(src, a.telesink)

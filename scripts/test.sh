@@ -14,6 +14,10 @@ command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
 # DNSSEC: a zone signed by the test (ldnsutils), served by NSD (tests/dnssec_e2e.rs).
 command -v nsd           >/dev/null 2>&1 || need_apt+=(nsd)
 command -v ldns-signzone >/dev/null 2>&1 || need_apt+=(ldnsutils)
+# nftables sets and counters for the telemetry-address tests (tests/addresses_netns.rs); setpriv
+# (util-linux) drops CAP_NET_ADMIN there.
+command -v nft        >/dev/null 2>&1 || need_apt+=(nftables)
+command -v setpriv    >/dev/null 2>&1 || need_apt+=(util-linux)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive

@@ -20,7 +20,8 @@
 //! | [`observe`] | the per-query event, metrics, the HTTP endpoint |
 //! | [`querylog`] | the SQLite log: sink, schema, writer, retention, reads, `mark` and `log` |
 //! | [`verify`] | the opt-out verdict, from the log or from Prometheus |
-//! | [`cli`] | `check`, `explain`, `devices`, `lists` (subscriptions), `suggest` |
+//! | [`cli`] | `check`, `explain`, `devices`, `lists` (subscriptions), `suggest`, `addresses` |
+//! | [`addresses`] | telemetry addresses: learnt from answers, served to routers, nftables sets and packet counters |
 //!
 //! Small shared modules: [`duration`], [`timespec`], [`sched`], [`alloc`], [`logging`].
 //!
@@ -33,6 +34,7 @@
 //! - No import circles between these modules; `observe` defines the observer traits that
 //!   `resolve` calls, so the DNS path depends on observation, never the other way round.
 
+pub mod addresses;
 pub mod alloc;
 pub mod cli;
 pub mod config;

@@ -126,6 +126,19 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// The telemetry addresses learnt for a category, IPv4 then IPv6.
+    ///
+    /// They live in the running server's memory: this asks it over the metrics listener
+    /// (`GET /addresses/CATEGORY.txt`), so `telesink run` must be running with this config.
+    Addresses {
+        /// A category of `[addresses] categories`, e.g. telemetry.
+        category: String,
+        /// Print JSON: each address with the seconds it has left, and the shared ones left out.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Search the query log, newest first.
     Log {
         /// A [[client]] name from the config, or an IP address.
@@ -341,6 +354,29 @@ fn main() -> ExitCode {
             limit,
             config,
         } => telesink::cli::suggest::run(&config, client.as_deref(), since, limit),
+        Command::Addresses {
+            category,
+            json,
+            config,
+        } => {
+            let config = match telesink::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("telesink: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match telesink::cli::addresses::addresses(&config, &category, json) {
+                Ok(body) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("telesink: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Log {
             client,
             category,

@@ -73,6 +73,11 @@ struct Expected {
 }
 
 fn start_telesink(up: &TestUpstream, extra_metrics: &str) -> TelesinkProcess {
+    start_telesink_with(up, extra_metrics, "")
+}
+
+/// [`start_telesink`] with more of the config file (`extra`, after [`CONFIG`]).
+fn start_telesink_with(up: &TestUpstream, extra_metrics: &str, extra: &str) -> TelesinkProcess {
     // A subscription (URL list) with a cached copy, for `telesink_list_age_seconds`: its
     // mirror is a closed loopback port, so downloads fail and the copy (checked an hour ago)
     // stays in force.
@@ -99,6 +104,7 @@ fn start_telesink(up: &TestUpstream, extra_metrics: &str) -> TelesinkProcess {
         .toml(&format!(
             "\n[[list]]\nname = \"vendor-subscription\"\nsource = \"{url}\"\ncategories = [\"ads\"]\nrefresh = \"24h\"\n"
         ))
+        .toml(extra)
         .start()
 }
 
@@ -287,9 +293,16 @@ fn dashboard_queries_return_data_in_prometheus() {
     let Some(tools) = support::prom::require(test, &["prometheus", "promtool"]) else {
         return;
     };
+    // The "telemetry traffic" panel reads packet counters, which telesink keeps in an nftables
+    // table: this test (telesink, its upstream, Prometheus) runs in a network namespace of its
+    // own, whose firewall it may change. Configured devices' counters exist at 0 while
+    // counting is on.
+    if support::netns::enter_private_namespace(test).is_none() {
+        return;
+    }
     let started = now_secs();
     let up = TestUpstream::start();
-    let ts = start_telesink(&up, "");
+    let ts = start_telesink_with(&up, "", "[addresses]\nnftables = \"count\"\n");
     let prom = Prometheus::start(&[ts.metrics_addr()]);
 
     // The opt-out mark that the dashboard draws as an annotation.

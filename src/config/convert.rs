@@ -167,6 +167,10 @@ impl<'t> Convert<'t> {
             max_clients: metrics_t.max_clients.map_or(256, |n| n.0),
         };
         let querylog = self.querylog(section(raw.querylog));
+        let addresses = match raw.addresses {
+            Some(t) => Some(self.addresses(t.0, &categories)?),
+            None => None,
+        };
 
         Ok(Config {
             path: self.path.to_path_buf(),
@@ -184,6 +188,7 @@ impl<'t> Convert<'t> {
             forwards,
             metrics,
             querylog,
+            addresses,
             warnings: self.warnings,
         })
     }
@@ -582,6 +587,39 @@ impl<'t> Convert<'t> {
             widest = Some(o);
         }
         Ok(out)
+    }
+
+    /// `[addresses]`: a category that no list defines is an error (nothing could be learnt).
+    fn addresses(&self, t: RawAddresses, defined: &[&str]) -> Res<AddressesConfig> {
+        let mut categories: Vec<String> = Vec::new();
+        match &t.categories {
+            None => categories.push("telemetry".into()),
+            Some(a) => {
+                for (c, span, key) in self.items(a, "addresses.categories")? {
+                    if !defined.contains(&c.0.as_str()) {
+                        return Err(self.error(
+                            &span,
+                            key,
+                            format!(
+                                "no [[list]] has category {:?}, so it has no names whose \
+                                 addresses could be learnt; {}defined categories: {}",
+                                c.0,
+                                hint(&c.0, defined),
+                                name_list(defined.iter().copied())
+                            ),
+                        ));
+                    }
+                    if !categories.contains(&c.0) {
+                        categories.push(c.0);
+                    }
+                }
+            }
+        }
+        Ok(AddressesConfig {
+            categories,
+            resolve_blocked: t.resolve_blocked.is_none_or(|f| f.0),
+            nftables: t.nftables.unwrap_or_default(),
+        })
     }
 
     fn client_discovery(&self, t: RawClients) -> Res<ClientDiscovery> {

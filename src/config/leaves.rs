@@ -13,7 +13,9 @@ use serde::Deserialize;
 use super::errors;
 use super::model::{drain, drain_map};
 use super::values::{check_category, check_ident, parse_host_port, parse_net, parse_upstream};
-use super::{BlockMode, ListFormat, LogMode, Mac, RecordKind, Strategy, Upstream, MAX_TTL};
+use super::{
+    BlockMode, ListFormat, LogMode, Mac, NftMode, RecordKind, Strategy, Upstream, MAX_TTL,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Any value, for messages
@@ -544,6 +546,15 @@ impl<'de> Deserialize<'de> for Strategy {
         let valid = Strategy::ALL.map(|s| (s.as_str(), s));
         Raw::deserialize(d)?
             .choice("upstream strategy", &valid, str::to_string)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for NftMode {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let valid = NftMode::ALL.map(|m| (m.as_str(), m));
+        Raw::deserialize(d)?
+            .choice("nftables mode", &valid, str::to_string)
             .map_err(de::Error::custom)
     }
 }

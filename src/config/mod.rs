@@ -36,6 +36,7 @@ use ipnet::IpNet;
 pub use crate::devices::Mac;
 pub use crate::lists::Format as ListFormat;
 // The types the consumers own (config converts into them at the edge; see `lib.rs`).
+pub use crate::addresses::NftMode;
 pub use crate::lists::ListSource;
 pub use crate::policy::local::{LocalRecord as RecordConfig, RecordKind, RecordValue};
 pub use crate::policy::schedule::ScheduleSpec as ScheduleConfig;
@@ -102,6 +103,8 @@ pub struct Config {
     pub forwards: Vec<ForwardConfig>,
     pub metrics: MetricsConfig,
     pub querylog: QueryLogConfig,
+    /// `[addresses]`: learning the addresses of telemetry names; `None` without the table.
+    pub addresses: Option<AddressesConfig>,
     /// Things that are allowed but probably not meant (a group blocking a category that no list
     /// has). `check` prints them and `run` logs them; they never fail a load.
     pub warnings: Vec<ConfigWarning>,
@@ -260,6 +263,17 @@ pub struct QueryLogConfig {
     /// Entries waiting to be written; past it they are dropped and counted. Default 16384
     /// (~3 MB): 0.16 s of rows at 100k qps, and the writer takes them every 0.1 s.
     pub queue_size: usize,
+}
+
+/// `[addresses]` (SPEC "Telemetry addresses"). Present only when the file has the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressesConfig {
+    /// Categories whose addresses are learnt; each one a [[list]] defines. Default `telemetry`.
+    pub categories: Vec<String>,
+    /// Resolve blocked names of those categories in the background. Default true.
+    pub resolve_blocked: bool,
+    /// Keep the `inet telesink` nftables table. Default off.
+    pub nftables: NftMode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -477,6 +491,12 @@ impl Config {
             (
                 self.client_discovery.silent_after != newer.client_discovery.silent_after,
                 "clients.silent_after",
+            ),
+            // The learner starts with the server; a reload changes what it learns, or removes
+            // the table.
+            (
+                self.addresses.is_none() && newer.addresses.is_some(),
+                "addresses",
             ),
         ];
         changed

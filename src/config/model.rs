@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use super::errors;
 pub(super) use super::leaves::*;
-use super::{BlockMode, ConfigError, ListFormat, LogMode, RecordKind, Strategy, Upstream};
+use super::{BlockMode, ConfigError, ListFormat, LogMode, NftMode, RecordKind, Strategy, Upstream};
 
 /// Parses `text` into the model; errors name the file, line and key.
 pub(super) fn read(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
@@ -47,6 +47,7 @@ pub(super) struct RawConfig {
     pub forward: Option<Tables<RawForward>>,
     pub metrics: Option<Section<RawMetrics>>,
     pub querylog: Option<Section<RawQueryLog>>,
+    pub addresses: Option<Section<RawAddresses>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +177,14 @@ pub(super) struct RawQueryLog {
     pub queue_size: Option<QueueSize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAddresses {
+    pub categories: Option<Array<Category>>,
+    pub resolve_blocked: Option<Flag>,
+    pub nftables: Option<NftMode>,
+}
+
 /// What a table is called in the file, for "expected a table [server]" and "write [[list]]".
 pub(super) trait Named {
     const NAME: &'static str;
@@ -191,7 +200,8 @@ named!(
     RawServer => "server", RawUpstream => "upstream", RawBlocking => "blocking",
     RawList => "list", RawAllow => "allow", RawClient => "client", RawClients => "clients",
     RawGroup => "group", RawDefault => "default", RawRecord => "record",
-    RawMetrics => "metrics", RawQueryLog => "querylog", RawSchedule => "group.schedule",
+    RawMetrics => "metrics", RawQueryLog => "querylog", RawAddresses => "addresses",
+    RawSchedule => "group.schedule",
 );
 named!(RawForward => "forward");
 

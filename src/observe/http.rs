@@ -70,6 +70,19 @@ pub async fn serve(
         .await
 }
 
+/// [`serve`], with `extra` routes merged in (`GET /addresses/…`).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, ready).merge(extra))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 fn bind_error(listen: SocketAddr, e: std::io::Error) -> std::io::Error {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {

@@ -13,6 +13,7 @@
 //! handle, the hot path allocates nothing); a value someone else holds (a size, a table) goes
 //! in `scrape`, read from a snapshot when scraped.
 
+pub mod answers;
 mod clients;
 pub mod events;
 pub mod http;

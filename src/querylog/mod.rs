@@ -16,6 +16,7 @@
 //! * [`writer`]: the writer thread, its batches and heartbeats;
 //! * [`activity`]: per-device activity (per-minute counts, addresses, last query), written by the
 //!   writer in every mode that keeps a database, and its readers;
+//! * [`traffic`]: packets to telemetry addresses per device and minute (`[addresses]`);
 //! * [`retention`]: deleting what is older than `retention_days`;
 //! * [`read`]: the queries `log` and `verify` ask (clients, marks, counts, logged time);
 //! * [`commands`]: `telesink mark` and `telesink log` and their rendering.
@@ -30,6 +31,7 @@ mod retention;
 pub(crate) mod schema;
 pub mod settings;
 pub mod sink;
+pub mod traffic;
 mod writer;
 
 #[cfg(test)]

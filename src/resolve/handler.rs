@@ -37,6 +37,7 @@ use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::devices::Devices;
+use crate::observe::answers::AnswerObserver;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
 use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
@@ -58,6 +59,8 @@ struct Inner {
     sinks: Vec<Arc<dyn QuerySink>>,
     /// MAC and lease identity (disabled unless [`Handler::with_devices`]).
     devices: Devices,
+    /// Sees fresh upstream answers (the addresses learner), if any.
+    answers: Option<Arc<dyn AnswerObserver>>,
     /// Queries between the start of `handle_request` and its end: what shutdown waits for.
     in_flight: AtomicUsize,
 }
@@ -125,6 +128,7 @@ impl Handler {
                 upstreams,
                 sinks,
                 devices: Devices::disabled(),
+                answers: None,
                 in_flight: AtomicUsize::new(0),
             }),
         }
@@ -136,6 +140,15 @@ impl Handler {
         Arc::get_mut(&mut self.inner)
             .expect("with_devices is called before the handler is shared")
             .devices = devices;
+        self
+    }
+
+    /// Hands each fresh upstream answer to `observer` (SPEC "Telemetry addresses"). Call
+    /// before the handler is cloned into the listeners.
+    pub fn with_answer_observer(mut self, observer: Arc<dyn AnswerObserver>) -> Handler {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_answer_observer is called before the handler is shared")
+            .answers = Some(observer);
         self
     }
 
@@ -576,9 +589,15 @@ impl Handler {
         };
         let forwarded = upstreams.forward(original, live.upstream.strategy).await;
         report.upstream_time = Some(asked.elapsed());
+        let mut fresh = None;
         let (reply, targets, private) = match forwarded {
             Ok(answer) => {
                 let private = rebind::holds_private(&answer.answers);
+                // Private addresses never join a telemetry set: in nftables drop mode they
+                // would cut devices off from the LAN.
+                if self.inner.answers.is_some() && !private {
+                    fresh = Some(answer.answers.clone());
+                }
                 self.inner.cache.insert(name, qtype, answer.clone());
                 report.result = QueryResult::Forwarded;
                 let targets = cloaking::targets(&answer.answers);
@@ -608,6 +627,9 @@ impl Handler {
         );
         report.verdict = verdict;
         report.action = action;
+        if let (Some(observer), Some(records)) = (&self.inner.answers, fresh) {
+            observer.answered(&policy.categories, verdict.categories, &records);
+        }
         if action == Some(Action::Blocked) {
             report.result = QueryResult::Blocked;
             return (hickory::blocked(policy, name, qtype, &verdict), report);

@@ -108,7 +108,44 @@ pub async fn run(config_path: &Path) -> Result<()> {
         config.client_discovery.silent_after,
     );
 
-    let handler = Handler::new(live.clone(), cache, upstreams, sinks).with_devices(devices);
+    // Telemetry addresses (SPEC "Telemetry addresses"): learnt off the DNS path, from a
+    // hand-off that is a query sink (blocked names) and an answer observer.
+    let addresses = match &config.addresses {
+        Some(a) => Some(Arc::new(
+            crate::addresses::Addresses::start(
+                address_settings(Some(a)),
+                crate::addresses::learner::Wiring {
+                    upstreams: Upstreams::new(
+                        &config.upstream.servers,
+                        config.upstream.timeout,
+                        None,
+                    )?,
+                    registry: metrics.registry().clone(),
+                    max_clients: config.metrics.max_clients,
+                    name_device: {
+                        let (live, devices) = (live.clone(), devices.clone());
+                        Arc::new(move |addr| {
+                            let who =
+                                crate::resolve::identity::identify(&live.load(), &devices, addr);
+                            who.info.name.unwrap_or_else(|| addr.to_string().into())
+                        })
+                    },
+                    known_clients: client_names(&config),
+                    traffic: traffic_log(&config, a),
+                },
+            )
+            .await,
+        )),
+        None => None,
+    };
+    if let Some(a) = &addresses {
+        sinks.push(a.tap());
+    }
+
+    let mut handler = Handler::new(live.clone(), cache, upstreams, sinks).with_devices(devices);
+    if let Some(a) = &addresses {
+        handler = handler.with_answer_observer(a.tap());
+    }
     {
         // Read at each scrape; `unwatch` at shutdown breaks the metrics → handler → metrics
         // cycle.
@@ -146,11 +183,18 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let metrics = metrics.clone();
         let ready = ready.clone();
         let mut stop = stop_rx.clone();
+        let addresses_http = addresses.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::observe::http::serve(listener, metrics, ready, shutdown).await {
+            let extra = match &addresses_http {
+                Some(a) => crate::addresses::http::router(a.clone()),
+                None => axum::Router::new(),
+            };
+            if let Err(e) =
+                crate::observe::http::serve_with(listener, metrics, ready, extra, shutdown).await
+            {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });
@@ -173,11 +217,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     // Queries waiting for an upstream at shutdown get at most this long to be answered.
     let drain_max = config.upstream.timeout + Duration::from_millis(500);
-    let reloader = crate::server::reload::Reloader::start(
+    let after_swap: Option<crate::server::reload::AfterSwap> = addresses.clone().map(|a| {
+        Box::new(move |c: &Config| {
+            let (a, settings, clients) = (
+                a.clone(),
+                address_settings(c.addresses.as_ref()),
+                client_names(c),
+            );
+            tokio::spawn(async move { a.reload(settings, clients).await });
+        }) as crate::server::reload::AfterSwap
+    });
+    let reloader = crate::server::reload::Reloader::start_with(
         config_path.to_path_buf(),
         config,
         live.clone(),
         metrics.clone(),
+        after_swap,
     );
 
     wait_for_shutdown(&reloader).await;
@@ -199,10 +254,64 @@ pub async fn run(config_path: &Path) -> Result<()> {
             tracing::info!("{report}");
         }
     }
+    if let Some(a) = &addresses {
+        // Removes the nftables table, if there is one.
+        a.stop().await;
+    }
     metrics.unwatch();
     devices_task.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `[addresses]` in the learner's types; a reload that drops the table turns learning off.
+fn address_settings(
+    a: Option<&crate::config::AddressesConfig>,
+) -> crate::addresses::AddressSettings {
+    match a {
+        Some(a) => crate::addresses::AddressSettings {
+            categories: a.categories.iter().map(|c| Arc::from(c.as_str())).collect(),
+            resolve_blocked: a.resolve_blocked,
+            nftables: a.nftables,
+        },
+        None => crate::addresses::AddressSettings {
+            categories: Vec::new(),
+            resolve_blocked: false,
+            nftables: crate::addresses::NftMode::Off,
+        },
+    }
+}
+
+/// Where packet counts go besides the metrics: the query log's `traffic` table, when telesink
+/// counts packets and keeps a query log.
+fn traffic_log(
+    config: &Config,
+    a: &crate::config::AddressesConfig,
+) -> Option<Arc<dyn crate::addresses::traffic::TrafficSink>> {
+    if a.nftables == crate::addresses::NftMode::Off
+        || config.querylog.log == crate::config::LogMode::None
+    {
+        return None;
+    }
+    match crate::querylog::traffic::TrafficLog::open(
+        &config.querylog.path,
+        config.querylog.anonymize,
+        config.querylog.retention_days,
+    ) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::error!("packet counts will not reach the query log: {e}");
+            None
+        }
+    }
+}
+
+fn client_names(config: &Config) -> Vec<Arc<str>> {
+    config
+        .clients
+        .iter()
+        .map(|c| Arc::from(c.name.as_str()))
+        .collect()
 }
 
 async fn wait_for_shutdown(reloader: &crate::server::reload::Reloader) {

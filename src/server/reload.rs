@@ -70,6 +70,18 @@ impl Reloader {
         live: Arc<ArcSwap<Live>>,
         metrics: Arc<Metrics>,
     ) -> Reloader {
+        Self::start_with(config_path, config, live, metrics, None)
+    }
+
+    /// [`start`](Self::start), with `after_swap` called with each new config once its policy
+    /// is in force (what else a reload keeps in step: the addresses learner).
+    pub fn start_with(
+        config_path: PathBuf,
+        config: Config,
+        live: Arc<ArcSwap<Live>>,
+        metrics: Arc<Metrics>,
+        after_swap: Option<AfterSwap>,
+    ) -> Reloader {
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.config_loaded(SystemTime::now());
         let refresher = {
@@ -94,6 +106,7 @@ impl Reloader {
             metrics,
             refresher,
             watch,
+            after_swap,
         };
         tokio::spawn(reload_loop(state, rx));
         Reloader { tx }
@@ -105,7 +118,11 @@ impl Reloader {
     }
 }
 
+/// Called with each config a reload put in force.
+pub type AfterSwap = Box<dyn Fn(&Config) + Send + Sync>;
+
 struct State {
+    after_swap: Option<AfterSwap>,
     config_path: PathBuf,
     /// The config's directory.
     root: PathBuf,
@@ -247,6 +264,9 @@ async fn reload(st: &mut State, cause: &str) {
             }
             st.refresher
                 .set(url_lists(&s.config.list_specs(), &s.config.allow.lists));
+            if let Some(f) = &st.after_swap {
+                f(&s.config);
+            }
             st.current = s.config;
             let files = watched_files(&st.config_path, &st.current);
             st.watch.update(WatchSet::for_files(&st.root, files));

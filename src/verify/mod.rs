@@ -36,7 +36,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use evidence::{assess, Assessment, Reason, Verdict, P_THRESHOLD};
-pub use report::{Actions, DomainCount, OrdinaryActivity, Source, VerifyReport, Wait};
+pub use report::{
+    Actions, AddressTraffic, DomainCount, OrdinaryActivity, Source, Traffic, VerifyReport, Wait,
+};
 
 use crate::querylog::{self, ClientList, ClientSelector, CommandError, MarkInfo, QueryLogError};
 use crate::timespec::{self, format_duration_ms, TimeSpec};
@@ -163,6 +165,7 @@ pub fn verify_at(
     let mut after_by_action = None;
     let mut seen_categories = None;
     let mut bypass_names = Vec::new();
+    let mut traffic: Option<Traffic> = None;
     let (source, before, after, logged_base, logged_after, ordinary) = match &args.prometheus {
         None => {
             let conn = match conn {
@@ -246,6 +249,38 @@ pub fn verify_at(
                     }
                 }
             }
+            // Packets to the category's addresses: only in a log written while telesink counted.
+            if let Some(t) = querylog::traffic::traffic_counts(
+                &conn,
+                &sel,
+                &category,
+                baseline_start_ms,
+                since_ms,
+                until_ms,
+            )
+            .map_err(e)?
+            {
+                if t.spanning > 0 {
+                    notes.push(format!(
+                        "{} packets were counted in a reading that spans T and are on neither side",
+                        t.spanning
+                    ));
+                }
+                traffic = Some(Traffic {
+                    before: t.before as f64,
+                    after: t.after as f64,
+                    spanning: t.spanning as f64,
+                    addresses: t
+                        .addresses
+                        .into_iter()
+                        .map(|a| AddressTraffic {
+                            address: a.address.to_string(),
+                            before: a.before,
+                            after: a.after,
+                        })
+                        .collect(),
+                });
+            }
             if !ord.exact {
                 notes.push(
                     "ordinary queries are counted per minute (log = \"matched\"); a minute that spans T counts \
@@ -283,6 +318,21 @@ pub fn verify_at(
             };
             let last_query_ms =
                 prom.last_query_ms(&sel.label, window_ms + baseline_ms, until_ms)?;
+            if let Some((before, after)) = prom.packets(
+                &sel.label,
+                &category,
+                baseline_ms,
+                window_ms,
+                since_ms,
+                until_ms,
+            )? {
+                traffic = Some(Traffic {
+                    before,
+                    after,
+                    spanning: 0.0,
+                    addresses: Vec::new(),
+                });
+            }
             notes.push(
                 "Prometheus counts are estimates: increase() extrapolates between scrapes".into(),
             );
@@ -310,7 +360,11 @@ pub fn verify_at(
         }
     };
 
-    let a = assess(before, logged_base, after, logged_after);
+    let mut a = assess(before, logged_base, after, logged_after);
+    // Packets after T: the device still reaches the category, whatever its DNS says.
+    if traffic.as_ref().is_some_and(|t| t.after > 0.0) {
+        a.verdict = Verdict::Continuing;
+    }
     let silent_after_ms = args.silent_after.as_millis().min(i64::MAX as u128) as i64;
     let u = judge_use(&UseEvidence {
         before: ordinary.before,
@@ -388,6 +442,7 @@ pub fn verify_at(
             bypass_names,
         },
         domains,
+        traffic,
         wait,
         mark,
         notes,

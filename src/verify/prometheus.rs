@@ -57,6 +57,32 @@ impl Prometheus {
             .unwrap_or(0.0))
     }
 
+    /// The client's packets to `category`'s addresses in the baseline and in the window
+    /// (`telesink_category_packets_total`, every action); `None` when Prometheus has no such
+    /// series for the client (telesink does not count packets).
+    pub(crate) fn packets(
+        &self,
+        client: &str,
+        category: &str,
+        baseline_ms: i64,
+        window_ms: i64,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<(f64, f64)>, CommandError> {
+        let (c, cat) = (promql_label(client), promql_label(category));
+        let q = |r: i64| {
+            format!(
+                "sum(increase(telesink_category_packets_total{{client=\"{c}\",category=\"{cat}\"}}[{}ms]))",
+                r.max(1)
+            )
+        };
+        let Some(after) = self.instant(&q(window_ms), until_ms)? else {
+            return Ok(None);
+        };
+        let before = self.instant(&q(baseline_ms), since_ms)?.unwrap_or(0.0);
+        Ok(Some((before, after)))
+    }
+
     /// The client's ordinary (uncategorised) queries in the `range_ms` before `at_ms`; see the
     /// module doc for the formula. Never negative.
     pub(crate) fn ordinary(

@@ -47,6 +47,30 @@ pub struct Wait {
     pub window_ms: i64,
 }
 
+/// A device's packets to the category's learnt addresses, where telesink counts them
+/// (`[addresses] nftables`): evidence beyond DNS.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Traffic {
+    /// Packets in the baseline.
+    #[serde(serialize_with = "count")]
+    pub before: f64,
+    /// Packets after T.
+    #[serde(serialize_with = "count")]
+    pub after: f64,
+    /// Packets of a counter reading that spans T (a few seconds), on neither side.
+    #[serde(serialize_with = "count")]
+    pub spanning: f64,
+    /// Per address, most packets after T first; empty with Prometheus.
+    pub addresses: Vec<AddressTraffic>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddressTraffic {
+    pub address: String,
+    pub before: u64,
+    pub after: u64,
+}
+
 fn count<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     if v.fract() == 0.0 && v.abs() < 9e15 {
         s.serialize_i64(*v as i64)
@@ -92,6 +116,9 @@ pub struct VerifyReport {
     pub ordinary: OrdinaryActivity,
     /// Most attempts first; empty with Prometheus.
     pub domains: Vec<DomainCount>,
+    /// Packets to the category's addresses, where telesink counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
     pub wait: Option<Wait>,
     pub mark: Option<MarkInfo>,
     pub notes: Vec<String>,
@@ -184,6 +211,14 @@ impl VerifyReport {
             out.push_str(&format!("  (mark {}: {})", m.id, m.note));
         }
         out.push('\n');
+        if let Some(t) = &self.traffic {
+            out.push_str(&format!(
+                "packets to {} addresses: {} before, {} after\n",
+                self.category,
+                fmt_count(t.before),
+                fmt_count(t.after)
+            ));
+        }
         if let Source::Prometheus { url } = &self.source {
             out.push_str(&format!(
                 "from Prometheus {url}, summed over every telesink it scrapes (no per-domain detail)\n"
@@ -270,6 +305,32 @@ impl VerifyReport {
         let (client, cat) = (&self.client, &self.category);
         let rate = fmt_rate(self.baseline_rate_per_hour);
         match self.verdict {
+            Verdict::Continuing if self.after <= 0.0 => {
+                // DNS is quiet, the packets are not.
+                let t_ = self.traffic.as_ref();
+                let mut s = format!(
+                    "CONTINUING: {client} still sends packets to {cat} addresses after {t}: {} packets, \
+                     though it asked no {cat} name",
+                    fmt_count(t_.map_or(0.0, |t| t.after))
+                );
+                let shown: Vec<String> = t_
+                    .map(|t| {
+                        t.addresses
+                            .iter()
+                            .filter(|a| a.after > 0)
+                            .take(5)
+                            .map(|a| format!("{} ({})", a.address, a.after))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !shown.is_empty() {
+                    s.push_str(&format!(".\nAddresses: {}", shown.join(", ")));
+                }
+                s.push_str(
+                    ".\nIt uses addresses it did not ask telesink for (cached, built in, or from another resolver).\n",
+                );
+                s
+            }
             Verdict::Continuing => {
                 let mut s = format!(
                     "CONTINUING: {client} still tries: {} {cat} attempts after {t}",

@@ -234,3 +234,265 @@ pub fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
     })
 }
+
+/// Three namespaces in a line: a phone, the router (where telesink runs, forwarding on) and "the
+/// internet", joined by two veth pairs. The internet namespace holds the addresses the phone
+/// sends to (on its loopback), routed through the router; the phone's default route is the
+/// router. Made for telesink's nftables counters: packets really cross the router's forward
+/// hook. Needs root, like [`NetnsPair`]; removed on drop.
+pub struct NetnsTrio {
+    pub phone: String,
+    pub router: String,
+    pub internet: String,
+    pub phone_v4: Ipv4Addr,
+    pub phone_v6: Ipv6Addr,
+    /// The router's addresses on the phone's side (telesink listens there).
+    pub router_v4: Ipv4Addr,
+    pub router_v6: Ipv6Addr,
+}
+
+impl NetnsTrio {
+    /// Creates the three namespaces; `internet_addrs` are put on the internet namespace's
+    /// loopback. `None` (with a message) when this machine cannot and we are not in CI.
+    pub fn create(test: &str, internet_addrs: &[IpAddr]) -> Option<NetnsTrio> {
+        let skip = |why: String| {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: {why}; under CI=true this test must run");
+            }
+            eprintln!("skipping {test}: {why}");
+        };
+        if let Some(why) = missing_rights() {
+            skip(why);
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let trio = NetnsTrio {
+            phone: format!("tsp{id}"),
+            router: format!("tsr{id}"),
+            internet: format!("tsi{id}"),
+            phone_v4: Ipv4Addr::new(10, 77, 0, 2),
+            phone_v6: "fd77::2".parse().unwrap(),
+            router_v4: Ipv4Addr::new(10, 77, 0, 1),
+            router_v6: "fd77::1".parse().unwrap(),
+        };
+        let out = run(&["ip", "netns", "add", &trio.phone]);
+        if !out.status.success() {
+            skip(format!(
+                "cannot create a network namespace: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            std::mem::forget(trio);
+            return None;
+        }
+        must(&["ip", "netns", "add", &trio.router]);
+        must(&["ip", "netns", "add", &trio.internet]);
+        let (pr, rp) = (format!("vp{id}"), format!("vrp{id}"));
+        let (ri, ir) = (format!("vri{id}"), format!("vir{id}"));
+        must(&[
+            "ip",
+            "link",
+            "add",
+            &pr,
+            "netns",
+            &trio.phone,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &rp,
+            "netns",
+            &trio.router,
+        ]);
+        must(&[
+            "ip",
+            "link",
+            "add",
+            &ri,
+            "netns",
+            &trio.router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ir,
+            "netns",
+            &trio.internet,
+        ]);
+        let ns = |ns: &str, args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", ns];
+            full.extend_from_slice(args);
+            must(&full);
+        };
+        for n in [&trio.phone, &trio.router, &trio.internet] {
+            ns(n, &["ip", "link", "set", "lo", "up"]);
+        }
+        // Phone ↔ router.
+        ns(
+            &trio.phone,
+            &["ip", "addr", "add", "10.77.0.2/24", "dev", &pr],
+        );
+        ns(
+            &trio.phone,
+            &["ip", "addr", "add", "fd77::2/64", "dev", &pr, "nodad"],
+        );
+        ns(
+            &trio.router,
+            &["ip", "addr", "add", "10.77.0.1/24", "dev", &rp],
+        );
+        ns(
+            &trio.router,
+            &["ip", "addr", "add", "fd77::1/64", "dev", &rp, "nodad"],
+        );
+        // Router ↔ internet.
+        ns(
+            &trio.router,
+            &["ip", "addr", "add", "10.78.0.1/24", "dev", &ri],
+        );
+        ns(
+            &trio.router,
+            &["ip", "addr", "add", "fd78::1/64", "dev", &ri, "nodad"],
+        );
+        ns(
+            &trio.internet,
+            &["ip", "addr", "add", "10.78.0.2/24", "dev", &ir],
+        );
+        ns(
+            &trio.internet,
+            &["ip", "addr", "add", "fd78::2/64", "dev", &ir, "nodad"],
+        );
+        for (n, l) in [
+            (&trio.phone, &pr),
+            (&trio.router, &rp),
+            (&trio.router, &ri),
+            (&trio.internet, &ir),
+        ] {
+            ns(n, &["ip", "link", "set", l, "up"]);
+        }
+        ns(
+            &trio.phone,
+            &["ip", "route", "add", "default", "via", "10.77.0.1"],
+        );
+        ns(
+            &trio.phone,
+            &["ip", "-6", "route", "add", "default", "via", "fd77::1"],
+        );
+        ns(
+            &trio.router,
+            &["ip", "route", "add", "default", "via", "10.78.0.2"],
+        );
+        ns(
+            &trio.router,
+            &["ip", "-6", "route", "add", "default", "via", "fd78::2"],
+        );
+        ns(
+            &trio.internet,
+            &["ip", "route", "add", "10.77.0.0/24", "via", "10.78.0.1"],
+        );
+        ns(
+            &trio.internet,
+            &["ip", "-6", "route", "add", "fd77::/64", "via", "fd78::1"],
+        );
+        ns(&trio.router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        ns(
+            &trio.router,
+            &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+        );
+        for a in internet_addrs {
+            let prefix = if a.is_ipv4() { 32 } else { 128 };
+            ns(
+                &trio.internet,
+                &["ip", "addr", "add", &format!("{a}/{prefix}"), "dev", "lo"],
+            );
+        }
+        Some(trio)
+    }
+
+    /// `nft ARGS` in the router namespace: (success, stdout + stderr).
+    pub fn router_nft(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["ip", "netns", "exec", &self.router, "nft"];
+        full.extend_from_slice(args);
+        let out = run(&full);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// A UDP socket of the internet namespace bound to `addr` (port 7000): what arrives there
+    /// crossed the router.
+    pub fn listen_on_internet(&self, addr: IpAddr) -> UdpSocket {
+        in_namespace(&self.internet, || {
+            let s = UdpSocket::bind((addr, 7000))
+                .unwrap_or_else(|e| panic!("bind {addr}:7000 in the internet namespace: {e}"));
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+    }
+
+    /// Sends `n` datagrams from the phone to `dst`:7000.
+    pub fn send_from_phone(&self, dst: IpAddr, n: usize) {
+        let src: IpAddr = if dst.is_ipv4() {
+            self.phone_v4.into()
+        } else {
+            self.phone_v6.into()
+        };
+        in_namespace(&self.phone, || {
+            let sock = UdpSocket::bind((src, 0)).unwrap();
+            for _ in 0..n {
+                sock.send_to(b"telemetry?", (dst, 7000))
+                    .unwrap_or_else(|e| panic!("send {src} → {dst}: {e}"));
+            }
+        })
+    }
+}
+
+/// Datagrams waiting on `sock` (non-blocking), read off.
+pub fn drain(sock: &UdpSocket) -> usize {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while sock.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+impl Drop for NetnsTrio {
+    fn drop(&mut self) {
+        for n in [&self.phone, &self.router, &self.internet] {
+            let _ = run(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+/// Moves the calling thread (and whatever it starts from now on: processes, threads) into a
+/// new network namespace of its own, with loopback up: a test that needs nftables gets a
+/// firewall of its own, never the host's. Nothing to remove: the namespace goes with the last
+/// task in it. `None` (with a message) when this machine cannot and we are not in CI.
+pub fn enter_private_namespace(test: &str) -> Option<()> {
+    let fail = |why: String| {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {why}; under CI=true this test must run");
+        }
+        eprintln!("skipping {test}: {why}");
+    };
+    if let Some(why) = missing_rights() {
+        fail(why);
+        return None;
+    }
+    // SAFETY: unshare of the network namespace changes the calling thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        fail(format!(
+            "cannot create a network namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+        return None;
+    }
+    must(&["ip", "link", "set", "lo", "up"]);
+    Some(())
+}

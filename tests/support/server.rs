@@ -53,6 +53,8 @@ pub struct Telesink {
     metrics_toml: String,
     querylog_toml: String,
     body: String,
+    /// A program (and its arguments) that runs `telesink` (e.g. `setpriv … --`).
+    wrap: Vec<String>,
     /// Environment variables for `telesink run` (e.g. `SSL_CERT_FILE`).
     envs: Vec<(String, String)>,
 }
@@ -81,8 +83,16 @@ impl Telesink {
             metrics_toml: String::new(),
             querylog_toml: String::new(),
             body: String::new(),
+            wrap: Vec::new(),
             envs: Vec::new(),
         }
+    }
+
+    /// Runs the server as `wrap… telesink run …` (a program that execs its arguments, so the
+    /// PID stays the server's).
+    pub fn wrapped_in(mut self, wrap: &[&str]) -> Self {
+        self.wrap = wrap.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Set an environment variable for `telesink run`.
@@ -257,7 +267,15 @@ impl Telesink {
             let config = self.render(dns, metrics);
             let cfg_path = self.config_path();
             fs::write(&cfg_path, &config).unwrap();
-            let mut cmd = Command::new(BIN);
+            let mut cmd = match self.wrap.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(BIN);
+                    c
+                }
+                None => Command::new(BIN),
+            };
+            cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
             cmd.arg("run")
                 .arg("-c")
                 .arg(&cfg_path)
