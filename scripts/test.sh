@@ -11,6 +11,9 @@ command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v dig        >/dev/null 2>&1 || need_apt+=(dnsutils)
 # Network namespaces and veth pairs for the device-identity tests (tests/devices_*.rs).
 command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
+# DNSSEC: a zone signed by the test (ldnsutils), served by NSD (tests/dnssec_e2e.rs).
+command -v nsd           >/dev/null 2>&1 || need_apt+=(nsd)
+command -v ldns-signzone >/dev/null 2>&1 || need_apt+=(ldnsutils)
 # nftables sets and counters for the telemetry-address tests (tests/addresses_netns.rs); setpriv
 # (util-linux) drops CAP_NET_ADMIN there.
 command -v nft        >/dev/null 2>&1 || need_apt+=(nftables)
@@ -25,6 +28,8 @@ fi
 # The prometheus package starts a system service on :9090; the tests start their own on other
 # ports, so it does not matter, but stop it where we can to keep the machine quiet.
 (systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true)
+# Likewise NSD's system service (the DNSSEC test starts its own NSD on a free port).
+(systemctl stop nsd 2>/dev/null || true)
 
 echo "== format and lints"
 cargo fmt --check

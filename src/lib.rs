@@ -13,10 +13,10 @@
 //! |---|---|
 //! | [`config`] | `config.toml` → typed settings, errors with file, line and key |
 //! | [`lists`] | the list-line parser (every format) and URL-list sources |
-//! | [`policy`] | the matcher, categories, local names; lists + clients + groups → verdict and action |
+//! | [`policy`] | the matcher, categories, local names, schedules; lists + clients + groups → verdict and action |
 //! | [`devices`] | MACs from the kernel's neighbour table, DHCP leases |
-//! | [`resolve`] | identity, the one decision, the wire and hickory encoders, cache, upstream (strategy, `[[forward]]` zones), cloaking, rebinding |
-//! | [`server`] | the composition root (`run`), listeners, live-state building, reload |
+//! | [`resolve`] | identity, the one decision, the wire and hickory encoders, cache, upstream (strategy, `[[forward]]` zones), DNSSEC, cloaking, rebinding |
+//! | [`server`] | the composition root (`run`), listeners, live-state building, reload, the schedule task |
 //! | [`observe`] | the per-query event, metrics, the HTTP endpoint |
 //! | [`querylog`] | the SQLite log: sink, schema, writer, retention, reads, `mark` and `log` |
 //! | [`verify`] | the opt-out verdict, from the log or from Prometheus |

@@ -135,6 +135,7 @@ fn seed(cache: &AnswerCache) {
                 authorities: vec![],
                 additionals: vec![],
                 negative_ttl: Some(60),
+                validation: telesink::resolve::dnssec::Validation::Off,
             },
         );
     };

@@ -119,6 +119,18 @@ pub fn report(config: &Config, policy: &Policy) -> String {
             names_or_none(policy, g.block),
             names_or_none(policy, g.observe)
         );
+        for sch in &g.schedules.list {
+            let _ = writeln!(
+                out,
+                "  {:<20}   + {} {}–{}: blocks: {}; observes: {}",
+                "",
+                sch.window.days,
+                sch.window.from,
+                sch.window.to,
+                names_or_none(policy, sch.block),
+                names_or_none(policy, sch.observe)
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -277,9 +277,10 @@ pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)
             Some(Action::Allowed) => "allowed: the group neither blocks nor observes these categories; forwarded and noted".into(),
         };
         format!(
-            "{group} (blocks {}; observes {})\n  action   {action}",
+            "{group} (blocks {}; observes {})\n  action   {action}{}",
             names_or_none(policy, block),
-            names_or_none(policy, observe)
+            names_or_none(policy, observe),
+            schedule_lines(policy, m)
         )
     };
 
@@ -301,6 +302,33 @@ pub fn explain(policy: &Policy, name: &str, client: Option<(String, ClientMatch)
             };
             let _ = writeln!(out, "  other clients: {}", describe(m));
         }
+    }
+    out
+}
+
+/// A group's `[[group.schedule]]`s, one line each, and whether each is open now (the group's
+/// "blocks" and "observes" above include the open ones).
+fn schedule_lines(policy: &Policy, m: ClientMatch) -> String {
+    let Some(g) = m.group else {
+        return String::new();
+    };
+    let schedules = &policy.groups[g.0 as usize].schedules;
+    let mut out = String::new();
+    for (i, s) in schedules.list.iter().enumerate() {
+        let _ = write!(
+            out,
+            "\n  schedule {} {}–{} local time: blocks {}; observes {}; {}",
+            s.window.days,
+            s.window.from,
+            s.window.to,
+            names_or_none(policy, s.block),
+            names_or_none(policy, s.observe),
+            if schedules.is_open(i) {
+                "open now"
+            } else {
+                "closed now"
+            }
+        );
     }
     out
 }

@@ -297,6 +297,25 @@ impl<'t> Convert<'t> {
         if let Some(b) = t.rebind_protection {
             cfg.rebind_protection = b.0;
         }
+        if let Some(f) = t.dnssec {
+            cfg.dnssec = f.0;
+        }
+        if let Some(p) = t.dnssec_trust_anchor {
+            let path = files::resolve(&self.base_dir, &p.get_ref().0);
+            // Read now, so that a file that does not parse fails `check` and a reload.
+            if let Err(e) = crate::resolve::dnssec::Anchors::from_file(&path) {
+                let at = match e.line {
+                    Some(line) => format!("{}:{line}", path.display()),
+                    None => path.display().to_string(),
+                };
+                return Err(self.error(
+                    &p.span(),
+                    "upstream.dnssec_trust_anchor",
+                    format!("{at}: {}", e.message),
+                ));
+            }
+            cfg.dnssec_trust_anchor = Some(path);
+        }
         Ok(cfg)
     }
 
@@ -729,14 +748,111 @@ impl<'t> Convert<'t> {
             let observe = self
                 .categories_ref(t.observe.as_ref(), &key(&path, "observe"), categories)?
                 .unwrap_or_default();
+            let mut schedules = Vec::new();
+            for (j, st) in t
+                .schedule
+                .map(|t| t.0)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                let path = format!("{path}.schedule[{j}]");
+                schedules.push(self.schedule(st, &path, categories)?);
+            }
+            if schedules.len() > crate::policy::schedule::MAX_PER_GROUP {
+                return Err(self.error(
+                    &span,
+                    key(&path, "schedule"),
+                    format!(
+                        "{} schedules; a group may have at most {}",
+                        schedules.len(),
+                        crate::policy::schedule::MAX_PER_GROUP
+                    ),
+                ));
+            }
             out.push(GroupConfig {
                 name,
                 clients: refs,
                 block,
                 observe,
+                schedules,
             });
         }
         Ok(out)
+    }
+
+    /// One `[[group.schedule]]`: its days (all seven when left out), its window and what it adds.
+    fn schedule(
+        &mut self,
+        t: Spanned<Entry<RawSchedule>>,
+        path: &str,
+        categories: &[&str],
+    ) -> Res<ScheduleConfig> {
+        use crate::policy::schedule::{Days, Minute, Window};
+        let span = t.span();
+        let t = t.into_inner().0;
+        let mut days = Days::ALL;
+        if let Some(d) = &t.days {
+            days = Days::NONE;
+            for (day, _, _) in self.items(d.get_ref(), &key(path, "days"))? {
+                days = days.with(day.0);
+            }
+            if days.is_empty() {
+                return Err(self.error(
+                    &d.span(),
+                    key(path, "days"),
+                    format!(
+                        "empty, so the schedule never applies; expected days like {} \
+                         (leave days out for every day)",
+                        Day::EXAMPLE
+                    ),
+                ));
+            }
+        }
+        let time = |v: Option<Spanned<ClockText>>, k: &str, end_of_day: bool| {
+            let Some(v) = v else {
+                return Err(self.missing(
+                    &span,
+                    path,
+                    "group.schedule",
+                    k,
+                    "a local time of day like \"21:00\"",
+                ));
+            };
+            let (s, text) = (v.span(), &v.get_ref().0);
+            Minute::parse(text.trim(), end_of_day).ok_or_else(|| {
+                let range = if end_of_day {
+                    "from \"00:00\" to \"24:00\""
+                } else {
+                    "from \"00:00\" to \"23:59\""
+                };
+                self.error(
+                    &s,
+                    key(path, k),
+                    format!("{text:?} is not a time of day; expected \"HH:MM\" {range}"),
+                )
+            })
+        };
+        let from = time(t.from, "from", false)?;
+        let to = time(t.to, "to", true)?;
+        let block = self
+            .categories_ref(t.block.as_ref(), &key(path, "block"), categories)?
+            .unwrap_or_default();
+        let observe = self
+            .categories_ref(t.observe.as_ref(), &key(path, "observe"), categories)?
+            .unwrap_or_default();
+        if block.is_empty() && observe.is_empty() {
+            self.warn(
+                &span,
+                path.to_string(),
+                "blocks and observes nothing; add block = [...] or observe = [...]",
+            );
+        }
+        Ok(ScheduleConfig {
+            window: Window { days, from, to },
+            block,
+            observe,
+        })
     }
 
     fn records(&self, tables: Vec<Spanned<Entry<RawRecord>>>) -> Res<Vec<RecordConfig>> {

@@ -30,6 +30,7 @@ impl Config {
                     clients: g.clients.clone(),
                     block: g.block.clone(),
                     observe: g.observe.clone(),
+                    schedules: g.schedules.clone(),
                 })
                 .collect(),
             default_block: self.default.block.clone(),

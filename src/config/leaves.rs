@@ -249,11 +249,51 @@ text! {
         } else {
             Ok(s)
         };
+    AnchorPath, "a file path like \"example.test.key\"", "", |s| if s.trim().is_empty() {
+            Err("empty; expected the path of a file of DNSKEY records (leave the key out for the IANA root)".to_string())
+        } else {
+            Ok(s)
+        };
     LogPath, "a file path like \"telesink.db\"", "", |s| if s.trim().is_empty() {
             Err("empty; expected a file path like \"telesink.db\" (to keep no log, set log = \"none\")".to_string())
         } else {
             Ok(s)
         };
+}
+
+/// A weekday of `[[group.schedule]] days`: `mon` … `sun`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "Raw")]
+pub(super) struct Day(pub jiff::civil::Weekday);
+
+impl TryFrom<Raw> for Day {
+    type Error = String;
+    fn try_from(r: Raw) -> Result<Self, String> {
+        use crate::policy::schedule::Days;
+        let valid: Vec<(&str, jiff::civil::Weekday)> = Days::NAMES
+            .iter()
+            .map(|n| (*n, Days::parse_day(n).expect("a day name")))
+            .collect();
+        r.choice("day", &valid, |s| s.trim().to_ascii_lowercase())
+            .map(Day)
+    }
+}
+
+impl Leaf for Day {
+    const EXAMPLE: &'static str = r#"["mon", "tue", "wed", "thu", "fri"]"#;
+}
+
+/// A time of day, `"HH:MM"`: parsed by [`super::convert`], which knows whether it is a `to`
+/// (which may be `"24:00"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "Raw")]
+pub(super) struct ClockText(pub String);
+
+impl TryFrom<Raw> for ClockText {
+    type Error = String;
+    fn try_from(r: Raw) -> Result<Self, String> {
+        r.text("a time of day like \"21:00\"").map(ClockText)
+    }
 }
 
 /// `true` or `false`.

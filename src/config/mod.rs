@@ -39,6 +39,7 @@ pub use crate::lists::Format as ListFormat;
 pub use crate::addresses::NftMode;
 pub use crate::lists::ListSource;
 pub use crate::policy::local::{LocalRecord as RecordConfig, RecordKind, RecordValue};
+pub use crate::policy::schedule::ScheduleSpec as ScheduleConfig;
 pub use crate::policy::BlockMode;
 pub use crate::policy::ClientRef;
 pub use crate::resolve::forward::ForwardSpec as ForwardConfig;
@@ -140,6 +141,11 @@ pub struct UpstreamConfig {
     pub strategy: Strategy,
     /// A public name answered with a private address gets the block answer. Default on.
     pub rebind_protection: bool,
+    /// Validate answers with DNSSEC. Default off.
+    pub dnssec: bool,
+    /// `dnssec_trust_anchor`: a file of DNSKEY records to trust (checked at load), besides
+    /// the IANA root keys.
+    pub dnssec_trust_anchor: Option<PathBuf>,
 }
 
 /// The `upstream.servers` forms; the error says what is valid (see [`parse_upstream`]).
@@ -224,6 +230,8 @@ pub struct GroupConfig {
     pub clients: Vec<ClientRef>,
     pub block: Vec<String>,
     pub observe: Vec<String>,
+    /// `[[group.schedule]]`, in file order.
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +321,8 @@ impl Default for UpstreamConfig {
             serve_stale: Duration::from_secs(86400),
             strategy: Strategy::Ordered,
             rebind_protection: true,
+            dnssec: false,
+            dnssec_trust_anchor: None,
         }
     }
 }
@@ -437,6 +447,14 @@ impl Config {
             (
                 self.upstream.serve_stale != newer.upstream.serve_stale,
                 "upstream.serve_stale",
+            ),
+            (
+                self.upstream.dnssec != newer.upstream.dnssec,
+                "upstream.dnssec",
+            ),
+            (
+                self.upstream.dnssec_trust_anchor != newer.upstream.dnssec_trust_anchor,
+                "upstream.dnssec_trust_anchor",
             ),
             (
                 self.metrics.listen != newer.metrics.listen,

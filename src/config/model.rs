@@ -70,6 +70,8 @@ pub(super) struct RawUpstream {
     pub serve_stale: Option<Length>,
     pub strategy: Option<Strategy>,
     pub rebind_protection: Option<Flag>,
+    pub dnssec: Option<Flag>,
+    pub dnssec_trust_anchor: Option<Spanned<AnchorPath>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,18 @@ pub(super) struct RawClients {
 pub(super) struct RawGroup {
     pub name: Option<Spanned<GroupName>>,
     pub clients: Option<Array<Member>>,
+    pub block: Option<Array<Category>>,
+    pub observe: Option<Array<Category>>,
+    pub schedule: Option<Tables<RawSchedule>>,
+}
+
+/// `[[group.schedule]]`, inside a `[[group]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub days: Option<Spanned<Array<Day>>>,
+    pub from: Option<Spanned<ClockText>>,
+    pub to: Option<Spanned<ClockText>>,
     pub block: Option<Array<Category>>,
     pub observe: Option<Array<Category>>,
 }
@@ -187,6 +201,7 @@ named!(
     RawList => "list", RawAllow => "allow", RawClient => "client", RawClients => "clients",
     RawGroup => "group", RawDefault => "default", RawRecord => "record",
     RawMetrics => "metrics", RawQueryLog => "querylog", RawAddresses => "addresses",
+    RawSchedule => "group.schedule",
 );
 named!(RawForward => "forward");
 

@@ -1963,3 +1963,81 @@ fn forward_strategy_and_rebind_protection() {
         &["servers"],
     );
 }
+
+#[test]
+fn group_schedules() {
+    use crate::policy::schedule::{Days, Minute, Window};
+    let base = "[[group]]\nname = \"kids\"\nclients = [\"10.0.0.5\"]\n";
+    let c = ok(&format!(
+        "{base}[[group.schedule]]\ndays = [\"fri\", \"SAT\"]\nfrom = \"21:00\"\nto = \"07:00\"\nblock = [\"social\"]\n\
+         [[group.schedule]]\nfrom = \"00:00\"\nto = \"24:00\"\nobserve = [\"games\"]\n"
+    ));
+    let s = &c.groups[0].schedules;
+    assert_eq!(s.len(), 2);
+    let fri_sat = Days::NONE
+        .with(jiff::civil::Weekday::Friday)
+        .with(jiff::civil::Weekday::Saturday);
+    assert_eq!(
+        s[0].window,
+        Window {
+            days: fri_sat,
+            from: Minute::parse("21:00", false).unwrap(),
+            to: Minute::parse("07:00", true).unwrap(),
+        }
+    );
+    assert_eq!(s[0].block, vec!["social".to_string()]);
+    assert_eq!(s[1].window.days, Days::ALL, "days left out: every day");
+    assert_eq!(s[1].window.to, Minute::END_OF_DAY);
+    assert_eq!(s[1].observe, vec!["games".to_string()]);
+
+    fails(
+        &format!("{base}[[group.schedule]]\ndays = [\"mon\", \"funday\"]\nfrom = \"21:00\"\nto = \"07:00\"\n"),
+        5,
+        "group \"kids\".schedule[0].days[1]",
+        &["\"funday\" is not a day", "mon, tue"],
+    );
+    fails(
+        &format!("{base}[[group.schedule]]\ndays = []\nfrom = \"21:00\"\nto = \"07:00\"\n"),
+        5,
+        "group \"kids\".schedule[0].days",
+        &["empty"],
+    );
+    fails(
+        &format!("{base}[[group.schedule]]\nfrom = \"24:00\"\nto = \"07:00\"\n"),
+        5,
+        "group \"kids\".schedule[0].from",
+        &["\"24:00\" is not a time of day", "23:59"],
+    );
+    fails(
+        &format!("{base}[[group.schedule]]\nfrom = \"21:00\"\n"),
+        4,
+        "group \"kids\".schedule[0].to",
+        &["missing"],
+    );
+    fails(
+        &format!("{base}[[group.schedule]]\nfrom = \"21:00\"\nto = \"07:00\"\nblok = []\n"),
+        7,
+        "group \"kids\".schedule[0].blok",
+        &["unknown key", "did you mean \"block\""],
+    );
+}
+
+#[test]
+fn upstream_dnssec() {
+    let c = ok("");
+    assert!(!c.upstream.dnssec, "off by default");
+    assert_eq!(c.upstream.dnssec_trust_anchor, None);
+    assert!(ok("[upstream]\ndnssec = true\n").upstream.dnssec);
+    fails(
+        "[upstream]\ndnssec = \"yes\"\n",
+        2,
+        "upstream.dnssec",
+        &["true or false"],
+    );
+    fails(
+        "[upstream]\ndnssec = true\ndnssec_trust_anchor = \"/nonexistent/anchor.key\"\n",
+        3,
+        "upstream.dnssec_trust_anchor",
+        &["/nonexistent/anchor.key", "cannot read"],
+    );
+}

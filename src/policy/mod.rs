@@ -7,6 +7,7 @@ pub mod category;
 pub mod local;
 pub mod matcher;
 pub mod reason;
+pub mod schedule;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ pub struct GroupSpec {
     pub clients: Vec<ClientRef>,
     pub block: Vec<String>,
     pub observe: Vec<String>,
+    /// `[[group.schedule]]`: more categories while a window of local time is open.
+    pub schedules: Vec<schedule::ScheduleSpec>,
 }
 
 /// A group member: a named client or an address range.
@@ -143,6 +146,8 @@ pub struct Group {
     pub name: Arc<str>,
     pub block: CategorySet,
     pub observe: CategorySet,
+    /// Its `[[group.schedule]]`s and which are open now.
+    pub schedules: schedule::Schedules,
     client_ids: Vec<ClientId>,
     nets: Vec<IpNet>,
 }
@@ -430,10 +435,28 @@ impl Policy {
                     ClientRef::Net(net) => nets.push(*net),
                 }
             }
+            if g.schedules.len() > schedule::MAX_PER_GROUP {
+                return Err(PolicyError::Config(format!(
+                    "group {:?} has {} schedules; at most {} are allowed",
+                    g.name,
+                    g.schedules.len(),
+                    schedule::MAX_PER_GROUP
+                )));
+            }
+            let schedules = g
+                .schedules
+                .iter()
+                .map(|s| schedule::Schedule {
+                    window: s.window,
+                    block: set_of(&s.block),
+                    observe: set_of(&s.observe),
+                })
+                .collect();
             groups.push(Group {
                 name: Arc::from(g.name.as_str()),
                 block: set_of(&g.block),
                 observe: set_of(&g.observe),
+                schedules: schedule::Schedules::new(schedules),
                 client_ids,
                 nets,
             });
@@ -449,7 +472,7 @@ impl Policy {
                 Arc::from(reason::blocked_text(Some(&l.name), cats))
             })
             .collect();
-        Ok(Policy {
+        let policy = Policy {
             block_texts,
             default_block: set_of(&spec.default_block),
             default_observe: set_of(&spec.default_observe),
@@ -469,7 +492,28 @@ impl Policy {
             client_by_addr,
             client_nets,
             client_by_mac,
-        })
+        };
+        // Open as of now; the schedule task keeps it so from here (see `server::schedules`).
+        policy.refresh_schedules(jiff::Timestamp::now(), &jiff::tz::TimeZone::system());
+        Ok(policy)
+    }
+
+    /// Sets which schedules are open at `now`; returns the next instant any may open or close
+    /// (`None`: no schedules).
+    pub fn refresh_schedules(
+        &self,
+        now: jiff::Timestamp,
+        tz: &jiff::tz::TimeZone,
+    ) -> Option<jiff::Timestamp> {
+        self.groups
+            .iter()
+            .filter_map(|g| g.schedules.refresh(now, tz))
+            .min()
+    }
+
+    /// Whether any group has a schedule.
+    pub fn has_schedules(&self) -> bool {
+        self.groups.iter().any(|g| !g.schedules.list.is_empty())
     }
 
     /// Number of distinct names in the matcher (all lists).
@@ -628,13 +672,7 @@ impl Policy {
         if verdict.exception {
             return Some(Action::Allowed);
         }
-        let (block, observe) = match client.group {
-            Some(g) => {
-                let g = &self.groups[g.0 as usize];
-                (g.block, g.observe)
-            }
-            None => (self.default_block, self.default_observe),
-        };
+        let (block, observe) = self.group_sets(client);
         if verdict.categories.intersects(observe) {
             Some(Action::Observed)
         } else if verdict.categories.intersects(block) {
@@ -644,12 +682,14 @@ impl Policy {
         }
     }
 
-    /// Categories the client's group blocks (for explain).
+    /// The categories the client's group blocks and observes now (its open schedules'
+    /// included).
+    #[inline]
     pub fn group_sets(&self, client: ClientMatch) -> (CategorySet, CategorySet) {
         match client.group {
             Some(g) => {
                 let g = &self.groups[g.0 as usize];
-                (g.block, g.observe)
+                g.schedules.apply((g.block, g.observe))
             }
             None => (self.default_block, self.default_observe),
         }

@@ -13,6 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 /// RFC 8914 info codes telesink uses.
 pub mod ede {
     pub const STALE_ANSWER: u16 = 3;
+    pub const DNSSEC_BOGUS: u16 = 6;
     pub const BLOCKED: u16 = 15;
     pub const PROHIBITED: u16 = 18;
     pub const NOT_READY: u16 = 14;
@@ -41,6 +42,8 @@ pub struct Reply {
     /// Extended DNS Error: info code and text (sent only when the query had EDNS). Shared, so
     /// that the text of a block, made once per list, costs no allocation per query.
     pub ede: Option<(u16, Arc<str>)>,
+    /// DNSSEC-validated as secure: the AD bit, for clients that asked with DO or AD.
+    pub authentic: bool,
 }
 
 impl Reply {
@@ -52,6 +55,7 @@ impl Reply {
             authorities: Vec::new(),
             additionals: Vec::new(),
             ede: None,
+            authentic: false,
         }
     }
 

@@ -173,7 +173,13 @@ impl AnswerCache {
         cache.insert(
             key,
             Arc::new(Entry {
-                wire: CachedWire::encode(name, qtype, sections(&answer)),
+                // A secure answer's AD bit depends on the query's DO/AD: the general path
+                // sets it (the direct path's header has no AD).
+                wire: if answer.validation.is_secure() {
+                    None
+                } else {
+                    CachedWire::encode(name, qtype, sections(&answer))
+                },
                 targets: super::cloaking::targets(&answer.answers),
                 private: super::rebind::holds_private(&answer.answers),
                 answer,
@@ -242,6 +248,7 @@ mod tests {
             authorities: vec![],
             additionals: vec![],
             negative_ttl: None,
+            validation: crate::resolve::dnssec::Validation::Off,
         }
     }
 

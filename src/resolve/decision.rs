@@ -401,6 +401,7 @@ mod tests {
             authorities: vec![],
             additionals: vec![],
             negative_ttl: None,
+            validation: crate::resolve::dnssec::Validation::Off,
         };
         cache.insert(&LowerName::from_str(name).unwrap(), RecordType::A, answer);
     }

@@ -125,6 +125,8 @@ pub fn cached(entry: &Entry, now: Instant, stale: bool) -> Reply {
     reply.answers = adjust(&a.answers);
     reply.authorities = adjust(&a.authorities);
     reply.additionals = adjust(&a.additionals);
+    // A stale answer was validated once, not now: no AD.
+    reply.authentic = a.validation.is_secure() && !stale;
     if stale {
         reply.with_ede(ede::STALE_ANSWER, "upstreams unreachable; stale answer")
     } else {
@@ -138,12 +140,18 @@ pub fn forwarded(answer: UpstreamAnswer) -> Reply {
     reply.answers = answer.answers;
     reply.authorities = answer.authorities;
     reply.additionals = answer.additionals;
+    reply.authentic = answer.validation.is_secure();
     reply
 }
 
 /// SERVFAIL when every upstream failed, with EDE 23 (Network Error) saying how.
+/// A DNSSEC-bogus answer gets EDE 6 (DNSSEC Bogus) and the reason instead.
 pub fn servfail(e: &ForwardError) -> Reply {
-    Reply::rcode(ResponseCode::ServFail).with_ede(ede::NETWORK_ERROR, e.to_string())
+    let code = match e {
+        ForwardError::Bogus(_) => ede::DNSSEC_BOGUS,
+        _ => ede::NETWORK_ERROR,
+    };
+    Reply::rcode(ResponseCode::ServFail).with_ede(code, e.to_string())
 }
 
 /// Puts the reply's Extended DNS Error into the response's OPT (only when the query had EDNS).

@@ -484,7 +484,7 @@ impl Handler {
             }
         };
 
-        let (reply, report) = self
+        let (mut reply, report) = self
             .finish(
                 &live,
                 &client,
@@ -498,6 +498,17 @@ impl Handler {
 
         metadata.response_code = reply.rcode;
         metadata.authoritative = reply.authoritative;
+        // DNSSEC (RFC 3225, RFC 4035 §3.2.1, RFC 6840 §5.7-5.8): DO is echoed; signatures and
+        // denial records go only to clients that set DO (a validating forwarder asks with DO
+        // for every query); AD only to clients that show they understand it (DO or AD).
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        if let (Some(e), true) = (edns.as_mut(), dnssec_ok) {
+            e.enable_dnssec();
+        }
+        if !dnssec_ok {
+            crate::resolve::dnssec::strip_unasked(&mut reply, qtype);
+        }
+        metadata.authentic_data = reply.authentic && (request.metadata.authentic_data || dnssec_ok);
         hickory::attach_ede(edns.as_mut(), &reply);
         let info = hickory::send(
             &mut response_handle,

@@ -30,6 +30,7 @@ pub mod answer;
 pub mod cache;
 pub mod cloaking;
 pub mod decision;
+pub mod dnssec;
 pub mod encode_hickory;
 pub mod encode_wire;
 pub mod forward;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
-use hickory_resolver::net::{DnsError, DnsHandle, NetError, NoRecords};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
@@ -22,6 +22,8 @@ use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 pub use super::strategy::Strategy;
 use super::strategy::{Attempt, Scheduler};
 pub use crate::observe::events::{UpstreamObserver, UpstreamOutcome};
+
+use super::dnssec::{self, Anchors, Pool, Validation};
 
 /// An upstream resolver.
 ///
@@ -88,6 +90,8 @@ pub struct UpstreamAnswer {
     pub additionals: Vec<Record>,
     /// For negative answers: the SOA minimum (RFC 2308), if the upstream sent one.
     pub negative_ttl: Option<u32>,
+    /// DNSSEC: secure answers get the AD bit (see [`super::dnssec`]).
+    pub validation: Validation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +100,14 @@ pub enum ForwardError {
     Timeout(Duration),
     #[error("every upstream failed: {0}")]
     Failed(String),
+    /// DNSSEC validation failed (`dnssec = true`): the reason.
+    #[error("DNSSEC bogus: {0}")]
+    Bogus(String),
 }
 
 struct Server {
     label: Arc<str>,
-    pool: NameServerPool<TokioRuntimeProvider>,
+    pool: Pool,
 }
 
 /// A set of upstreams (`[upstream] servers`, or one `[[forward]]`'s servers), asked as the
@@ -137,7 +144,7 @@ impl Upstreams {
             let pool = NameServerPool::from_config([ns], cx, TokioRuntimeProvider::default());
             servers.push(Server {
                 label: Arc::from(u.label().as_str()),
-                pool,
+                pool: Pool::Plain(pool),
             });
         }
         Ok(Upstreams {
@@ -148,6 +155,20 @@ impl Upstreams {
                 observer,
             }),
         })
+    }
+
+    /// Validates every answer with DNSSEC, up to `anchors` (see [`super::dnssec`]).
+    /// Called right after [`new`](Self::new), before anything shares the set.
+    pub fn with_dnssec(mut self, anchors: &Anchors) -> Upstreams {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => {
+                for s in shared.servers.iter_mut() {
+                    s.pool.make_validating(anchors);
+                }
+            }
+            None => tracing::error!("DNSSEC not enabled: the upstreams are already in use"),
+        }
+        self
     }
 
     pub fn labels(&self) -> impl Iterator<Item = &str> {
@@ -195,7 +216,8 @@ impl Upstreams {
             };
             match result {
                 Ok(a) => return Ok(a),
-                Err(e) => last_error = e,
+                Err(AskError::Bogus(reason)) => return Err(ForwardError::Bogus(reason)),
+                Err(AskError::Failed(e)) => last_error = e,
             }
             i += at_once;
         }
@@ -213,7 +235,7 @@ impl Upstreams {
         which: &[usize],
         query: &Query,
         budget: Duration,
-    ) -> Result<UpstreamAnswer, String> {
+    ) -> Result<UpstreamAnswer, AskError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(which.len());
         for &i in which {
             let (shared, query, tx) = (self.shared.clone(), query.clone(), tx.clone());
@@ -226,10 +248,11 @@ impl Upstreams {
         while let Some(result) = rx.recv().await {
             match result {
                 Ok(a) => return Ok(a),
-                Err(e) => last_error = e,
+                Err(AskError::Bogus(reason)) => return Err(AskError::Bogus(reason)),
+                Err(AskError::Failed(e)) => last_error = e,
             }
         }
-        Err(last_error)
+        Err(AskError::Failed(last_error))
     }
 }
 
@@ -241,7 +264,7 @@ impl Shared {
         i: usize,
         query: Query,
         budget: Duration,
-    ) -> Result<UpstreamAnswer, String> {
+    ) -> Result<UpstreamAnswer, AskError> {
         let server = &self.servers[i];
         let started = Instant::now();
         let mut opts = DnsRequestOptions::default();
@@ -256,6 +279,14 @@ impl Shared {
             Ok(Ok(response)) => {
                 let negative_ttl = response.negative_ttl();
                 let msg = response.into_message();
+                let validation = if server.pool.is_validating() {
+                    match dnssec::judge(&msg.answers, &msg.authorities) {
+                        Ok(v) => v,
+                        Err(reason) => return Err(self.bogus(i, reason, rtt, started)),
+                    }
+                } else {
+                    Validation::Off
+                };
                 (
                     UpstreamOutcome::Ok,
                     Ok(UpstreamAnswer {
@@ -270,10 +301,14 @@ impl Shared {
                             })
                             .collect(),
                         negative_ttl,
+                        validation,
                     }),
                 )
             }
-            Ok(Err(e)) => classify_error(e),
+            Ok(Err(e)) => match dnssec::bogus_reason(&e) {
+                Some(reason) => return Err(self.bogus(i, reason, rtt, started)),
+                None => classify_error(e),
+            },
         };
         if let Some(obs) = &self.observer {
             obs.upstream_outcome(&server.label, outcome, rtt);
@@ -292,9 +327,29 @@ impl Shared {
         }
         answer.map_err(|e| {
             tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
-            format!("{}: {e}", server.label)
+            AskError::Failed(format!("{}: {e}", server.label))
         })
     }
+
+    /// A DNSSEC-bogus answer: the server answered (its outcome and latency count as such), the
+    /// answer is refused.
+    fn bogus(&self, i: usize, reason: String, rtt: Duration, started: Instant) -> AskError {
+        let server = &self.servers[i];
+        if let Some(obs) = &self.observer {
+            obs.upstream_outcome(&server.label, UpstreamOutcome::Ok, rtt);
+        }
+        self.scheduler.report(i, Attempt::Answered(rtt), started);
+        tracing::debug!(upstream = %server.label, %reason, "DNSSEC bogus");
+        AskError::Bogus(reason)
+    }
+}
+
+/// Why one attempt gave no answer.
+enum AskError {
+    /// No usable answer from this server: try the next.
+    Failed(String),
+    /// DNSSEC validation failed: the query gets SERVFAIL with EDE 6.
+    Bogus(String),
 }
 
 fn classify_error(e: NetError) -> (UpstreamOutcome, Result<UpstreamAnswer, String>) {
@@ -324,6 +379,7 @@ fn classify_error(e: NetError) -> (UpstreamOutcome, Result<UpstreamAnswer, Strin
                     authorities: auth,
                     additionals: Vec::new(),
                     negative_ttl,
+                    validation: Validation::Off,
                 }),
             )
         }

@@ -4,6 +4,7 @@
 pub mod listen;
 pub mod live;
 pub mod reload;
+pub mod schedules;
 pub mod tcp;
 pub mod udp;
 
@@ -37,6 +38,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let live = build_live_observed(&config, None, Some(metrics.clone()))?;
     log_policy(&live.policy);
     let live = Arc::new(ArcSwap::from_pointee(live));
+    // `[[group.schedule]]` windows open and close at their edges (see `schedules`).
+    tokio::spawn(schedules::run(live.clone()));
 
     publish_lists(&metrics, &live.load().policy);
     publish_list_ages(&metrics, &config);
@@ -51,6 +54,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
         config.upstream.timeout,
         Some(observer),
     )?;
+    // `[upstream] dnssec`: validate every answer, up to the configured anchor or the IANA root.
+    let upstreams = if config.upstream.dnssec {
+        let anchors = match &config.upstream.dnssec_trust_anchor {
+            Some(path) => crate::resolve::dnssec::Anchors::from_file(path)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?,
+            None => crate::resolve::dnssec::Anchors::iana_root(),
+        };
+        upstreams.with_dnssec(&anchors)
+    } else {
+        upstreams
+    };
     // Their outcome series exist (at 0) before the first forwarded query.
     metrics.set_upstreams(upstreams.labels());
     let cache = AnswerCache::new(config.upstream.cache_entries, config.upstream.serve_stale)
