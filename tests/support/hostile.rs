@@ -18,30 +18,30 @@ pub const POISON_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
 /// The address of the genuine answer.
 pub const GENUINE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 
-/// One kind of forged answer.
+/// What one forged answer gets wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Forgery {
+pub enum Wrong {
     /// From the upstream's address and port, the right question, a different message ID.
-    WrongId,
+    Id,
     /// From the upstream's address and port, the right ID, another name in the question (the
     /// poisoned record is still for the name asked).
-    WrongQuestionName,
+    QuestionName,
     /// The right ID and name, but the question asks for AAAA instead of A.
-    WrongQuestionType,
+    QuestionType,
     /// The right ID and question, from another port of the upstream's address (a second socket).
-    WrongSourcePort,
+    SourcePort,
     /// The right ID and question, from the upstream's port on another loopback address
     /// (127.0.0.2).
-    WrongSourceAddr,
+    SourceAddr,
 }
 
-impl Forgery {
-    pub const ALL: [Forgery; 5] = [
-        Forgery::WrongId,
-        Forgery::WrongQuestionName,
-        Forgery::WrongQuestionType,
-        Forgery::WrongSourcePort,
-        Forgery::WrongSourceAddr,
+impl Wrong {
+    pub const ALL: [Wrong; 5] = [
+        Wrong::Id,
+        Wrong::QuestionName,
+        Wrong::QuestionType,
+        Wrong::SourcePort,
+        Wrong::SourceAddr,
     ];
 }
 
@@ -161,22 +161,22 @@ fn serve(
             .unwrap()
             .push(q.name().to_ascii().trim_end_matches('.').to_string());
         let id = req.metadata.id;
-        for f in Forgery::ALL {
+        for f in Wrong::ALL {
             let (packet, sock) = match f {
-                Forgery::WrongId => (answer(id ^ 0x5a5a, &q, &q, POISON_V4), &main),
-                Forgery::WrongQuestionName => {
+                Wrong::Id => (answer(id ^ 0x5a5a, &q, &q, POISON_V4), &main),
+                Wrong::QuestionName => {
                     let other = Name::from_ascii(format!("evil.{}", q.name().to_ascii())).unwrap();
                     let mut wrong = q.clone();
                     wrong.set_name(other);
                     (answer(id, &wrong, &q, POISON_V4), &main)
                 }
-                Forgery::WrongQuestionType => {
+                Wrong::QuestionType => {
                     let mut wrong = q.clone();
                     wrong.set_query_type(RecordType::AAAA);
                     (answer(id, &wrong, &q, POISON_V4), &main)
                 }
-                Forgery::WrongSourcePort => (answer(id, &q, &q, POISON_V4), &other_port),
-                Forgery::WrongSourceAddr => (answer(id, &q, &q, POISON_V4), &other_addr),
+                Wrong::SourcePort => (answer(id, &q, &q, POISON_V4), &other_port),
+                Wrong::SourceAddr => (answer(id, &q, &q, POISON_V4), &other_addr),
             };
             if sock.send_to(&packet, from).is_ok() {
                 st.forged.fetch_add(1, Ordering::SeqCst);
