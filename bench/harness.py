@@ -1075,6 +1075,10 @@ def bench_forwarded(a, res):
     os.makedirs(nsd_work)
     nsd = Nsd(a, "fwd", nsd_work)
     nsd.setup()
+    if not port_free(NSD_PORT):
+        out["error"] = f"127.0.0.1:{NSD_PORT} is taken (another NSD?): forwarded workload not run"
+        log("!!", out["error"])
+        return
     logf = open(os.path.join(nsd_work, "stdout.log"), "w")
     nproc = subprocess.Popen(["taskset", "-c", LOAD_CPU] + nsd.argv(), stdout=logf, stderr=subprocess.STDOUT,
                              cwd=nsd_work)
