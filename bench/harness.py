@@ -15,6 +15,10 @@ Per server and list size:
      `reload_once`): none, then a reload (p99 and lost against the first window), then a second
      reload, timed (trigger to the first blocked answer for a new name) with its peak RSS
      (VmHWM reset through clear_refs, plus 10 ms VmRSS samples)
+
+The `forwarded` workload (issue 17, `bench_forwarded`): NSD on 127.0.0.1:5398 (load core) answers
+`*.fwd.bench.` with a wildcard; telesink, unbound and dnsdist in turn forward to it, and every
+run sends fresh names once each, so that every query is a cache miss.
 """
 import argparse
 import json
@@ -863,6 +867,320 @@ def reload_once(server, proc, k, a, work, load_s):
 # Report
 # ------------------------------------------------------------------------------------------
 
+# ------------------------------------------------------------------------------------------
+# Forwarded path (issue 17): every query a cache miss, answered by a local NSD
+# ------------------------------------------------------------------------------------------
+
+FWD_ZONE = "fwd.bench"
+FWD_ANSWER = "192.0.2.1"
+NSD_PORT = 5398
+
+
+def fwd_query_file(a, tag, n):
+    """`n` names under FWD_ZONE, unique to `tag` (server and run): q0.TAG.fwd.bench ... Deterministic;
+    a run never repeats a name and no two runs share one, so every query is a cache miss."""
+    os.makedirs(a.fwd_data, exist_ok=True)
+    path = os.path.join(a.fwd_data, f"q-fwd-{tag}.txt")
+    with open(path, "w") as f:
+        f.writelines(f"q{i}.{tag}.{FWD_ZONE} A\n" for i in range(n))
+    return path
+
+
+class Nsd(Server):
+    """The authoritative upstream: NSD with a wildcard `*.fwd.bench. A 192.0.2.1`, RRL off, in the
+    foreground as the harness's child, pinned to the load core (with dnsperf)."""
+    name = "nsd"
+    port = NSD_PORT
+
+    def setup(self):
+        with open(os.path.join(self.work, f"{FWD_ZONE}.zone"), "w") as f:
+            f.write(f"""$ORIGIN {FWD_ZONE}.
+$TTL 3600
+@   IN SOA ns.{FWD_ZONE}. hostmaster.{FWD_ZONE}. 1 3600 600 86400 3600
+@   IN NS  ns.{FWD_ZONE}.
+ns  IN A   127.0.0.1
+*   IN A   {FWD_ANSWER}
+""")
+        rrl = "    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n" if self.has_rrl() else ""
+        with open(os.path.join(self.work, "nsd.conf"), "w") as f:
+            f.write(f"""server:
+    ip-address: 127.0.0.1@{NSD_PORT}
+    port: {NSD_PORT}
+    do-ip6: no
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{self.work}"
+    database: ""
+    zonelistfile: "{self.work}/zone.list"
+    xfrdfile: "{self.work}/xfrd.state"
+    xfrdir: "{self.work}"
+    pidfile: "{self.work}/nsd.pid"
+    logfile: "{self.work}/nsd.log"
+    verbosity: 0
+{rrl}remote-control:
+    control-enable: no
+zone:
+    name: "{FWD_ZONE}"
+    zonefile: "{FWD_ZONE}.zone"
+""")
+
+    @staticmethod
+    def has_rrl():
+        # Built without --enable-ratelimit, NSD rejects the rrl-* keys; with it, RRL is on by default.
+        out = subprocess.run(["nsd", "-v"], capture_output=True, text=True)
+        return "ratelimit" in (out.stdout + out.stderr)
+
+    def argv(self):
+        return ["nsd", "-d", "-c", os.path.join(self.work, "nsd.conf")]
+
+    def version(self):
+        out = subprocess.run(["nsd", "-v"], capture_output=True, text=True)
+        return ((out.stdout + out.stderr).splitlines() or [""])[0]
+
+
+class TelesinkFwd(Telesink):
+    def setup(self):
+        with open(os.path.join(self.work, "list.txt"), "w") as f:
+            f.write("blocked.example\n")
+        with open(os.path.join(self.work, "telesink.toml"), "w") as f:
+            f.write(f"""[server]
+listen = ["127.0.0.1:{PORT}"]
+allow_networks = ["127.0.0.0/8"]
+rate_limit_qps = 0
+
+[upstream]
+servers = ["127.0.0.1:{NSD_PORT}"]
+
+[blocking]
+mode = "null"
+
+[[list]]
+name = "bench"
+source = "list.txt"
+categories = ["telemetry"]
+format = "domains"
+
+[default]
+block = ["telemetry"]
+
+[metrics]
+listen = ""
+
+[querylog]
+log = "none"
+""")
+
+
+class UnboundFwd(Unbound):
+    def setup(self):
+        # Cache sizes as shipped; iterator only (no validation); one thread.
+        with open(os.path.join(self.work, "unbound.conf"), "w") as f:
+            f.write(f"""server:
+    interface: 127.0.0.1
+    port: {PORT}
+    do-ip6: no
+    num-threads: 1
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{self.work}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    do-not-query-localhost: no
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{NSD_PORT}
+""")
+
+
+class Dnsdist(Server):
+    name = "dnsdist"
+
+    def setup(self):
+        # One backend (NSD); the health check asks a name NSD answers (the default,
+        # a.root-servers.net, would be REFUSED and mark it down). No console, no packet cache.
+        with open(os.path.join(self.work, "dnsdist.conf"), "w") as f:
+            f.write(f"""setSecurityPollSuffix("")
+setLocal("127.0.0.1:{PORT}")
+setACL({{"127.0.0.0/8"}})
+newServer({{address="127.0.0.1:{NSD_PORT}", checkName="ns.{FWD_ZONE}."}})
+""")
+
+    def argv(self):
+        return ["dnsdist", "--supervised", "--disable-syslog", "-C", os.path.join(self.work, "dnsdist.conf")]
+
+    def version(self):
+        out = subprocess.run(["dnsdist", "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0] if out else ""
+
+
+FWD_SERVERS = {"telesink": TelesinkFwd, "unbound": UnboundFwd, "dnsdist": Dnsdist}
+
+
+def wait_answer(port, name, proc, limit=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc is not None and proc.poll() is not None:
+            return False
+        ans = ask(port, name, timeout=0.2)
+        if ans is not None and ans[0] == 0 and FWD_ANSWER in ans[1]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def fwd_run(proc, a, tag, port=PORT):
+    """One saturating run over fresh names: each sent once (-n 1), at most DURATION s."""
+    qfile = fwd_query_file(a, tag, a.duration * a.fwd_max_qps)
+    c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    cmd, r = dnsperf(["-d", qfile, "-n", "1", "-l", str(a.duration), "-q", str(a.outstanding)], port)
+    c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    os.unlink(qfile)
+    ticks = c1 - c0
+    r["server_cpu_s"] = ticks / CLK
+    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    busy, total = b1[0] - b0[0], b1[1] - b0[1]
+    r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
+    r["cmd"] = " ".join(cmd)
+    if r.get("sent") and r["sent"] >= a.duration * a.fwd_max_qps:
+        log(f"   !! the query file ran out (--fwd-max-qps {a.fwd_max_qps} too low): run shorter than {a.duration} s")
+    return r
+
+
+def fwd_latency(a, tag, port):
+    """A fixed-rate run (-Q FWD_LAT_QPS) over fresh names, -v: p50/p99 from the per-query lines."""
+    n = int(a.fwd_lat_qps * a.lat_duration * 1.2) + 1000
+    qfile = fwd_query_file(a, tag, n)
+    out = os.path.join(a.work, f"fwd-latency-{tag}.txt")
+    _, r = dnsperf(["-d", qfile, "-n", "1", "-l", str(a.lat_duration), "-Q", str(a.fwd_lat_qps), "-q",
+                    str(a.outstanding)], port, verbose=True, out=out)
+    os.unlink(out)
+    os.unlink(qfile)
+    return r
+
+
+def bench_forwarded(a, res):
+    """NSD alone (the latency baseline), then each forwarder in turn in front of it."""
+    out = {"servers": [], "nsd": {}}
+    res["forwarded"] = out
+    nsd_work = os.path.join(a.work, "fwd-nsd")
+    shutil.rmtree(nsd_work, ignore_errors=True)
+    os.makedirs(nsd_work)
+    nsd = Nsd(a, "fwd", nsd_work)
+    nsd.setup()
+    if not port_free(NSD_PORT):
+        out["error"] = f"127.0.0.1:{NSD_PORT} is taken (another NSD?): forwarded workload not run"
+        log("!!", out["error"])
+        return
+    logf = open(os.path.join(nsd_work, "stdout.log"), "w")
+    nproc = subprocess.Popen(["taskset", "-c", LOAD_CPU] + nsd.argv(), stdout=logf, stderr=subprocess.STDOUT,
+                             cwd=nsd_work)
+    try:
+        if not wait_answer(NSD_PORT, f"check.{FWD_ZONE}", nproc):
+            out["error"] = "NSD did not answer (see " + os.path.join(nsd_work, "nsd.log") + ")"
+            log("!!", out["error"])
+            return
+        out["nsd"] = {"version": nsd.version(), "rrl_off": Nsd.has_rrl()}
+        log(f"forwarded: NSD on 127.0.0.1:{NSD_PORT} ({out['nsd']['version']})")
+        for i in range(a.runs):
+            lat = fwd_latency(a, f"nsd-lat{i}", NSD_PORT)
+            out["nsd"].setdefault("lat_runs", []).append(lat)
+            log(f"   nsd alone at {a.fwd_lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
+                f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat.get('lost')}")
+        out["nsd"]["p50"] = med([r.get("p50") for r in out["nsd"]["lat_runs"]])
+        out["nsd"]["p99"] = med([r.get("p99") for r in out["nsd"]["lat_runs"]])
+        for kind in a.fwd_servers:
+            work = os.path.join(a.work, f"fwd-{kind}")
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            server = FWD_SERVERS[kind](a, "fwd", work)
+            server.setup()
+            entry = {"server": kind, "version": server.version(), "runs": [], "lat_runs": []}
+            out["servers"].append(entry)
+            proc, _, argv = start(server, os.path.join(work, "server.log"))
+            entry["argv"] = " ".join(argv)
+            try:
+                if not wait_answer(PORT, f"ready.{kind}.{FWD_ZONE}", proc):
+                    entry["error"] = f"did not forward (see {work}/server.log)"
+                    log("!!", kind, entry["error"])
+                    continue
+                log(f"forwarded: {kind}")
+                # Warm-up on names of its own: upstream sockets open, threads started.
+                dnsperf(["-d", fwd_query_file(a, f"{kind}-warm", 2000), "-n", "1", "-q", "20"], PORT)
+                os.unlink(os.path.join(a.fwd_data, f"q-fwd-{kind}-warm.txt"))
+                for i in range(a.runs):
+                    r = fwd_run(proc, a, f"{kind}-r{i}")
+                    entry["runs"].append(r)
+                    log(f"   run {i + 1}: {r['qps'] or 0:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
+                        f"lost {r['lost']}, core0 other {r['core0_other_pct']}%, rcodes {r['rcodes']}")
+                    if [c for c in re.findall(r"([A-Z]+) \d+", r["rcodes"]) if c != "NOERROR"]:
+                        log(f"   !! {kind} answered something other than NOERROR: {r['rcodes']}")
+                for i in range(a.runs):
+                    lat = fwd_latency(a, f"{kind}-lat{i}", PORT)
+                    entry["lat_runs"].append(lat)
+                    log(f"   at {a.fwd_lat_qps} qps: p50 {1e3 * (lat.get('p50') or 0):.3f} ms, "
+                        f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat.get('lost')}")
+                entry["qps"] = med([r["qps"] for r in entry["runs"]])
+                entry["cpu_us_per_q"] = med([r["cpu_us_per_q"] for r in entry["runs"]])
+                entry["lost"] = med([r["lost"] for r in entry["runs"]])
+                entry["rcodes"] = [r["rcodes"] for r in entry["runs"]]
+                entry["core0_other_pct"] = med([r["core0_other_pct"] for r in entry["runs"]])
+                entry["p50"] = med([r.get("p50") for r in entry["lat_runs"]])
+                entry["p99"] = med([r.get("p99") for r in entry["lat_runs"]])
+                entry["lat_lost"] = med([r.get("lost") for r in entry["lat_runs"]])
+                if entry["p99"] is not None and out["nsd"]["p99"] is not None:
+                    entry["p99_added"] = entry["p99"] - out["nsd"]["p99"]
+            finally:
+                stop(proc)
+    finally:
+        stop(nproc)
+        logf.close()
+
+
+def report_forwarded(res, a):
+    fw = res.get("forwarded")
+    if fw is None:
+        return []
+    L = ["\n## Forwarded path (every query a cache miss)\n"]
+    if fw.get("error"):
+        return L + [fw["error"] + "\n"]
+    nsd = fw["nsd"]
+    L.append(f"Upstream: {nsd.get('version', '')} on 127.0.0.1:{NSD_PORT} (core {LOAD_CPU}, with dnsperf), authoritative "
+             f"for `{FWD_ZONE}.` with `*.{FWD_ZONE}. A {FWD_ANSWER}`, response rate limiting "
+             f"{'off (rrl-ratelimit: 0)' if nsd.get('rrl_off') else 'not built in'}. Each run sends fresh names "
+             f"(`qN.SERVER-rRUN.{FWD_ZONE}`), each once (`dnsperf -n 1 -l {a.duration}`, {a.outstanding} outstanding): "
+             "no query is a cache hit. *µs/q* = the server's utime+stime / completed queries; median of "
+             f"{a.runs} runs. *p50/p99* from runs at a fixed {a.fwd_lat_qps} qps ({a.lat_duration} s, fresh names, median "
+             f"of {a.runs}); *p99 added* = that p99 minus NSD's own p99 at the same rate (dnsperf straight at NSD: "
+             f"p50 {fmt(nsd.get('p50') and 1e3 * nsd['p50'], '{:.3f}')} ms, p99 {fmt(nsd.get('p99') and 1e3 * nsd['p99'], '{:.3f}')} ms). "
+             "Ratios are telesink / that row (qps: >1 means telesink serves more; µs/q: <1 means telesink spends less).\n")
+    L.append("| server | qps | µs/q | lost | p50 ms | p99 ms | p99 added ms | lost at fixed rate | core0 other | qps telesink/x | µs/q telesink/x |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    t = next((e for e in fw["servers"] if e["server"] == "telesink" and not e.get("error")), None)
+    for e in fw["servers"]:
+        if e.get("error"):
+            L.append(f"| {e['server']} | {e['error']} ||||||||||")
+            continue
+        ms = lambda v: fmt(v and 1e3 * v, "{:.3f}")
+        L.append("| " + " | ".join([
+            e["server"], fmt(e["qps"]), fmt(e["cpu_us_per_q"], "{:.2f}"), fmt(e["lost"]), ms(e.get("p50")),
+            ms(e.get("p99")), ms(e.get("p99_added")), fmt(e.get("lat_lost")), fmt(e["core0_other_pct"], "{:.0f}%"),
+            "" if e["server"] == "telesink" else ratio(t and t["qps"], e["qps"]),
+            "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], e["cpu_us_per_q"]),
+        ]) + " |")
+    L.append("\nResponse codes of the saturating runs: " + "; ".join(
+        f"{e['server']}: {' / '.join(e.get('rcodes', []))}" for e in fw["servers"]) + ".\n")
+    L.append("Versions: " + "; ".join(f"{e['server']}: {e.get('version', '')}" for e in fw["servers"]) + "\n")
+    return L
+
+
 def machine_info():
     info = {}
     info["lscpu"] = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -904,6 +1222,14 @@ def report(res, a, path_md):
             L.append(f"- {e['server']}: {e.get('version', '')}")
     L.append(f"- dnsperf {' '.join(res['machine']['dnsperf'])}; {res['machine']['rustc']}")
     L.append(f"- kernel {res['machine']['kernel']}\n")
+    if not res["servers"]:  # the forwarded workload alone
+        L.extend(report_forwarded(res, a))
+        L.append("\n## Machine\n")
+        L.append("```\n" + res["machine"]["lscpu"].strip() + "\n```\n")
+        L.append(f"`uname -a`: {res['machine']['uname']}\n")
+        with open(path_md, "w") as f:
+            f.write("\n".join(L) + "\n")
+        return
     L.append("## Throughput and CPU per query\n")
     L.append(f"dnsperf: one thread, one socket, 100 queries outstanding, {a.duration} s per run, median of {a.runs} runs; "
              f"server on core {SERVER_CPU}, dnsperf on core {LOAD_CPU}. *µs/q* = server utime+stime / completed queries. "
@@ -962,6 +1288,7 @@ def report(res, a, path_md):
             L.append(f"| {row['rate']} | {fmt(n.get('p99') and 1e3 * n['p99'], '{:.3f}')} | "
                      f"{fmt(w.get('p99') and 1e3 * w['p99'], '{:.3f}')} | {fmt(w.get('max') and 1e3 * w['max'], '{:.3f}')} | "
                      f"{fmt(w.get('log_dropped'))} / {fmt(w.get('completed'))} |")
+    L.extend(report_forwarded(res, a))
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
              "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
@@ -1025,7 +1352,14 @@ def main():
                     help="fixed rates for the query-log latency and dropped-rows check")
     ap.add_argument("--sizes", default="100k,1m")
     ap.add_argument("--workloads", default="blocked,cached,mix",
-                    help='"" skips the qps workloads (load and reload figures only)')
+                    help='any of blocked,cached,mix,forwarded; "" skips the qps workloads (load and reload figures '
+                         'only). forwarded = the forwarded path (issue 17): NSD as the upstream, every query a cache '
+                         'miss, the --fwd-servers in turn; it ignores --servers and --sizes')
+    ap.add_argument("--fwd-servers", default="telesink,unbound,dnsdist")
+    ap.add_argument("--fwd-lat-qps", type=int, default=5000,
+                    help="offered rate of the forwarded latency runs (below every forwarder's saturation)")
+    ap.add_argument("--fwd-max-qps", type=int, default=150000,
+                    help="names per forwarded run = duration x this (a run must not run out of fresh names)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--outstanding", type=int, default=100)
@@ -1043,11 +1377,21 @@ def main():
     a = ap.parse_args()
     a.sizes = a.sizes.split(",")
     a.workloads = [w for w in a.workloads.split(",") if w]
+    a.forwarded = "forwarded" in a.workloads
+    a.workloads = [w for w in a.workloads if w != "forwarded"]
+    for w in a.workloads:
+        if w not in ("blocked", "cached", "mix"):
+            sys.exit(f"unknown workload {w}; known: blocked, cached, mix, forwarded")
+    a.fwd_servers = [s for s in a.fwd_servers.split(",") if s]
+    for s in a.fwd_servers:
+        if s not in FWD_SERVERS:
+            sys.exit(f"unknown forwarded server {s}; known: {', '.join(FWD_SERVERS)}")
+    a.fwd_data = os.path.join(a.data, "fwd")
     a.qlog_rates = [int(x) for x in a.qlog_rates.split(",") if x]
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
 
-    kinds = [s for s in a.servers.split(",") if s]
+    kinds = [s for s in a.servers.split(",") if s and s != "none"]
     a.extra = {}
     for x in a.extra_telesink:
         label, path = x.split("=", 1)
@@ -1063,7 +1407,8 @@ def main():
         kinds.remove("hickory")
 
     # Run a private copy of the telesink binary: others may rebuild target/release mid-run.
-    if any(k in ("telesink", "telesink+addresses", "querylog") for k in kinds):
+    if any(k in ("telesink", "telesink+addresses", "querylog") for k in kinds) or (
+            a.forwarded and "telesink" in a.fwd_servers):
         src = a.telesink
         a.telesink = os.path.join(a.work, "telesink.bin")
         shutil.copy2(src, a.telesink)
@@ -1073,10 +1418,11 @@ def main():
     res = {"started": stamp, "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]) or "harness.py",
            "load_before": os.getloadavg(), "machine": machine_info(), "servers": [], "args": vars(a)}
 
-    up = subprocess.Popen(["taskset", "-c", LOAD_CPU, a.responder, "upstream", f"127.0.0.1:{UPSTREAM}"])
+    # The fast upstream of the blocklist workloads (the forwarded workload starts its own NSD).
+    up = subprocess.Popen(["taskset", "-c", LOAD_CPU, a.responder, "upstream", f"127.0.0.1:{UPSTREAM}"]) if kinds else None
     try:
         time.sleep(0.2)
-        if ask(UPSTREAM, "upstream-check.example") is None:
+        if up and ask(UPSTREAM, "upstream-check.example") is None:
             sys.exit("the upstream responder does not answer")
         for size in a.sizes:
             for k in kinds:
@@ -1089,9 +1435,12 @@ def main():
                 bench_server(k, size, a, res["servers"])
         if "floor" in kinds:
             bench_server("floor", a.sizes[-1], a, res["servers"])
+        if a.forwarded:
+            bench_forwarded(a, res)
     finally:
-        up.terminate()
-        up.wait()
+        if up:
+            up.terminate()
+            up.wait()
     res["load_after"] = os.getloadavg()
     busy = max(res["load_before"][0], res["load_after"][0])
     res["noise_note"] = ("**Measured while other builds ran** (1-min load average above 1.5 on a 2-core machine): "

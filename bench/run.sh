@@ -7,10 +7,12 @@
 #   SKIP_INSTALL=1 bash bench/run.sh   # no apt-get / cargo install (tools already there)
 #   PROFILE=1 bash bench/run.sh        # also profile telesink's blocked path (bench/profile.sh)
 #   MICRO=1 bash bench/run.sh          # also the matcher micro-benchmark (cargo bench)
+#   SERVERS=none WORKLOADS=forwarded bash bench/run.sh   # the forwarded path alone (issue 17):
+#                                      # telesink, unbound, dnsdist in front of NSD, every query a miss
 #
 # Steps:
 #   1. cargo build --release (target/release/telesink)
-#   2. apt-get install -y dnsperf unbound dnsmasq (Debian); cargo install hickory-dns 0.26
+#   2. apt-get install -y dnsperf unbound dnsmasq nsd dnsdist (Debian); cargo install hickory-dns 0.26
 #      (features resolver,blocklist) into bench/.tools, skipped when present; if that install
 #      fails, the reason is in bench/.tools/install.log and the run goes on without hickory-dns
 #   3. rustc -O bench/tools/responder.rs -> bench/.tools/responder (floor + fast upstream)
@@ -33,6 +35,7 @@ SIZES=${SIZES:-100k,1m}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 LAT_QPS=${LAT_QPS:-20000}
+WORKLOADS=${WORKLOADS:-blocked,cached,mix}
 HICKORY_VERSION=${HICKORY_VERSION:-0.26.3}
 
 echo "== load before: $(uptime)"
@@ -41,15 +44,15 @@ echo "== 1. build telesink (release)"
 cargo build --release --bin telesink
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
-    echo "== 2. install dnsperf, unbound, dnsmasq, hickory-dns"
+    echo "== 2. install dnsperf, unbound, dnsmasq, nsd, dnsdist, hickory-dns"
     missing=""
-    for t in dnsperf unbound dnsmasq taskset; do command -v "$t" >/dev/null || missing="$missing $t"; done
+    for t in dnsperf unbound dnsmasq nsd dnsdist taskset; do command -v "$t" >/dev/null || missing="$missing $t"; done
     if [ -n "$missing" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq util-linux
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq nsd dnsdist util-linux
     fi
     # Debian starts packaged daemons on install where allowed; they must not hold port 53/5300.
-    for svc in unbound dnsmasq; do
+    for svc in unbound dnsmasq nsd dnsdist; do
         systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true
     done
     if [ ! -x "$TOOLS/bin/hickory-dns" ]; then
@@ -73,7 +76,7 @@ python3 "$BENCH/gen.py" "$BENCH/data"
 
 echo "== 5. run"
 python3 "$BENCH/harness.py" --servers "$SERVERS" --sizes "$SIZES" --runs "$RUNS" \
-    --duration "$DURATION" --lat-qps "$LAT_QPS" ${HARNESS_ARGS:-}
+    --duration "$DURATION" --lat-qps "$LAT_QPS" --workloads "$WORKLOADS" ${HARNESS_ARGS:-}
 
 if [ -n "${MICRO:-}" ]; then
     echo "== matcher micro-benchmark"

@@ -27,6 +27,7 @@
 
 pub mod configs;
 pub mod dns;
+pub mod hostile;
 pub mod https;
 pub mod netns;
 pub mod process;
