@@ -31,13 +31,14 @@ use super::decision::{
 use super::encode_hickory as hickory;
 use super::encode_wire;
 use super::forward::Route;
-use super::identity::{identify, Identity};
+use super::identity::{identify_as, Identity, Origin};
 use super::rebind;
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::devices::Devices;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::observe::transport::Transport;
 use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
 use crate::policy::Policy;
@@ -186,6 +187,7 @@ impl Handler {
         report: &Report,
         rcode: ResponseCode,
         started: Instant,
+        transport: Transport,
     ) {
         if let Some(step) = report.cache {
             self.inner.cache.count(step);
@@ -214,6 +216,7 @@ impl Handler {
         };
         for sink in &self.inner.sinks {
             sink.record(&event);
+            sink.transport(transport);
         }
     }
 }
@@ -229,8 +232,19 @@ impl Handler {
         src: SocketAddr,
         protocol: Protocol,
     ) -> Result<Vec<u8>, Option<Box<Pending>>> {
+        self.answer_direct_as(bytes, src, &Origin::plain(protocol))
+    }
+
+    /// [`answer_direct`](Self::answer_direct) for a query that came as `origin` (DoT, DoH, or
+    /// with a device id).
+    pub fn answer_direct_as(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        origin: &Origin,
+    ) -> Result<Vec<u8>, Option<Box<Pending>>> {
         let mut out = Vec::new();
-        match self.answer_direct_into(bytes, src, protocol, &mut out) {
+        match self.answer_direct_from(bytes, src, origin, &mut out) {
             Direct::Answered => Ok(out),
             Direct::Pass(pending) => Err(pending),
         }
@@ -249,13 +263,25 @@ impl Handler {
         protocol: Protocol,
         out: &mut Vec<u8>,
     ) -> Direct {
+        self.answer_direct_from(bytes, src, &Origin::plain(protocol), out)
+    }
+
+    #[inline(always)]
+    fn answer_direct_from(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        origin: &Origin,
+        out: &mut Vec<u8>,
+    ) -> Direct {
+        let protocol = origin.protocol();
         let started = Instant::now();
         let start = out.len();
         let Some(q) = WireQuery::parse(bytes) else {
             return Direct::Pass(None);
         };
         let live = self.inner.live.load();
-        let client = identify(&live, &self.inner.devices, src.ip());
+        let client = identify_as(&live, &self.inner.devices, src.ip(), origin.device.as_ref());
         let hashes = NameHashes::new(q.labels());
         let question = Question::from_wire(&q, &hashes);
         let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
@@ -287,6 +313,7 @@ impl Handler {
             &decision.report,
             rcode,
             started,
+            origin.transport,
         );
         Direct::Answered
     }
@@ -373,9 +400,23 @@ impl Handler {
         bytes: Vec<u8>,
         src: SocketAddr,
         protocol: Protocol,
+        responder: R,
+        pending: Option<Box<Pending>>,
+    ) {
+        self.answer_wire_from(bytes, src, &Origin::plain(protocol), responder, pending)
+            .await
+    }
+
+    /// [`answer_wire_with`](Self::answer_wire_with) for a query that came as `origin`.
+    pub async fn answer_wire_from<R: ResponseHandler>(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        origin: &Origin,
         mut responder: R,
         pending: Option<Box<Pending>>,
     ) {
+        let protocol = origin.protocol();
         // The header is read in full only for FORMERR; the hot path looks at the QR bit alone.
         let Some(head) = bytes.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok()) else {
             return;
@@ -385,7 +426,8 @@ impl Handler {
         }
         match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => {
-                self.answer_request(&request, responder, pending).await;
+                self.answer_request(&request, responder, pending, origin)
+                    .await;
             }
             Err(_) => {
                 if let Ok(header) = Header::read(&mut BinDecoder::new(&head)) {
@@ -400,6 +442,7 @@ impl Handler {
         request: &Request,
         mut response_handle: R,
         pending: Option<Box<Pending>>,
+        origin: &Origin,
     ) -> ResponseInfo {
         let _in_flight = InFlight::enter(&self.inner.in_flight);
         let started = pending.as_ref().map_or_else(Instant::now, |p| p.started);
@@ -462,7 +505,8 @@ impl Handler {
             }
             None => {
                 let live = self.inner.live.load_full();
-                let client = identify(&live, &self.inner.devices, src.ip());
+                let client =
+                    identify_as(&live, &self.inner.devices, src.ip(), origin.device.as_ref());
                 let hashes = NameHashes::new(name.iter());
                 let question = Question::from_name(name, text, qtype, &hashes);
                 let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
@@ -502,6 +546,7 @@ impl Handler {
             &report,
             reply.rcode,
             started,
+            origin.transport,
         );
         info
     }
@@ -619,6 +664,8 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        self.answer_request(request, response_handle, None).await
+        let origin = Origin::plain(request.protocol());
+        self.answer_request(request, response_handle, None, &origin)
+            .await
     }
 }

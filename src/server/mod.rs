@@ -1,6 +1,7 @@
 //! `telesink run`: binds the listeners, starts the handler, metrics and query log, and runs
 //! until SIGTERM or SIGINT. SIGHUP reloads.
 
+pub mod encrypted;
 pub mod listen;
 pub mod live;
 pub mod reload;
@@ -125,6 +126,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         ));
         tracing::info!(%addr, "listening for DNS on UDP and TCP");
     }
+
+    let _certificates = encrypted::start(&config, &handler, &stop_rx)?;
 
     let ready = Arc::new(AtomicBool::new(true));
     if let Some(listen) = config.metrics.listen {

@@ -1,0 +1,48 @@
+//! The encrypted listeners: DNS over TLS on `server.tls_listen`, with the certificate of
+//! `server.tls_cert` / `tls_key` (checked at start: a bad one stops `run`).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::resolve::Handler;
+use crate::tls::Certificates;
+
+use super::listen::bind_tcp;
+
+/// Binds and starts the DoT listeners; `None` when none is configured.
+pub fn start(
+    config: &Config,
+    handler: &Handler,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Arc<Certificates>>> {
+    let enc = &config.server.encrypted;
+    if !enc.enabled() {
+        return Ok(None);
+    }
+    // The config conversion guarantees these with a listener.
+    let (Some(cert), Some(key), Some(name)) = (&enc.tls_cert, &enc.tls_key, &enc.tls_name) else {
+        anyhow::bail!("an encrypted listener needs server.tls_cert, tls_key and tls_name");
+    };
+    let certs = Certificates::new(crate::tls::load(cert, key).context("cannot serve DoT/DoH")?);
+    let tls_name: Arc<str> = name.as_str().into();
+    let dot = certs.server_config(&[b"dot"]);
+    for addr in &enc.tls_listen {
+        let listener = bind_tcp(*addr)?;
+        tokio::spawn(super::tcp::serve_tls(
+            listener,
+            handler.clone(),
+            config.server.tcp_idle_timeout,
+            config.server.max_tcp_connections,
+            stop.clone(),
+            super::tcp::DotTls {
+                acceptor: tokio_rustls::TlsAcceptor::from(dot.clone()),
+                tls_name: tls_name.clone(),
+            },
+        ));
+        tracing::info!(%addr, "listening for DNS over TLS");
+    }
+    Ok(Some(certs))
+}
