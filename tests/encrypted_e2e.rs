@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use support::tls::{DotClient, TestCa};
+use support::tls::{query_bytes, DohResponse, DotClient, TestCa};
 use support::upstream::{Reply, TestUpstream};
 use support::{free_port_tcp, Telesink, TelesinkProcess};
 
@@ -25,23 +25,44 @@ fn a_of(m: &hickory_proto::op::Message) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// A telesink with a DoT listener on a free port, the CA's certificate for [`TLS_NAME`], the
-/// vendor list blocked by default, and `extra` config.
-fn start_dot(ca: &TestCa, up: &TestUpstream, extra: &str) -> (TelesinkProcess, SocketAddr) {
+/// A telesink with DoT and DoH listeners on free ports, the CA's certificate for
+/// [`TLS_NAME`], the vendor list blocked by default, and `extra` config.
+fn start_encrypted(ca: &TestCa, up: &TestUpstream, extra: &str) -> Encrypted {
     let cert = ca.server_cert(TLS_NAME);
     let dot = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_tcp()));
+    let doh = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_tcp()));
     let ts = Telesink::new()
         .upstream(up)
         .vendor_blocked()
         .file("tls/fullchain.pem", &cert.cert_pem)
         .file("tls/privkey.pem", &cert.key_pem)
+        .file("ca.pem", &ca.cert_pem)
         .server_toml(&format!(
-            "tls_listen = [\"{dot}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n"
+            "tls_listen = [\"{dot}\"]\nhttps_listen = [\"{doh}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n"
         ))
         .querylog_toml("log = \"all\"\n")
         .toml(extra)
         .start();
-    (ts, dot)
+    Encrypted { ts, dot, doh }
+}
+
+struct Encrypted {
+    ts: TelesinkProcess,
+    dot: SocketAddr,
+    doh: SocketAddr,
+}
+
+impl Encrypted {
+    fn doh(&self, path_and_query: &str, post: Option<(&str, &[u8])>, http2: bool) -> DohResponse {
+        support::tls::doh(
+            &self.ts.dir().join("ca.pem"),
+            TLS_NAME,
+            self.doh,
+            path_and_query,
+            post,
+            http2,
+        )
+    }
 }
 
 fn wait_for<T>(what: &str, ts: &TelesinkProcess, mut f: impl FnMut() -> Option<T>) -> T {
@@ -62,7 +83,7 @@ fn dot_answers_blocked_and_forwarded_names_and_names_the_device_by_sni() {
     up.set("www.example.org", Reply::a(Ipv4Addr::new(93, 184, 216, 34)));
     // anna-phone's group lets the vendor through; the same query over UDP from 127.0.0.1 (no
     // group) is blocked: the id, not the address, chose the policy.
-    let (ts, dot) = start_dot(
+    let enc = start_encrypted(
         &ca,
         &up,
         r#"
@@ -76,6 +97,7 @@ clients = ["anna-phone"]
 block = []
 "#,
     );
+    let (ts, dot) = (&enc.ts, enc.dot);
     let mut anna = DotClient::connect(&ca, dot, &format!("anna-phone.{TLS_NAME}")).unwrap();
     let r = anna.query("www.example.org.", RecordType::A);
     assert_eq!(a_of(&r), vec![Ipv4Addr::new(93, 184, 216, 34)]);
@@ -128,7 +150,7 @@ block = []
     assert_eq!(t("https"), 0.0);
 
     // The query log names the device by its id.
-    let rows = wait_for("anna-phone's rows in the log", &ts, || {
+    let rows = wait_for("anna-phone's rows in the log", ts, || {
         let out = ts.cli(&["log", "--client", "anna-phone", "--json"]);
         assert_eq!(out.code, Some(0), "{out}");
         let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
@@ -161,7 +183,8 @@ fn dot_answers_pipelined_queries_out_of_order() {
             Reply::a(Ipv4Addr::new(93, 184, 216, 99)),
         ),
     );
-    let (ts, dot) = start_dot(&ca, &up, "");
+    let enc = start_encrypted(&ca, &up, "");
+    let dot = enc.dot;
     let mut c = DotClient::connect(&ca, dot, &format!("anna-phone.{TLS_NAME}")).unwrap();
     c.send(1, "slow.example.org.", RecordType::A);
     c.send(2, "tracking.vendor.example.", RecordType::A);
@@ -175,5 +198,111 @@ fn dot_answers_pipelined_queries_out_of_order() {
     assert_eq!(second.metadata.id, 1);
     assert_eq!(second.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_of(&second), vec![Ipv4Addr::new(93, 184, 216, 99)]);
-    drop(ts);
+    drop(enc);
+}
+
+#[test]
+fn doh_answers_get_and_post_over_http2_and_http1_with_the_path_id() {
+    let ca = TestCa::new();
+    let up = TestUpstream::start();
+    up.set("www.example.org", Reply::a(Ipv4Addr::new(93, 184, 216, 34)));
+    let enc = start_encrypted(&ca, &up, "");
+    let b64 = |q: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    };
+
+    // GET over HTTP/2, path id "kids-tablet": blocked.
+    let q = query_bytes("tracking.vendor.example.", RecordType::A);
+    let r = enc.doh(
+        &format!("/dns-query/kids-tablet?dns={}", b64(&q)),
+        None,
+        true,
+    );
+    assert_eq!((r.status, r.http_version.as_str()), (200, "2"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/dns-message"));
+    assert_eq!(a_of(&r.message()), vec![Ipv4Addr::UNSPECIFIED]);
+    assert!(
+        r.header("cache-control")
+            .is_some_and(|c| c.starts_with("max-age=")),
+        "{r:?}"
+    );
+
+    // POST over HTTP/1.1: forwarded; max-age is the answer's TTL (the test upstream's).
+    let q = query_bytes("www.example.org.", RecordType::A);
+    let r = enc.doh(
+        "/dns-query/kids-tablet",
+        Some(("application/dns-message", &q)),
+        false,
+    );
+    assert_eq!((r.status, r.http_version.as_str()), (200, "1.1"), "{r:?}");
+    let m = r.message();
+    assert_eq!(a_of(&m), vec![Ipv4Addr::new(93, 184, 216, 34)]);
+    let ttl = m.answers[0].ttl;
+    assert_eq!(
+        r.header("cache-control"),
+        Some(format!("max-age={ttl}").as_str())
+    );
+
+    // Without an id: the source address names the client.
+    let r = enc.doh(&format!("/dns-query?dns={}", b64(&q)), None, true);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Bad requests.
+    assert_eq!(enc.doh("/dns-query?dns=!!!!", None, true).status, 400);
+    assert_eq!(enc.doh("/dns-query", None, false).status, 400);
+    assert_eq!(
+        enc.doh(&format!("/dns-query?dns={}", b64(b"short")), None, true)
+            .status,
+        400
+    );
+    let r = enc.doh("/dns-query", Some(("text/plain", &q)), true);
+    assert_eq!(r.status, 415, "{r:?}");
+    assert_eq!(enc.doh("/elsewhere", None, true).status, 404);
+
+    let m = enc.ts.scrape();
+    let text = enc.ts.metrics().1;
+    let v = |name: &str, labels: &[(&str, &str)]| m.value(name, labels).unwrap_or(0.0);
+    assert_eq!(
+        v(
+            "telesink_queries_total",
+            &[("client", "kids-tablet"), ("result", "blocked")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        v(
+            "telesink_queries_total",
+            &[("client", "kids-tablet"), ("result", "forwarded")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        v(
+            "telesink_transport_queries_total",
+            &[("transport", "https")]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        v("telesink_transport_queries_total", &[("transport", "tls")]),
+        0.0,
+        "{text}"
+    );
+
+    let rows = wait_for("kids-tablet's rows in the log", &enc.ts, || {
+        let out = enc.ts.cli(&["log", "--client", "kids-tablet", "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).ok()?;
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| r["client"] == "kids-tablet")
+            .collect();
+        (rows.len() == 2).then_some(rows)
+    });
+    assert!(rows
+        .iter()
+        .any(|r| r["name"] == "tracking.vendor.example" && r["result"] == "blocked"));
 }

@@ -1,4 +1,5 @@
-//! The encrypted listeners: DNS over TLS on `server.tls_listen`, with the certificate of
+//! The encrypted listeners: DNS over TLS on `server.tls_listen` and DNS over HTTPS on
+//! `server.https_listen`, with the certificate of
 //! `server.tls_cert` / `tls_key` (checked at start: a bad one stops `run`).
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use crate::tls::Certificates;
 
 use super::listen::bind_tcp;
 
-/// Binds and starts the DoT listeners; `None` when none is configured.
+/// Binds and starts the DoT and DoH listeners; `None` when none is configured.
 pub fn start(
     config: &Config,
     handler: &Handler,
@@ -43,6 +44,21 @@ pub fn start(
             },
         ));
         tracing::info!(%addr, "listening for DNS over TLS");
+    }
+    let doh = certs.server_config(&[b"h2", b"http/1.1"]);
+    for addr in &enc.https_listen {
+        let listener = bind_tcp(*addr)?;
+        tokio::spawn(super::doh::serve(
+            listener,
+            handler.clone(),
+            super::doh::DohSettings {
+                acceptor: tokio_rustls::TlsAcceptor::from(doh.clone()),
+                idle_timeout: config.server.tcp_idle_timeout,
+                max_connections: config.server.max_tcp_connections,
+            },
+            stop.clone(),
+        ));
+        tracing::info!(%addr, "listening for DNS over HTTPS on /dns-query");
     }
     Ok(Some(certs))
 }

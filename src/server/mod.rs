@@ -1,6 +1,7 @@
 //! `telesink run`: binds the listeners, starts the handler, metrics and query log, and runs
 //! until SIGTERM or SIGINT. SIGHUP reloads.
 
+pub mod doh;
 pub mod encrypted;
 pub mod listen;
 pub mod live;

@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 pub struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     pub cert_der: CertificateDer<'static>,
+    /// The CA certificate as PEM (for curl's `--cacert`).
+    pub cert_pem: String,
 }
 
 /// A server certificate: the chain and key as PEM, and its DER for comparing.
@@ -40,6 +42,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             cert_der: CertificateDer::from(cert.der().to_vec()),
+            cert_pem: cert.pem(),
             issuer: rcgen::Issuer::new(params, key),
         }
     }
@@ -140,4 +143,92 @@ impl DotClient {
         self.send(0x4242, name, qtype);
         self.recv()
     }
+}
+
+/// What [`doh`] got back.
+#[derive(Debug)]
+pub struct DohResponse {
+    pub status: u16,
+    /// `2` or `1.1`.
+    pub http_version: String,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl DohResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn message(&self) -> Message {
+        Message::from_vec(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// One DoH request with curl (Debian `curl`): `https://<host>:<port><path_and_query>` with
+/// `host` resolved to `addr`'s IP, trusting only `ca_file`. `post` = (content type, body).
+pub fn doh(
+    ca_file: &std::path::Path,
+    host: &str,
+    addr: SocketAddr,
+    path_and_query: &str,
+    post: Option<(&str, &[u8])>,
+    http2: bool,
+) -> DohResponse {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    let head_file = dir.path().join("head");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca_file)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg(if http2 { "--http2" } else { "--http1.1" })
+        .arg("-o")
+        .arg(&body_file)
+        .arg("-D")
+        .arg(&head_file)
+        .args(["-w", "%{http_code} %{http_version}"]);
+    if let Some((ct, body)) = post {
+        let req = dir.path().join("req");
+        std::fs::write(&req, body).unwrap();
+        cmd.args(["-H", &format!("content-type: {ct}"), "--data-binary"])
+            .arg(format!("@{}", req.display()));
+    }
+    cmd.arg(format!("https://{host}:{}{path_and_query}", addr.port()));
+    let out = cmd.output().expect("curl (Debian package curl) runs");
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "curl {path_and_query} failed: {w} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut parts = w.split_whitespace();
+    let status = parts.next().unwrap().parse().unwrap();
+    let http_version = parts.next().unwrap_or("").to_string();
+    let headers = std::fs::read_to_string(&head_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    DohResponse {
+        status,
+        http_version,
+        headers,
+        body: std::fs::read(&body_file).unwrap_or_default(),
+    }
+}
+
+/// A query for `name`/`qtype` as DNS wire bytes (ID 0, as RFC 8484 recommends for GET).
+pub fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 0;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
 }
