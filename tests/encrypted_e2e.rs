@@ -306,3 +306,126 @@ fn doh_answers_get_and_post_over_http2_and_http1_with_the_path_id() {
         .iter()
         .any(|r| r["name"] == "tracking.vendor.example" && r["result"] == "blocked"));
 }
+
+/// Writes `tls/<name>` as a renewal does: a new file renamed into place.
+fn renew(ts: &TelesinkProcess, name: &str, contents: &str) {
+    let tmp = ts.dir().join(format!("tls/.{name}.new"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, ts.dir().join("tls").join(name)).unwrap();
+}
+
+fn reloads(ts: &TelesinkProcess, outcome: &str) -> f64 {
+    ts.scrape()
+        .value("telesink_reloads_total", &[("outcome", outcome)])
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_and_a_bad_one_keeps_the_old() {
+    let ca = TestCa::new();
+    let up = TestUpstream::start();
+    let enc = start_encrypted(&ca, &up, "");
+    let ts = &enc.ts;
+    let sni = format!("anna-phone.{TLS_NAME}");
+    let first = DotClient::connect(&ca, enc.dot, &sni).unwrap().peer_cert();
+    let (ok0, failed0) = (reloads(ts, "success"), reloads(ts, "failure"));
+
+    // Renewal: new files renamed into place, as certbot and lego do.
+    let renewed = ca.server_cert(TLS_NAME);
+    assert_ne!(renewed.der, first);
+    renew(ts, "privkey.pem", &renewed.key_pem);
+    renew(ts, "fullchain.pem", &renewed.cert_pem);
+    wait_for("the renewed certificate on a new connection", ts, || {
+        let c = DotClient::connect(&ca, enc.dot, &sni).ok()?;
+        (c.peer_cert() == renewed.der).then_some(())
+    });
+    assert!(reloads(ts, "success") > ok0);
+    // DoH serves it too.
+    let q = query_bytes("tracking.vendor.example.", RecordType::A);
+    let r = enc.doh("/dns-query", Some(("application/dns-message", &q)), true);
+    assert_eq!(r.status, 200);
+
+    // An expired certificate: refused, counted, logged; the renewed one stays.
+    let expired = ca.expired_cert(TLS_NAME);
+    renew(ts, "privkey.pem", &expired.key_pem);
+    renew(ts, "fullchain.pem", &expired.cert_pem);
+    wait_for("a failed certificate reload", ts, || {
+        (reloads(ts, "failure") > failed0).then_some(())
+    });
+    let c = DotClient::connect(&ca, enc.dot, &sni).unwrap();
+    assert_eq!(c.peer_cert(), renewed.der);
+    assert!(ts.logs().contains("expired"), "{}", ts.logs());
+}
+
+#[test]
+fn check_and_run_name_the_bad_certificate_file() {
+    let ca = TestCa::new();
+    let good = ca.server_cert(TLS_NAME);
+    let other = ca.server_cert(TLS_NAME);
+    let expired = ca.expired_cert(TLS_NAME);
+    let server = format!(
+        "tls_listen = [\"127.0.0.1:{}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n",
+        free_port_tcp()
+    );
+    let cases: [(&str, Option<&str>, Option<&str>, &[&str]); 4] = [
+        (
+            "missing key",
+            Some(&good.cert_pem),
+            None,
+            &["server.tls_key", "privkey.pem", "cannot read"],
+        ),
+        (
+            "mismatched key",
+            Some(&good.cert_pem),
+            Some(&other.key_pem),
+            &["does not belong", "privkey.pem", "fullchain.pem"],
+        ),
+        (
+            "expired",
+            Some(&expired.cert_pem),
+            Some(&expired.key_pem),
+            &["server.tls_cert", "fullchain.pem", "expired"],
+        ),
+        (
+            "not PEM",
+            Some("hello"),
+            Some(&good.key_pem),
+            &["server.tls_cert", "no PEM certificate"],
+        ),
+    ];
+    for (what, cert, key, expect) in cases {
+        let mut b = Telesink::new().server_toml(&server);
+        if let Some(c) = cert {
+            b = b.file("tls/fullchain.pem", c);
+        }
+        if let Some(k) = key {
+            b = b.file("tls/privkey.pem", k);
+        }
+        let out = b.cli(&["check"]);
+        assert_eq!(out.code, Some(1), "{what}: {out}");
+        for e in expect {
+            assert!(out.stderr.contains(e), "{what}: {e:?} not in {out}");
+        }
+        let out = b.cli(&["run"]);
+        assert_ne!(out.code, Some(0), "{what}: run must not start: {out}");
+        assert!(out.stderr.contains(expect[0]), "{what}: {out}");
+    }
+    // And a good pair passes.
+    let out = Telesink::new()
+        .server_toml(&server)
+        .file("tls/fullchain.pem", &good.cert_pem)
+        .file("tls/privkey.pem", &good.key_pem)
+        .cli(&["check"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("encrypted DNS"), "{out}");
+
+    // A listener without a certificate is a config error naming the key and line.
+    let out = Telesink::new()
+        .server_toml("tls_listen = [\"127.0.0.1:8853\"]\n")
+        .cli(&["check"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains("server.tls_listen") && out.stderr.contains("tls_cert"),
+        "{out}"
+    );
+}

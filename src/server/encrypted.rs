@@ -8,17 +8,26 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::observe::metrics::Metrics;
 use crate::resolve::Handler;
 use crate::tls::Certificates;
 
 use super::listen::bind_tcp;
 
-/// Binds and starts the DoT and DoH listeners; `None` when none is configured.
+/// The encrypted listeners' state that lives as long as `run`.
+pub struct Encrypted {
+    pub certificates: Arc<Certificates>,
+    _watch: Option<super::cert_watch::CertWatch>,
+}
+
+/// Binds and starts the DoT and DoH listeners, and watches the certificate files; `None` when
+/// no encrypted listener is configured.
 pub fn start(
     config: &Config,
     handler: &Handler,
     stop: &watch::Receiver<bool>,
-) -> Result<Option<Arc<Certificates>>> {
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Encrypted>> {
     let enc = &config.server.encrypted;
     if !enc.enabled() {
         return Ok(None);
@@ -60,5 +69,9 @@ pub fn start(
         ));
         tracing::info!(%addr, "listening for DNS over HTTPS on /dns-query");
     }
-    Ok(Some(certs))
+    let watch = super::cert_watch::start(cert.clone(), key.clone(), certs.clone(), metrics.clone());
+    Ok(Some(Encrypted {
+        certificates: certs,
+        _watch: watch,
+    }))
 }

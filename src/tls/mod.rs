@@ -120,6 +120,11 @@ impl Certificates {
         })
     }
 
+    /// Whether `other` holds the chain served now (a change event that changed nothing).
+    pub fn serves(&self, other: &CertifiedKey) -> bool {
+        self.current.load().cert == other.cert
+    }
+
     pub fn replace(&self, next: Arc<CertifiedKey>) {
         self.current.store(next);
     }
