@@ -367,7 +367,9 @@ fn check_and_run_name_the_bad_certificate_file() {
         "tls_listen = [\"127.0.0.1:{}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n",
         free_port_tcp()
     );
-    let cases: [(&str, Option<&str>, Option<&str>, &[&str]); 4] = [
+    // (what, chain file, key file, what the error must say)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             "missing key",
             Some(&good.cert_pem),
