@@ -431,3 +431,72 @@ fn check_and_run_name_the_bad_certificate_file() {
         "{out}"
     );
 }
+
+#[test]
+fn ddr_names_this_servers_dot_and_doh_and_ddr_false_keeps_the_defence() {
+    use hickory_proto::rr::rdata::svcb::{SvcParamKey, SvcParamValue};
+    let ca = TestCa::new();
+    let up = TestUpstream::start();
+    let enc = start_encrypted(&ca, &up, "");
+    let r = enc
+        .ts
+        .query(Ipv4Addr::LOCALHOST, "_dns.resolver.arpa.", RecordType::SVCB);
+    assert_eq!(r.rcode(), ResponseCode::NoError);
+    let svcb: Vec<_> = r
+        .answers()
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::SVCB(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(svcb.len(), 2, "{}", r.summary());
+    let param = |s: &hickory_proto::rr::rdata::SVCB, k: SvcParamKey| {
+        s.svc_params
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.clone())
+    };
+    for (s, alpn, port) in [
+        (&svcb[0], "dot", enc.dot.port()),
+        (&svcb[1], "h2", enc.doh.port()),
+    ] {
+        assert_eq!(s.target_name.to_ascii(), format!("{TLS_NAME}."));
+        match param(s, SvcParamKey::Alpn) {
+            Some(SvcParamValue::Alpn(a)) => assert_eq!(a.0, vec![alpn.to_string()]),
+            other => panic!("alpn: {other:?}"),
+        }
+        assert!(matches!(param(s, SvcParamKey::Port), Some(SvcParamValue::Port(p)) if p == port));
+        match param(s, SvcParamKey::Ipv4Hint) {
+            Some(SvcParamValue::Ipv4Hint(h)) => assert_eq!(h.0[0].0, Ipv4Addr::LOCALHOST),
+            other => panic!("ipv4hint: {other:?}"),
+        }
+    }
+    match param(&svcb[1], SvcParamKey::Unknown(7)) {
+        Some(SvcParamValue::Unknown(u)) => assert_eq!(u.0, b"/dns-query{?dns}"),
+        other => panic!("dohpath: {other:?}"),
+    }
+    assert!(param(&svcb[0], SvcParamKey::Unknown(7)).is_none());
+    // Other types of the name: NODATA.
+    let r = enc
+        .ts
+        .query(Ipv4Addr::LOCALHOST, "_dns.resolver.arpa.", RecordType::A);
+    assert_eq!(r.rcode(), ResponseCode::NoError);
+    assert!(r.answers().is_empty());
+
+    // ddr = false: the bypass defence's NODATA, as without encrypted listeners.
+    let cert = ca.server_cert(TLS_NAME);
+    let ts = Telesink::new()
+        .upstream(&up)
+        .file("tls/fullchain.pem", &cert.cert_pem)
+        .file("tls/privkey.pem", &cert.key_pem)
+        .server_toml(&format!(
+            "tls_listen = [\"127.0.0.1:{}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\nddr = false\n",
+            free_port_tcp()
+        ))
+        .start();
+    let r = ts.query(Ipv4Addr::LOCALHOST, "_dns.resolver.arpa.", RecordType::SVCB);
+    assert_eq!(r.rcode(), ResponseCode::NoError);
+    assert!(r.answers().is_empty(), "{}", r.summary());
+    up.assert_not_forwarded("_dns.resolver.arpa");
+}

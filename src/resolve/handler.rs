@@ -372,6 +372,7 @@ fn write_direct(
         Answer::Block(BlockReason::Bypass(_))
         | Answer::Local
         | Answer::MinimalAny
+        | Answer::Ddr
         | Answer::Forward { .. } => None,
     }
 }
@@ -574,6 +575,11 @@ impl Handler {
             }
             Answer::Block(BlockReason::Rebind) => hickory::rebind(policy, name, qtype),
             Answer::MinimalAny => hickory::minimal_any(name),
+            Answer::Ddr => match &live.ddr {
+                Some(ddr) => ddr.reply(name, qtype, policy.blocking.ttl),
+                // A reload turned DDR off between decision and answer: the defence.
+                None => hickory::bypass(policy, name, super::decision::Bypass::NoData),
+            },
             Answer::Cached(entry) => hickory::cached(&entry, now, false),
             Answer::Forward { stale, route } => {
                 return self
