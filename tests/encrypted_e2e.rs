@@ -500,3 +500,49 @@ fn ddr_names_this_servers_dot_and_doh_and_ddr_false_keeps_the_defence() {
     assert!(r.answers().is_empty(), "{}", r.summary());
     up.assert_not_forwarded("_dns.resolver.arpa");
 }
+
+#[test]
+fn profile_prints_an_apple_dns_profile_with_the_devices_doh_url() {
+    let cert = TestCa::new().server_cert(TLS_NAME);
+    let b = Telesink::new()
+        .file("tls/fullchain.pem", &cert.cert_pem)
+        .file("tls/privkey.pem", &cert.key_pem)
+        .server_toml(&format!(
+            "https_listen = [\"127.0.0.1:8443\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n"
+        ));
+    let out = b.cli(&["profile", "--client", "anna-phone"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let p = &out.stdout;
+    assert!(
+        p.starts_with("<?xml") && p.contains("<plist version=\"1.0\">"),
+        "{p}"
+    );
+    assert!(
+        p.contains("<string>com.apple.dnsSettings.managed</string>"),
+        "{p}"
+    );
+    assert!(
+        p.contains("<key>DNSProtocol</key>\n\t\t\t\t<string>HTTPS</string>"),
+        "{p}"
+    );
+    assert!(
+        p.contains(&format!(
+            "<string>https://{TLS_NAME}:8443/dns-query/anna-phone</string>"
+        )),
+        "{p}"
+    );
+    // Balanced: every opened dict/array/plist is closed.
+    for tag in ["dict", "array", "plist"] {
+        assert_eq!(
+            p.matches(&format!("<{tag}")).count(),
+            p.matches(&format!("</{tag}>")).count(),
+            "{tag}: {p}"
+        );
+    }
+    let out = b.cli(&["profile", "--client", "a/b"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    // Without DoH there is no URL to give.
+    let out = Telesink::new().cli(&["profile", "--client", "anna-phone"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("server.https_listen"), "{out}");
+}
