@@ -546,3 +546,38 @@ fn profile_prints_an_apple_dns_profile_with_the_devices_doh_url() {
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains("server.https_listen"), "{out}");
 }
+
+#[test]
+fn access_control_applies_to_the_peer_address_whatever_the_id() {
+    let ca = TestCa::new();
+    let up = TestUpstream::start();
+    up.set("www.example.org", Reply::a(Ipv4Addr::new(93, 184, 216, 34)));
+    // A [[client]] anna-phone at an allowed address does not let a peer outside in.
+    let cert = ca.server_cert(TLS_NAME);
+    let dot = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_tcp()));
+    let doh = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_tcp()));
+    let ts = Telesink::new()
+        .upstream(&up)
+        .allow_networks(&["10.0.0.0/8"])
+        .file("tls/fullchain.pem", &cert.cert_pem)
+        .file("tls/privkey.pem", &cert.key_pem)
+        .file("ca.pem", &ca.cert_pem)
+        .server_toml(&format!(
+            "tls_listen = [\"{dot}\"]\nhttps_listen = [\"{doh}\"]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"{TLS_NAME}\"\n"
+        ))
+        .toml("[[client]]\nname = \"anna-phone\"\naddresses = [\"10.0.0.5\"]\n")
+        .start();
+    let mut c = DotClient::connect(&ca, dot, &format!("anna-phone.{TLS_NAME}")).unwrap();
+    let r = c.query("www.example.org.", RecordType::A);
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    let enc = Encrypted { ts, dot, doh };
+    let q = query_bytes("www.example.org.", RecordType::A);
+    let r = enc.doh(
+        "/dns-query/anna-phone",
+        Some(("application/dns-message", &q)),
+        true,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.message().metadata.response_code, ResponseCode::Refused);
+    up.assert_not_forwarded("www.example.org");
+}

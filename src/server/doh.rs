@@ -162,6 +162,10 @@ async fn respond(
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
             if !ct.is_some_and(|c| c.trim().eq_ignore_ascii_case(DNS_MESSAGE)) {
+                // Read what the client sends before refusing it: an HTTP/2 stream answered
+                // while its body is still coming is reset, and the client sees an error
+                // instead of the 415.
+                let _ = Limited::new(req.into_body(), MAX_MESSAGE).collect().await;
                 return plain(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported media type: expected application/dns-message\n",

@@ -40,7 +40,7 @@ pub fn start(
     let tls_name: Arc<str> = name.as_str().into();
     let dot = certs.server_config(&[b"dot"]);
     for addr in &enc.tls_listen {
-        let listener = bind_tcp(*addr)?;
+        let listener = bind_tcp(*addr).with_context(|| format!("server.tls_listen {addr}"))?;
         tokio::spawn(super::tcp::serve_tls(
             listener,
             handler.clone(),
@@ -56,7 +56,7 @@ pub fn start(
     }
     let doh = certs.server_config(&[b"h2", b"http/1.1"]);
     for addr in &enc.https_listen {
-        let listener = bind_tcp(*addr)?;
+        let listener = bind_tcp(*addr).with_context(|| format!("server.https_listen {addr}"))?;
         tokio::spawn(super::doh::serve(
             listener,
             handler.clone(),
