@@ -64,3 +64,74 @@ impl Convert<'_> {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[track_caller]
+    fn fails(text: &str, line: usize, key: &str, part: &str) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                line: l,
+                key: k,
+                message,
+                ..
+            }) => {
+                assert_eq!((l, k.as_str()), (line, key), "{message}");
+                assert!(message.contains(part), "{message} lacks {part}");
+            }
+            other => panic!("expected an error at {line} {key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encrypted_keys() {
+        let c = parse(
+            "[server]\ntls_listen = [\"0.0.0.0:853\", \"[::]:853\"]\nhttps_listen = [\"192.168.1.2:443\"]\n\
+             tls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\ntls_name = \"DNS.Home.Example.\"\n",
+        )
+        .unwrap();
+        let e = &c.server.encrypted;
+        assert_eq!(e.tls_listen.len(), 2);
+        assert_eq!(e.https_listen, vec!["192.168.1.2:443".parse().unwrap()]);
+        assert!(e.tls_cert.as_ref().unwrap().ends_with("tls/fullchain.pem"));
+        assert!(e.tls_cert.as_ref().unwrap().is_absolute());
+        assert_eq!(e.tls_name.as_deref(), Some("dns.home.example"));
+        assert!(e.ddr && e.enabled());
+        // Off by default; ddr alone turns nothing on.
+        let c = parse("[server]\nddr = false\n").unwrap();
+        assert!(!c.server.encrypted.enabled() && !c.server.encrypted.ddr);
+
+        fails(
+            "[server]\ntls_listen = [\"0.0.0.0\"]\n",
+            2,
+            "server.tls_listen[0]",
+            "IP:port",
+        );
+        fails(
+            "[server]\n\nhttps_listen = [\"0.0.0.0:443\"]\ntls_cert = \"a.pem\"\ntls_key = \"k.pem\"\n",
+            3,
+            "server.https_listen",
+            "tls_name",
+        );
+        fails(
+            "[server]\ntls_name = \"not a name\"\n",
+            2,
+            "server.tls_name",
+            "not a domain name",
+        );
+        fails(
+            "[server]\ntls_listen = [\"127.0.0.1:853\", \"127.0.0.1:853\"]\n",
+            2,
+            "server.tls_listen[1]",
+            "listed twice",
+        );
+        fails("[server]\ntls_cert = \"\"\n", 2, "server.tls_cert", "empty");
+    }
+}
