@@ -9,6 +9,8 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool   >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v dig        >/dev/null 2>&1 || need_apt+=(dnsutils)
+# The DoH client of tests/encrypted_e2e.rs (HTTP/2 and HTTP/1.1).
+command -v curl       >/dev/null 2>&1 || need_apt+=(curl)
 # Network namespaces and veth pairs for the device-identity tests (tests/devices_*.rs).
 command -v ip         >/dev/null 2>&1 || need_apt+=(iproute2)
 # DNSSEC: a zone signed by the test (ldnsutils), served by NSD (tests/dnssec_e2e.rs).

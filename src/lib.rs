@@ -49,4 +49,5 @@ pub mod resolve;
 pub mod sched;
 pub mod server;
 pub mod timespec;
+pub mod tls;
 pub mod verify;

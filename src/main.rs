@@ -100,6 +100,15 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// An Apple configuration profile (.mobileconfig) that sets a device's DNS to telesink's
+    /// DoH URL with its id: https://<tls_name>/dns-query/<NAME>.
+    Profile {
+        /// The device id (a [[client]] name, or a new name for the device).
+        #[arg(long)]
+        client: String,
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Every list: source, entries and, for URL lists, the cached copy (last download, age,
     /// ETag, last error). `lists update` downloads the URL lists now.
     Lists {
@@ -257,6 +266,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config } => telesink::cli::check::run(&config),
+        Command::Profile { client, config } => telesink::cli::profile::run(&config, &client),
         Command::Explain {
             domain,
             client,

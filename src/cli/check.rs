@@ -31,8 +31,16 @@ pub fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let encrypted = match encrypted_report(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("telesink: {}: {e}", config.path.display());
+            return ExitCode::from(1);
+        }
+    };
     print!("{}", report(&config, &policy));
     print!("{}", leases_report(&leases));
+    print!("{encrypted}");
     ExitCode::SUCCESS
 }
 
@@ -240,4 +248,37 @@ fn subscriptions_report(config: &Config) -> String {
         let _ = writeln!(out, "  {list:<20} {p}");
     }
     out
+}
+
+/// DoT/DoH: the certificate pair read and checked as `run` would ([`crate::tls::load`]).
+fn encrypted_report(config: &Config) -> Result<String, crate::tls::CertError> {
+    let enc = &config.server.encrypted;
+    let (Some(cert), Some(key), Some(name)) = (&enc.tls_cert, &enc.tls_key, &enc.tls_name) else {
+        return Ok(String::new());
+    };
+    if !enc.enabled() {
+        return Ok(String::new());
+    }
+    crate::tls::load(cert, key)?;
+    let list = |a: &[std::net::SocketAddr]| {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!(
+        "encrypted DNS: certificate {} and key {} OK; devices use <id>.{name}\n",
+        cert.display(),
+        key.display()
+    );
+    if !enc.tls_listen.is_empty() {
+        out += &format!("  DoT on {}\n", list(&enc.tls_listen));
+    }
+    if !enc.https_listen.is_empty() {
+        out += &format!(
+            "  DoH on {} (https://{name}/dns-query/<id>)\n",
+            list(&enc.https_listen)
+        );
+    }
+    Ok(out)
 }

@@ -6,4 +6,5 @@ pub mod check;
 pub mod devices;
 pub mod explain;
 pub mod lists;
+pub mod profile;
 pub mod suggest;

@@ -18,6 +18,9 @@ use super::*;
 
 type Res<T> = Result<T, ConfigError>;
 
+// `[server]`'s encrypted-DNS keys.
+mod encrypted;
+
 /// The example a `[[client]]` without addresses or MACs is shown.
 const CLIENT_EXAMPLE: &str =
     r#"addresses = ["192.168.1.50", "fd00::50"] or macs = ["3c:2e:f9:12:34:56"]"#;
@@ -253,6 +256,14 @@ impl<'t> Convert<'t> {
         if let Some(n) = t.max_tcp_connections {
             cfg.max_tcp_connections = n.0;
         }
+        cfg.encrypted = self.encrypted(
+            t.tls_listen,
+            t.https_listen,
+            t.tls_cert,
+            t.tls_key,
+            t.tls_name,
+            t.ddr,
+        )?;
         Ok(cfg)
     }
 

@@ -254,6 +254,23 @@ text! {
         } else {
             Ok(s)
         };
+    /// `server.tls_cert` / `server.tls_key`: read by [`crate::tls`].
+    TlsFile, "a file path like \"tls/fullchain.pem\"", "", |s| if s.trim().is_empty() {
+            Err("empty; expected a PEM file path like \"tls/fullchain.pem\"".to_string())
+        } else {
+            Ok(s)
+        };
+    /// `server.tls_name`: the devices' names end with it.
+    TlsName, "a domain name like \"dns.home.example\"", "", |s| {
+            let n = s.trim().trim_end_matches('.').to_ascii_lowercase();
+            let ok = !n.is_empty()
+                && n.contains('.')
+                && n.split('.').all(|l| !l.is_empty() && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if ok { Ok(n) } else {
+                Err(format!("{s:?} is not a domain name; expected a name like \"dns.home.example\" that your certificate covers"))
+            }
+        };
     LogPath, "a file path like \"telesink.db\"", "", |s| if s.trim().is_empty() {
             Err("empty; expected a file path like \"telesink.db\" (to keep no log, set log = \"none\")".to_string())
         } else {
@@ -328,6 +345,29 @@ impl TryFrom<Raw> for Length {
                 "expected {FORMS}, found a whole number ({i}) with no unit; write \"{i}s\" for seconds"
             )),
             other => Err(other.mismatch(FORMS)),
+        }
+    }
+}
+
+/// A `server.tls_listen` / `server.https_listen` address: IP and port, both written out (DoT
+/// is 853 and DoH 443 by convention, so no default port could serve both).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "Raw")]
+pub(super) struct TlsListenAddr(pub SocketAddr);
+
+impl Leaf for TlsListenAddr {
+    const EXAMPLE: &'static str = r#"["0.0.0.0:853", "[::]:853"]"#;
+}
+
+impl TryFrom<Raw> for TlsListenAddr {
+    type Error = String;
+    fn try_from(r: Raw) -> Result<Self, String> {
+        let s = r.text("a string, as in [\"0.0.0.0:853\", \"[::]:853\"]")?;
+        match s.trim().parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(TlsListenAddr(a)),
+            _ => Err(format!(
+                "{s:?} is not an address to listen on; expected IP:port like \"0.0.0.0:853\" or \"[::]:443\""
+            )),
         }
     }
 }

@@ -125,6 +125,32 @@ pub struct ServerConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP connections open at once, over all clients. Default 512.
     pub max_tcp_connections: usize,
+    /// DoT, DoH and DDR (`tls_*`, `https_listen`, `ddr`). Default off.
+    pub encrypted: EncryptedConfig,
+}
+
+/// `server.tls_listen`, `https_listen`, `tls_cert`, `tls_key`, `tls_name`, `ddr`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncryptedConfig {
+    /// DNS over TLS (RFC 7858). Empty: off.
+    pub tls_listen: Vec<SocketAddr>,
+    /// DNS over HTTPS (RFC 8484). Empty: off.
+    pub https_listen: Vec<SocketAddr>,
+    /// Certificate chain and private key, PEM, absolute. Set whenever a listener is.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The name devices are given (lower case, no trailing dot); a device's is `<id>.<tls_name>`.
+    pub tls_name: Option<String>,
+    /// Answer `_dns.resolver.arpa` with this server's DoT/DoH. Default on (has effect only with
+    /// an encrypted listener).
+    pub ddr: bool,
+}
+
+impl EncryptedConfig {
+    /// Whether any encrypted listener is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tls_listen.is_empty() || !self.https_listen.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,6 +331,10 @@ impl Default for ServerConfig {
             rate_limit_burst: 600,
             tcp_idle_timeout: Duration::from_secs(10),
             max_tcp_connections: 512,
+            encrypted: EncryptedConfig {
+                ddr: true,
+                ..EncryptedConfig::default()
+            },
         }
     }
 }

@@ -59,6 +59,13 @@ pub(super) struct RawServer {
     pub rate_limit_burst: Option<Burst>,
     pub tcp_idle_timeout: Option<Spanned<Length>>,
     pub max_tcp_connections: Option<TcpConnections>,
+    // Encrypted DNS (see `super::encrypted`).
+    pub tls_listen: Option<Spanned<Array<TlsListenAddr>>>,
+    pub https_listen: Option<Spanned<Array<TlsListenAddr>>>,
+    pub tls_cert: Option<Spanned<TlsFile>>,
+    pub tls_key: Option<Spanned<TlsFile>>,
+    pub tls_name: Option<Spanned<TlsName>>,
+    pub ddr: Option<Flag>,
 }
 
 #[derive(Debug, Default, Deserialize)]

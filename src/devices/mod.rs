@@ -43,6 +43,8 @@ pub enum NamedBy {
     ConfigMac,
     /// A DHCP lease's host name (by address, or by the address's MAC).
     Lease,
+    /// The DoT server name or DoH path it connected with (`anna-phone.<tls_name>`).
+    DeviceId,
     /// Nothing named it: the address is its name.
     #[default]
     Address,
@@ -54,6 +56,7 @@ impl NamedBy {
             NamedBy::ConfigAddress => "config address",
             NamedBy::ConfigMac => "config mac",
             NamedBy::Lease => "lease",
+            NamedBy::DeviceId => "device id",
             NamedBy::Address => "address",
         }
     }

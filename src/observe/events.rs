@@ -96,6 +96,9 @@ pub struct QueryEvent<'a> {
 /// A consumer of query events. Called on the query path: it must not block or wait on I/O.
 pub trait QuerySink: Send + Sync + 'static {
     fn record(&self, event: &QueryEvent<'_>);
+
+    /// The transport of the query just recorded (`telesink_transport_queries_total`).
+    fn transport(&self, _transport: crate::observe::transport::Transport) {}
 }
 
 /// What the cache step saw for one answered query: the cache counters' input.

@@ -36,6 +36,7 @@
 //! when scraped, from sources handed over with [`Metrics::watch_cache`],
 //! [`Metrics::set_optout_mark`] and [`Metrics::watch_presence`] (see `observe::scrape`).
 
+use crate::observe::transport::Transport;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,6 +121,8 @@ pub struct Metrics {
 
     reloads_success: IntCounter,
     reloads_failure: IntCounter,
+    /// `telesink_transport_queries_total{transport}`, by [`Transport::index`].
+    transport_queries: [IntCounter; 4],
     last_reload_success: IntGauge,
     last_reload_timestamp: Gauge,
 
@@ -250,6 +253,19 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let transport_queries = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "telesink_transport_queries_total",
+                    "Queries answered, by the transport they came over (udp, tcp, tls, https).",
+                ),
+                &["transport"],
+            )
+            .unwrap(),
+        );
+        let transport_queries =
+            Transport::ALL.map(|t| transport_queries.with_label_values(&[t.as_str()]));
         let last_reload_success = register(
             &registry,
             IntGauge::new(
@@ -314,6 +330,7 @@ impl Metrics {
             current_lists: Mutex::new(Vec::new()),
             reloads_success: reloads.with_label_values(&["success"]),
             reloads_failure: reloads.with_label_values(&["failure"]),
+            transport_queries,
             last_reload_success,
             last_reload_timestamp,
             querylog_dropped,
@@ -508,6 +525,10 @@ impl CacheObserver for Metrics {
 }
 
 impl QuerySink for Metrics {
+    fn transport(&self, transport: Transport) {
+        self.transport_queries[transport.index()].inc();
+    }
+
     fn record(&self, event: &QueryEvent<'_>) {
         self.response_seconds[result_index(event.result)].observe(event.elapsed.as_secs_f64());
         let now = unix_seconds(event.time);

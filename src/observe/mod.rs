@@ -20,6 +20,7 @@ pub mod http;
 pub mod list_age;
 pub mod metrics;
 mod scrape;
+pub mod transport;
 
 pub use clients::{Admission, OTHER_CLIENT, REFUSED_CLIENT};
 pub use scrape::{DevicePresence, PresenceSource};

@@ -562,6 +562,14 @@ impl Policy {
         })
     }
 
+    /// The `[[client]]` named `name` (a DoT/DoH device id); the list is a home's few devices.
+    pub fn client_by_name(&self, name: &str) -> Option<ClientId> {
+        self.clients
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+            .map(|i| ClientId(i as u32))
+    }
+
     /// The `[[client]]` whose `macs` hold `mac`.
     pub fn client_by_mac(&self, mac: crate::devices::Mac) -> Option<ClientId> {
         if self.client_by_mac.is_empty() {

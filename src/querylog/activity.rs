@@ -237,6 +237,7 @@ fn parse_named_by(s: &str) -> NamedBy {
         "config address" => NamedBy::ConfigAddress,
         "config mac" => NamedBy::ConfigMac,
         "lease" => NamedBy::Lease,
+        "device id" => NamedBy::DeviceId,
         _ => NamedBy::Address,
     }
 }

@@ -155,6 +155,8 @@ pub enum Answer {
     Block(BlockReason),
     /// `ANY`: one synthesized HINFO (RFC 8482).
     MinimalAny,
+    /// `_dns.resolver.arpa`: this server's DoT and DoH ([`super::ddr`]).
+    Ddr,
     /// A fresh cached answer.
     Cached(Arc<Entry>),
     /// Ask the upstreams (or a `[[forward]]`'s servers: `route`); `stale` is served if they
@@ -271,6 +273,12 @@ pub fn decide(
     }
     // 3. The policy.
     let mut verdict = policy.classify_hashed(q.hashes, Some(q.text.as_bytes()));
+    if live.ddr.is_some() && q.text == super::ddr::NAME {
+        return Decision {
+            answer: Answer::Ddr,
+            report: Report::new(QueryResult::Local, verdict, None),
+        };
+    }
     if let Some(rule) = bypass_rule(q.text) {
         if !verdict.exception {
             verdict.categories.insert(policy.bypass);
@@ -383,6 +391,7 @@ mod tests {
             access: Access::new(vec!["127.0.0.0/8".parse().unwrap()], 1, 1, None),
             forwards: Default::default(),
             upstream: Default::default(),
+            ddr: None,
         }
     }
 

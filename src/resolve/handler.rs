@@ -31,7 +31,7 @@ use super::decision::{
 use super::encode_hickory as hickory;
 use super::encode_wire;
 use super::forward::Route;
-use super::identity::{identify, Identity};
+use super::identity::{identify_as, Identity, Origin};
 use super::rebind;
 use super::upstream::Upstreams;
 use super::wire::{dotted, WireQuery};
@@ -39,6 +39,7 @@ use super::Live;
 use crate::devices::Devices;
 use crate::observe::answers::AnswerObserver;
 use crate::observe::events::{QueryEvent, QueryResult, QuerySink};
+use crate::observe::transport::Transport;
 use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
 use crate::policy::Policy;
@@ -199,6 +200,7 @@ impl Handler {
         report: &Report,
         rcode: ResponseCode,
         started: Instant,
+        transport: Transport,
     ) {
         if let Some(step) = report.cache {
             self.inner.cache.count(step);
@@ -227,6 +229,7 @@ impl Handler {
         };
         for sink in &self.inner.sinks {
             sink.record(&event);
+            sink.transport(transport);
         }
     }
 }
@@ -242,8 +245,19 @@ impl Handler {
         src: SocketAddr,
         protocol: Protocol,
     ) -> Result<Vec<u8>, Option<Box<Pending>>> {
+        self.answer_direct_as(bytes, src, &Origin::plain(protocol))
+    }
+
+    /// [`answer_direct`](Self::answer_direct) for a query that came as `origin` (DoT, DoH, or
+    /// with a device id).
+    pub fn answer_direct_as(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        origin: &Origin,
+    ) -> Result<Vec<u8>, Option<Box<Pending>>> {
         let mut out = Vec::new();
-        match self.answer_direct_into(bytes, src, protocol, &mut out) {
+        match self.answer_direct_from(bytes, src, origin, &mut out) {
             Direct::Answered => Ok(out),
             Direct::Pass(pending) => Err(pending),
         }
@@ -262,13 +276,25 @@ impl Handler {
         protocol: Protocol,
         out: &mut Vec<u8>,
     ) -> Direct {
+        self.answer_direct_from(bytes, src, &Origin::plain(protocol), out)
+    }
+
+    #[inline(always)]
+    fn answer_direct_from(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        origin: &Origin,
+        out: &mut Vec<u8>,
+    ) -> Direct {
+        let protocol = origin.protocol();
         let started = Instant::now();
         let start = out.len();
         let Some(q) = WireQuery::parse(bytes) else {
             return Direct::Pass(None);
         };
         let live = self.inner.live.load();
-        let client = identify(&live, &self.inner.devices, src.ip());
+        let client = identify_as(&live, &self.inner.devices, src.ip(), origin.device.as_ref());
         let hashes = NameHashes::new(q.labels());
         let question = Question::from_wire(&q, &hashes);
         let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
@@ -300,6 +326,7 @@ impl Handler {
             &decision.report,
             rcode,
             started,
+            origin.transport,
         );
         Direct::Answered
     }
@@ -358,6 +385,7 @@ fn write_direct(
         Answer::Block(BlockReason::Bypass(_))
         | Answer::Local
         | Answer::MinimalAny
+        | Answer::Ddr
         | Answer::Forward { .. } => None,
     }
 }
@@ -386,9 +414,23 @@ impl Handler {
         bytes: Vec<u8>,
         src: SocketAddr,
         protocol: Protocol,
+        responder: R,
+        pending: Option<Box<Pending>>,
+    ) {
+        self.answer_wire_from(bytes, src, &Origin::plain(protocol), responder, pending)
+            .await
+    }
+
+    /// [`answer_wire_with`](Self::answer_wire_with) for a query that came as `origin`.
+    pub async fn answer_wire_from<R: ResponseHandler>(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        origin: &Origin,
         mut responder: R,
         pending: Option<Box<Pending>>,
     ) {
+        let protocol = origin.protocol();
         // The header is read in full only for FORMERR; the hot path looks at the QR bit alone.
         let Some(head) = bytes.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok()) else {
             return;
@@ -398,7 +440,8 @@ impl Handler {
         }
         match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => {
-                self.answer_request(&request, responder, pending).await;
+                self.answer_request(&request, responder, pending, origin)
+                    .await;
             }
             Err(_) => {
                 if let Ok(header) = Header::read(&mut BinDecoder::new(&head)) {
@@ -413,6 +456,7 @@ impl Handler {
         request: &Request,
         mut response_handle: R,
         pending: Option<Box<Pending>>,
+        origin: &Origin,
     ) -> ResponseInfo {
         let _in_flight = InFlight::enter(&self.inner.in_flight);
         let started = pending.as_ref().map_or_else(Instant::now, |p| p.started);
@@ -475,7 +519,8 @@ impl Handler {
             }
             None => {
                 let live = self.inner.live.load_full();
-                let client = identify(&live, &self.inner.devices, src.ip());
+                let client =
+                    identify_as(&live, &self.inner.devices, src.ip(), origin.device.as_ref());
                 let hashes = NameHashes::new(name.iter());
                 let question = Question::from_name(name, text, qtype, &hashes);
                 let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
@@ -526,6 +571,7 @@ impl Handler {
             &report,
             reply.rcode,
             started,
+            origin.transport,
         );
         info
     }
@@ -553,6 +599,11 @@ impl Handler {
             }
             Answer::Block(BlockReason::Rebind) => hickory::rebind(policy, name, qtype),
             Answer::MinimalAny => hickory::minimal_any(name),
+            Answer::Ddr => match &live.ddr {
+                Some(ddr) => ddr.reply(name, qtype, policy.blocking.ttl),
+                // A reload turned DDR off between decision and answer: the defence.
+                None => hickory::bypass(policy, name, super::decision::Bypass::NoData),
+            },
             Answer::Cached(entry) => hickory::cached(&entry, now, false),
             Answer::Forward { stale, route } => {
                 return self
@@ -652,6 +703,8 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        self.answer_request(request, response_handle, None).await
+        let origin = Origin::plain(request.protocol());
+        self.answer_request(request, response_handle, None, &origin)
+            .await
     }
 }

@@ -7,10 +7,14 @@
 //! [`Identity`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_server::net::xfer::Protocol;
 
 use super::Live;
 use crate::devices::{Devices, NamedBy};
 use crate::observe::events::ClientInfo;
+use crate::observe::transport::Transport;
 use crate::policy::{canonical, ClientMatch};
 
 /// A query's client, as the decision and the event see it.
@@ -39,6 +43,39 @@ impl Identity {
 /// this query is named with what is known now.
 #[inline(always)]
 pub fn identify(live: &Live, devices: &Devices, addr: IpAddr) -> Identity {
+    identify_as(live, devices, addr, None)
+}
+
+/// [`identify`], with the DoT/DoH device id first (SPEC "Devices"): `device` names the client
+/// whatever its address; a configured `[[client]]` of that name brings its group, an unknown id
+/// is still the client's name (its metrics label bounded by `metrics.max_clients`).
+#[inline(always)]
+pub fn identify_as(
+    live: &Live,
+    devices: &Devices,
+    addr: IpAddr,
+    device: Option<&Arc<str>>,
+) -> Identity {
+    if let Some(id) = device {
+        let policy = &live.policy;
+        let addr = canonical(addr);
+        let client = policy.client_by_name(id);
+        let m = ClientMatch {
+            client,
+            group: policy.group_of(client, addr),
+        };
+        let name = policy.client_name(m).cloned().unwrap_or_else(|| id.clone());
+        return Identity {
+            policy: m,
+            info: ClientInfo {
+                addr,
+                name: Some(name),
+                named_by: NamedBy::DeviceId,
+                mac: None,
+                group: policy.group_name(m).cloned(),
+            },
+        };
+    }
     let policy = &live.policy;
     let addr = canonical(addr);
     let mut client = policy.client_by_address(addr);
@@ -78,5 +115,42 @@ pub fn identify(live: &Live, devices: &Devices, addr: IpAddr) -> Identity {
             mac,
             group: policy.group_name(m).cloned(),
         },
+    }
+}
+
+/// How a query arrived: its transport, and the device id its DoT server name or DoH path
+/// carried.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub transport: Transport,
+    pub device: Option<Arc<str>>,
+}
+
+impl Origin {
+    pub const UDP: Origin = Origin {
+        transport: Transport::Udp,
+        device: None,
+    };
+    pub const TCP: Origin = Origin {
+        transport: Transport::Tcp,
+        device: None,
+    };
+
+    /// A plain DNS query over `protocol` (UDP or TCP).
+    pub fn plain(protocol: Protocol) -> Origin {
+        if protocol == Protocol::Udp {
+            Origin::UDP
+        } else {
+            Origin::TCP
+        }
+    }
+
+    /// The protocol hickory encodes for: UDP limits and truncates, every stream does not.
+    pub fn protocol(&self) -> Protocol {
+        if self.transport == Transport::Udp {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod access;
 pub mod answer;
 pub mod cache;
 pub mod cloaking;
+pub mod ddr;
 pub mod decision;
 pub mod dnssec;
 pub mod encode_hickory;
@@ -54,6 +55,8 @@ pub struct Live {
     pub forwards: forward::ForwardTable,
     /// `[upstream] strategy` and `rebind_protection`.
     pub upstream: UpstreamRules,
+    /// `_dns.resolver.arpa`'s answer, with `server.ddr` and an encrypted listener.
+    pub ddr: Option<std::sync::Arc<ddr::Ddr>>,
 }
 
 /// The `[upstream]` settings a reload changes in place.

@@ -47,7 +47,18 @@ pub fn build_live_observed(
         access,
         forwards,
         upstream,
+        ddr: ddr_of(config),
     })
+}
+
+/// DDR's answer (`server.ddr` with an encrypted listener), else `None` (the NODATA defence).
+fn ddr_of(config: &Config) -> Option<Arc<crate::resolve::ddr::Ddr>> {
+    let enc = &config.server.encrypted;
+    if !enc.ddr {
+        return None;
+    }
+    crate::resolve::ddr::Ddr::new(enc.tls_name.as_deref()?, &enc.tls_listen, &enc.https_listen)
+        .map(Arc::new)
 }
 
 /// Gives the `[[forward]]` servers their `telesink_upstream_responses_total` series (at 0).

@@ -1,6 +1,9 @@
 //! `telesink run`: binds the listeners, starts the handler, metrics and query log, and runs
 //! until SIGTERM or SIGINT. SIGHUP reloads.
 
+pub mod cert_watch;
+pub mod doh;
+pub mod encrypted;
 pub mod listen;
 pub mod live;
 pub mod reload;
@@ -176,6 +179,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         ));
         tracing::info!(%addr, "listening for DNS on UDP and TCP");
     }
+
+    let _encrypted = encrypted::start(&config, &handler, &stop_rx, &metrics)?;
 
     let ready = Arc::new(AtomicBool::new(true));
     if let Some(listen) = config.metrics.listen {

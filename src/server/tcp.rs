@@ -10,6 +10,10 @@
 //! had the time to send a query ([`EVICT_GRACE`]); when no connection may be closed, the new
 //! one waits up to [`HOLD`] for a free slot, and is closed unanswered only after that.
 //!
+//! DNS over TLS (RFC 7858) is this same listener with a TLS handshake first ([`serve_tls`]):
+//! the same framing, cap, idle timeout and pipelining; the server name the client asked for
+//! (SNI, `anna-phone.<tls_name>`) names the device.
+//!
 //! Pipelined queries on one connection are answered concurrently, each as soon as it is ready
 //! and in whatever order that gives (RFC 7766 §6.2.1.1): one query waiting on a slow upstream
 //! does not hold up a blocked or cached answer behind it.
@@ -30,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::observe::transport::Transport;
+use crate::resolve::identity::Origin;
 use crate::resolve::Handler;
 
 /// Answers waiting to be written on one connection (pipelined queries).
@@ -133,12 +139,43 @@ impl Connections {
     }
 }
 
+/// What a DoT listener adds to TCP: the TLS acceptor (its certificate swapped on renewal) and
+/// the name device ids are taken from.
+pub struct DotTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub tls_name: Arc<str>,
+}
+
 pub async fn serve(
     listener: TcpListener,
     handler: Handler,
     idle_timeout: Duration,
     max_connections: usize,
+    stop: watch::Receiver<bool>,
+) {
+    serve_with(listener, handler, idle_timeout, max_connections, stop, None).await
+}
+
+/// DNS over TLS on `listener`: TCP's settings, behind a TLS handshake.
+pub async fn serve_tls(
+    listener: TcpListener,
+    handler: Handler,
+    idle_timeout: Duration,
+    max_connections: usize,
+    stop: watch::Receiver<bool>,
+    tls: DotTls,
+) {
+    let tls = Some(Arc::new(tls));
+    serve_with(listener, handler, idle_timeout, max_connections, stop, tls).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    handler: Handler,
+    idle_timeout: Duration,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<DotTls>>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let conns = Arc::new(Connections {
@@ -173,9 +210,37 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let conns = conns.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let (id, conn) = conns.add();
-            connection(stream, src, handler, idle_timeout, &conns, &conn).await;
+            match tls {
+                None => {
+                    let c = (&conns, &conn);
+                    connection(stream, src, handler, idle_timeout, c, Origin::TCP).await
+                }
+                Some(tls) => {
+                    // The handshake gets the idle timeout too: a client that stalls in it
+                    // holds a slot no longer than one that stalls later.
+                    let accept = tls.acceptor.accept(stream);
+                    match tokio::time::timeout(idle_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            let device = stream
+                                .get_ref()
+                                .1
+                                .server_name()
+                                .and_then(|n| crate::tls::device_id(n, &tls.tls_name));
+                            let origin = Origin {
+                                transport: Transport::Tls,
+                                device,
+                            };
+                            let c = (&conns, &conn);
+                            connection(stream, src, handler, idle_timeout, c, origin).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%src, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%src, "TLS handshake timed out"),
+                    }
+                }
+            }
             conns.remove(id);
             drop(permit);
         });
@@ -212,14 +277,17 @@ async fn slot_for_new(
     }
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
+/// One connection's queries, plain TCP or inside TLS.
+async fn connection<S>(
+    stream: S,
     src: SocketAddr,
     handler: Handler,
     idle: Duration,
-    conns: &Arc<Connections>,
-    conn: &Arc<Conn>,
-) {
+    (conns, conn): (&Arc<Connections>, &Arc<Conn>),
+    origin: Origin,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
+{
     let (messages, sender) =
         TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
     let mut messages = TimeoutStream::new(messages, idle);
@@ -248,7 +316,7 @@ async fn connection(
         };
         let (bytes, src) = message.into_parts();
         // Blocked and cached answers are ready at once: no task, no decode.
-        let pending = match handler.answer_direct(&bytes, src, Protocol::Tcp) {
+        let pending = match handler.answer_direct_as(&bytes, src, &origin) {
             Ok(answer) => {
                 let mut sender = sender.clone();
                 if let Err(e) = sender.send(SerialMessage::new(answer, src)) {
@@ -263,9 +331,10 @@ async fn connection(
         let responder = ResponseHandle::new(src, sender.clone(), Protocol::Tcp);
         let handler = handler.clone();
         let (conns, conn) = (conns.clone(), conn.clone());
+        let origin = origin.clone();
         tokio::spawn(async move {
             handler
-                .answer_wire_with(bytes, src, Protocol::Tcp, responder, pending)
+                .answer_wire_from(bytes, src, &origin, responder, pending)
                 .await;
             answered(&conns, &conn);
             drop(slot);

@@ -33,6 +33,7 @@ pub mod netns;
 pub mod process;
 pub mod prom;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::net::Ipv4Addr;
