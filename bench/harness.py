@@ -24,10 +24,12 @@ import argparse
 import json
 import os
 import platform
+import resource
 import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -182,8 +184,8 @@ class RssSampler(threading.Thread):
 # dnsperf
 # ------------------------------------------------------------------------------------------
 
-def dnsperf(args, port, verbose=False, out=None):
-    cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-c", "1",
+def dnsperf(args, port, verbose=False, out=None, clients=1):
+    cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-c", str(clients),
            "-T", "1"] + args
     if verbose:
         cmd.append("-v")
@@ -1181,6 +1183,418 @@ def report_forwarded(res, a):
     return L
 
 
+# ------------------------------------------------------------------------------------------
+# Encrypted transports (issue 19): the blocked and cached workloads over DoT and DoH
+# ------------------------------------------------------------------------------------------
+
+DOT_PORT = 5853
+DOH_PORT = 5443
+TLS_NAME = "bench.test"
+TLS_TRANSPORTS = ("dot", "doh")
+TLS_WORKLOADS = ("blocked", "cached")
+
+
+def make_cert(a):
+    """A self-signed P-256 certificate for TLS_NAME (and *.TLS_NAME, 127.0.0.1), made at run time;
+    dnsperf does not verify it, nor does the harness's own client. One pair for every server."""
+    d = os.path.join(a.work, "tls-cert")
+    os.makedirs(d, exist_ok=True)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", f"/CN={TLS_NAME}",
+                    "-addext", f"subjectAltName=DNS:{TLS_NAME},DNS:*.{TLS_NAME},IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def replace_once(text, old, new):
+    if old not in text:
+        raise RuntimeError(f"config template changed: {old!r} not found")
+    return text.replace(old, new, 1)
+
+
+class TelesinkTls(Telesink):
+    """The blocklist telesink of the UDP workloads plus `tls_listen` and `https_listen`.
+    Idle timeout and connection cap raised so that the memory probe's connections stay open."""
+
+    def setup(self):
+        super().setup()
+        path = os.path.join(self.work, "telesink.toml")
+        with open(path) as f:
+            text = f.read()
+        text = replace_once(text, "rate_limit_qps = 0\n", f"""rate_limit_qps = 0
+tls_listen = ["127.0.0.1:{DOT_PORT}"]
+https_listen = ["127.0.0.1:{DOH_PORT}"]
+tls_cert = "{self.a.tls_cert}"
+tls_key = "{self.a.tls_key}"
+tls_name = "{TLS_NAME}"
+tcp_idle_timeout = "60s"
+max_tcp_connections = {self.a.tls_conns + 100}
+""")
+        with open(path, "w") as f:
+            f.write(text)
+
+
+class UnboundTls(Unbound):
+    """The blocklist unbound of the UDP workloads (local-zone always_null, forwarding to the fast
+    upstream) plus DoT (`tls-port`) and DoH (`https-port`, unbound's nghttp2 support).
+    incoming-num-tcp is per listening port and preallocated; above half of it in use unbound cuts
+    the idle timeout (to 0 above 80 %), hence twice the memory probe's connections."""
+    reloads = False
+
+    def setup(self):
+        super().setup()
+        path = os.path.join(self.work, "unbound.conf")
+        with open(path) as f:
+            text = f.read()
+        text = replace_once(text, f"    interface: 127.0.0.1\n    port: {PORT}\n", f"""    interface: 127.0.0.1@{PORT}
+    interface: 127.0.0.1@{DOT_PORT}
+    interface: 127.0.0.1@{DOH_PORT}
+    port: {PORT}
+    tls-port: {DOT_PORT}
+    https-port: {DOH_PORT}
+    http-endpoint: "/dns-query"
+    tls-service-key: "{self.a.tls_key}"
+    tls-service-pem: "{self.a.tls_cert}"
+    incoming-num-tcp: {2 * self.a.tls_conns + 100}
+    tcp-idle-timeout: 60000
+""")
+        with open(path, "w") as f:
+            f.write(text)
+
+
+class DnsdistTls(Server):
+    """dnsdist in front of the fast upstream (127.0.0.1:UPSTREAM), as the other servers: a packet
+    cache for the cached names, and the blocklist as a SuffixMatchNode (every name and its
+    subdomains, as telesink's and unbound's lists) with SpoofAction 0.0.0.0, read from the plain
+    list at start. Rules run before the cache, so a blocked name never reaches it."""
+    name = "dnsdist"
+    reloads = False
+
+    def setup(self):
+        lst = self.list_names()
+        with open(os.path.join(self.work, "dnsdist.conf"), "w") as f:
+            f.write(f"""setSecurityPollSuffix("")
+setLocal("127.0.0.1:{PORT}")
+setACL({{"127.0.0.0/8"}})
+addTLSLocal("127.0.0.1:{DOT_PORT}", "{self.a.tls_cert}", "{self.a.tls_key}", {{provider="openssl"}})
+addDOHLocal("127.0.0.1:{DOH_PORT}", "{self.a.tls_cert}", "{self.a.tls_key}", "/dns-query", {{idleTimeout=60}})
+setTCPRecvTimeout(60)
+newServer({{address="127.0.0.1:{UPSTREAM}"}})
+pc = newPacketCache(50000)
+getPool(""):setCache(pc)
+smn = newSuffixMatchNode()
+for line in io.lines("{lst}") do
+  if line ~= "" and line:sub(1, 1) ~= "#" then smn:add(line) end
+end
+addAction(SuffixMatchNodeRule(smn, true), SpoofAction("0.0.0.0"))
+""")
+
+    def argv(self):
+        return ["dnsdist", "--supervised", "--disable-syslog", "-C", os.path.join(self.work, "dnsdist.conf")]
+
+    def version(self):
+        out = subprocess.run(["dnsdist", "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0] if out else ""
+
+
+TLS_SERVERS = {"telesink": TelesinkTls, "unbound": UnboundTls, "dnsdist": DnsdistTls}
+
+TLS_BLOCKED_HOW = {
+    "telesink": "the list as `format = \"domains\"` (each name and its subdomains), `mode = \"null\"`: A 0.0.0.0",
+    "unbound": "`local-zone: \"NAME.\" always_null` per name: A 0.0.0.0",
+    "dnsdist": "the list in a SuffixMatchNode (Lua `smn:add` per line at start), "
+               "`addAction(SuffixMatchNodeRule(smn), SpoofAction(\"0.0.0.0\"))`: A 0.0.0.0",
+}
+
+
+def tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        chunk = s.recv(n - len(b))
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        b += chunk
+    return b
+
+
+def dot_query(s, name, qid=0x1234):
+    """One query on an open DoT connection: (rcode, addresses) or an exception."""
+    q = build_query(name, qid)
+    s.sendall(struct.pack(">H", len(q)) + q)
+    n = struct.unpack(">H", recv_exact(s, 2))[0]
+    return parse_answer(recv_exact(s, n))
+
+
+def dot_open(ctx, port=DOT_PORT, timeout=5.0):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    # SNI = tls_name itself: no device id (as a DDR client); the same for every server.
+    return ctx.wrap_socket(raw, server_hostname=TLS_NAME)
+
+
+def doh_ask(name):
+    """One POST over HTTP/2 with curl (the harness has no HTTP/2 of its own): (rcode, addresses)."""
+    p = subprocess.run(["curl", "-sk", "--http2", "--max-time", "5", "-H", "content-type: application/dns-message",
+                        "-H", "accept: application/dns-message", "--data-binary", "@-",
+                        f"https://127.0.0.1:{DOH_PORT}/dns-query"], input=build_query(name, 0), capture_output=True)
+    return parse_answer(p.stdout) if p.returncode == 0 else None
+
+
+def wait_tcp(port, proc, limit=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def dnsperf_tls_args(transport, a):
+    if transport == "dot":
+        return ["-m", "dot"], DOT_PORT
+    if transport == "doh":
+        return ["-m", "doh", "-O", f"doh-uri=https://127.0.0.1:{DOH_PORT}/dns-query",
+                "-O", f"doh-method={a.doh_method}"], DOH_PORT
+    return ["-m", "udp"], PORT
+
+
+def tls_run(proc, qfile, a, transport):
+    mode, port = dnsperf_tls_args(transport, a)
+    c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    cmd, r = dnsperf(mode + ["-d", qfile, "-l", str(a.duration), "-q", str(a.outstanding)], port,
+                     clients=a.tls_clients)
+    c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    ticks = c1 - c0
+    r["server_cpu_s"] = ticks / CLK
+    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    busy, total = b1[0] - b0[0], b1[1] - b0[1]
+    r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
+    r["cmd"] = " ".join(cmd)
+    return r
+
+
+def conn_memory(pid, n, a):
+    """Memory per open DoT connection: VmRSS with `n` connections open minus VmRSS with none,
+    divided by n; first just after the handshake (idle), then after one query on each. Ten
+    connections are opened, used and closed first, so that lazily made TLS state is in the
+    baseline. Connections the server closed show as unanswered queries."""
+    ctx = tls_context()
+    for s in [dot_open(ctx) for _ in range(10)]:
+        dot_query(s, "prime.example")
+        s.close()
+    time.sleep(1.0)
+    base = status_kb(pid, "VmRSS")
+    conns, t0 = [], time.monotonic()
+    try:
+        for _ in range(n):
+            conns.append(dot_open(ctx))
+        opened_s = time.monotonic() - t0
+        time.sleep(1.0)
+        idle = status_kb(pid, "VmRSS")
+        answered = 0
+        with open(os.path.join(a.data, "q-cached.txt")) as f:
+            names = [l.split()[0] for _, l in zip(range(n), f)]
+        for i, s in enumerate(conns):
+            try:
+                if dot_query(s, names[i % len(names)], qid=i & 0xFFFF):
+                    answered += 1
+            except (OSError, ConnectionError):
+                pass
+        time.sleep(0.5)
+        used = status_kb(pid, "VmRSS")
+    finally:
+        for s in conns:
+            s.close()
+    time.sleep(1.0)
+    closed = status_kb(pid, "VmRSS")
+    per = lambda kb: round(1024.0 * (kb - base) / n) if kb is not None and base is not None else None
+    r = {"n": n, "rss_base_kb": base, "rss_idle_kb": idle, "rss_used_kb": used, "rss_closed_kb": closed,
+         "bytes_per_idle_conn": per(idle), "bytes_per_used_conn": per(used), "answered": answered,
+         "open_s": round(opened_s, 2)}
+    log(f"   DoT memory: {n} connections opened in {opened_s:.1f} s; RSS {base} kB -> {idle} kB idle "
+        f"({r['bytes_per_idle_conn']} B/conn) -> {used} kB after a query each ({r['bytes_per_used_conn']} B/conn, "
+        f"{answered} answered) -> {closed} kB after closing")
+    return r
+
+
+def bench_encrypted(a, res):
+    """Each of --tls-servers in turn with its blocklist and the fast upstream, queried over the
+    transports asked for (dot, doh; udp with --tls-udp for reference) with the blocked and cached
+    query files; dnsperf with --tls-clients connections. Then memory per open DoT connection."""
+    out = {"servers": []}
+    res["encrypted"] = out
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * a.tls_conns + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    a.tls_cert, a.tls_key = make_cert(a)
+    transports = (["udp"] if a.tls_udp else []) + a.tls_transports
+    out["transports"] = transports
+    for si, size in enumerate(a.sizes):
+        for kind in a.tls_servers:
+            work = os.path.join(a.work, f"tls-{kind}-{size}")
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            server = TLS_SERVERS[kind](a, size, work)
+            server.setup()
+            entry = {"server": kind, "size": size, "version": server.version(), "results": {}}
+            out["servers"].append(entry)
+            log(f"== {kind} {size} over {','.join(transports)}: {entry['version']}")
+            proc, t0, argv = start(server, os.path.join(work, "server.log"))
+            entry["argv"] = " ".join(argv)
+            try:
+                probe = server.probe_name()
+                if wait_blocked(PORT, probe, proc, limit=a.load_limit) is None or not all(
+                        wait_tcp(p, proc) for p in (DOT_PORT, DOH_PORT)):
+                    entry["error"] = f"did not start (see {work}/server.log)"
+                    log("!!", kind, entry["error"])
+                    with open(os.path.join(work, "server.log"), errors="replace") as f:
+                        log(f.read()[-2000:])
+                    continue
+                entry["load_s"] = round(time.monotonic() - t0, 3)
+                cached_q = os.path.join(a.data, "q-cached.txt")
+                blocked_q = os.path.join(a.data, f"q-blocked-{size}.txt")
+                dnsperf(["-d", cached_q, "-n", "2", "-q", "20"], PORT)  # fills the cache over UDP
+                # Sanity over each transport: a blocked subdomain, a cached allowed name.
+                with open(blocked_q) as f:
+                    f.readline()
+                    bname = f.readline().split()[0]
+                with open(cached_q) as f:
+                    cname = f.readline().split()[0]
+                ctx = tls_context()
+                s = dot_open(ctx)
+                entry["tls"] = {"version": s.version(), "cipher": s.cipher()[0]}
+                check = {"dot": [dot_query(s, bname), dot_query(s, cname)], "doh": [doh_ask(bname), doh_ask(cname)]}
+                s.close()
+                entry["check"] = check
+                for t, (b_ans, c_ans) in check.items():
+                    if not blocked(b_ans) or not c_ans or "192.0.2.1" not in c_ans[1]:
+                        log(f"   !! unexpected answers over {t}: {bname} -> {b_ans}, {cname} -> {c_ans}")
+                        entry["check_failed"] = True
+                log(f"   loaded in {entry['load_s']} s; {entry['tls']['version']} {entry['tls']['cipher']}; "
+                    f"over DoT {bname} -> {check['dot'][0]}, {cname} -> {check['dot'][1]}")
+                if si == 0 and a.tls_conns > 0:
+                    try:
+                        entry["dot_memory"] = conn_memory(proc.pid, a.tls_conns, a)
+                    except (OSError, ConnectionError) as e:
+                        entry["dot_memory"] = {"error": str(e)}
+                        log(f"   !! DoT memory probe failed: {e}")
+                for t in transports:
+                    mode, port = dnsperf_tls_args(t, a)
+                    # Warm-up per transport: dnsdist's packet cache keys UDP and TCP apart.
+                    dnsperf(mode + ["-d", cached_q, "-n", "1", "-q", "20"], port, clients=a.tls_clients)
+                    dnsperf(mode + ["-d", blocked_q, "-l", "2", "-q", str(a.outstanding)], port, clients=a.tls_clients)
+                    for wl in a.tls_workloads:
+                        qfile = cached_q if wl == "cached" else blocked_q
+                        runs = []
+                        for i in range(a.runs):
+                            r = tls_run(proc, qfile, a, t)
+                            runs.append(r)
+                            log(f"   {t} {wl} run {i + 1}: {r['qps'] or 0:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
+                                f"lost {r['lost']}, avg {1e3 * (r['avg_lat'] or 0):.3f} ms, rcodes {r['rcodes']}, "
+                                f"core0 other {r['core0_other_pct']}%")
+                            if [c for c in re.findall(r"([A-Z]+) \d+", r["rcodes"]) if c != "NOERROR"] or not r.get("completed"):
+                                log(f"   !! {kind} over {t}: {r['rcodes'] or 'no answers'}")
+                        entry["results"][f"{t}/{wl}"] = {
+                            "runs": runs,
+                            "qps": med([r["qps"] for r in runs]),
+                            "cpu_us_per_q": med([r["cpu_us_per_q"] for r in runs]),
+                            "lost": med([r["lost"] for r in runs]),
+                            "avg_lat_ms": med([1e3 * r["avg_lat"] for r in runs if r["avg_lat"] is not None]),
+                            "core0_other_pct": med([r["core0_other_pct"] for r in runs]),
+                            "rcodes": [r["rcodes"] for r in runs],
+                        }
+                entry["rss_after_kb"] = status_kb(proc.pid, "VmRSS")
+            finally:
+                stop(proc)
+
+
+def report_encrypted(res, a):
+    enc = res.get("encrypted")
+    if enc is None:
+        return []
+    L = ["\n## DNS over TLS and HTTPS (issue 19)\n"]
+    L.append(f"Each server on core {SERVER_CPU} with its blocklist (UDP/TCP 127.0.0.1:{PORT}, DoT :{DOT_PORT}, DoH "
+             f":{DOH_PORT}/dns-query) in front of the fast upstream; one self-signed P-256 certificate (openssl, made "
+             f"at run time). dnsperf on core {LOAD_CPU}: `-m dot` / `-m doh -O doh-method={a.doh_method}`, "
+             f"`-c {a.tls_clients}` connections, one thread, {a.outstanding} queries outstanding, {a.duration} s per run, "
+             f"median of {a.runs}; a warm-up pass over the cached names on each transport first. *µs/q* = the server's "
+             "utime+stime (all threads) / completed queries. *÷ best peer* = that row's µs/q over the lowest µs/q of "
+             "unbound and dnsdist on the same list, transport and workload (target for telesink: ≤ 0.80).\n")
+    L.append("Blocked names: " + "; ".join(f"{k}: {v}" for k, v in TLS_BLOCKED_HOW.items() if k in a.tls_servers)
+             + ". Cached names: telesink's and unbound's answer caches, dnsdist's packet cache.\n")
+    L.append("| list | transport | workload | server | qps | µs/q | lost | avg ms | core0 other | ÷ best peer |")
+    L.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    by = {(e["server"], e["size"]): e for e in enc["servers"]}
+    verdicts = []
+    for size in a.sizes:
+        for t in enc.get("transports", []):
+            for wl in a.tls_workloads:
+                key = f"{t}/{wl}"
+                cells = [(s, by.get((s, size))) for s in a.tls_servers]
+                peers = [e["results"][key]["cpu_us_per_q"] for s, e in cells
+                         if s != "telesink" and e and key in e.get("results", {}) and e["results"][key]["cpu_us_per_q"]]
+                best = min(peers) if peers else None
+                best_name = next((s for s, e in cells if s != "telesink" and e and key in e.get("results", {})
+                                  and e["results"][key]["cpu_us_per_q"] == best), None)
+                for s, e in cells:
+                    if not e:
+                        continue
+                    w = e.get("results", {}).get(key)
+                    if not w:
+                        L.append(f"| {size} | {t} | {wl} | {s} | {e.get('error', 'no data')} ||||||")
+                        continue
+                    rt = w["cpu_us_per_q"] / best if best and w["cpu_us_per_q"] is not None else None
+                    L.append("| " + " | ".join([size, t, wl, s, fmt(w["qps"]), fmt(w["cpu_us_per_q"], "{:.2f}"),
+                                                fmt(w["lost"]), fmt(w["avg_lat_ms"], "{:.3f}"),
+                                                fmt(w["core0_other_pct"], "{:.0f}%"),
+                                                f"**{rt:.2f}×**" if s == "telesink" and rt else fmt(rt, "{:.2f}×")]) + " |")
+                    if s == "telesink" and rt and t != "udp":
+                        verdicts.append(f"{size} {t} {wl}: {rt:.2f}× {best_name} ({'met' if rt <= 0.8 else 'NOT met'})")
+    if verdicts:
+        L.append("\nTarget (telesink ≤ 0.80× the best peer's µs/q): " + "; ".join(verdicts) + ".\n")
+    mem = [e for e in enc["servers"] if e.get("dot_memory")]
+    if mem:
+        n = next((e["dot_memory"].get("n") for e in mem if e["dot_memory"].get("n")), a.tls_conns)
+        L.append(f"\n### Memory per open DoT connection\n")
+        L.append(f"{n} DoT connections opened by the harness (Python `ssl`, TLS handshake done, SNI `{TLS_NAME}`, no "
+                 "device id) and kept open; VmRSS of the server with them open minus VmRSS with none (after ten "
+                 "connections were opened, used and closed), divided by the count: *idle* = right after the "
+                 "handshakes, *after a query* = once each connection has carried one query (buffers touched). "
+                 "*answered* = connections still open for that query. unbound preallocates its TCP slots "
+                 "(`incoming-num-tcp`) at start: its figure is only what the connections touch.\n")
+        L.append("| list | server | RSS none MB | RSS idle MB | B/conn idle | RSS after a query MB | B/conn after a query | answered | RSS after closing MB | TLS |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for e in mem:
+            m = e["dot_memory"]
+            if m.get("error"):
+                L.append(f"| {e['size']} | {e['server']} | {m['error']} ||||||||")
+                continue
+            L.append("| " + " | ".join([e["size"], e["server"], fmt(mb(m["rss_base_kb"]), "{:.1f}"),
+                                        fmt(mb(m["rss_idle_kb"]), "{:.1f}"), fmt(m["bytes_per_idle_conn"]),
+                                        fmt(mb(m["rss_used_kb"]), "{:.1f}"), fmt(m["bytes_per_used_conn"]),
+                                        f"{m['answered']}/{m['n']}", fmt(mb(m["rss_closed_kb"]), "{:.1f}"),
+                                        f"{e.get('tls', {}).get('version', '')} {e.get('tls', {}).get('cipher', '')}"]) + " |")
+    bad = [e for e in enc["servers"] if e.get("check_failed")]
+    if bad:
+        L.append("\n**Unexpected answers** in the sanity check of: " + ", ".join(f"{e['server']} {e['size']}" for e in bad)
+                 + " (see the JSON, `check`).\n")
+    L.append("\nVersions: " + "; ".join(dict.fromkeys(f"{e['server']}: {e.get('version', '')}" for e in enc["servers"]))
+             + "\n")
+    return L
+
+
 def machine_info():
     info = {}
     info["lscpu"] = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -1224,6 +1638,7 @@ def report(res, a, path_md):
     L.append(f"- kernel {res['machine']['kernel']}\n")
     if not res["servers"]:  # the forwarded workload alone
         L.extend(report_forwarded(res, a))
+        L.extend(report_encrypted(res, a))
         L.append("\n## Machine\n")
         L.append("```\n" + res["machine"]["lscpu"].strip() + "\n```\n")
         L.append(f"`uname -a`: {res['machine']['uname']}\n")
@@ -1289,6 +1704,7 @@ def report(res, a, path_md):
                      f"{fmt(w.get('p99') and 1e3 * w['p99'], '{:.3f}')} | {fmt(w.get('max') and 1e3 * w['max'], '{:.3f}')} | "
                      f"{fmt(w.get('log_dropped'))} / {fmt(w.get('completed'))} |")
     L.extend(report_forwarded(res, a))
+    L.extend(report_encrypted(res, a))
     L.append("\n## Memory, load and reload\n")
     L.append("*RSS loaded* = VmRSS at the first blocked answer; *peak load* = VmHWM then; *RSS after* = VmRSS after all "
              "workloads (cache filled). Reload: the list file gains one name, then the trigger (telesink: the new file "
@@ -1352,9 +1768,19 @@ def main():
                     help="fixed rates for the query-log latency and dropped-rows check")
     ap.add_argument("--sizes", default="100k,1m")
     ap.add_argument("--workloads", default="blocked,cached,mix",
-                    help='any of blocked,cached,mix,forwarded; "" skips the qps workloads (load and reload figures '
-                         'only). forwarded = the forwarded path (issue 17): NSD as the upstream, every query a cache '
-                         'miss, the --fwd-servers in turn; it ignores --servers and --sizes')
+                    help='any of blocked,cached,mix,forwarded,dot,doh; "" skips the qps workloads (load and reload '
+                         'figures only). forwarded = the forwarded path (issue 17): NSD as the upstream, every query a '
+                         'cache miss, the --fwd-servers in turn; it ignores --servers and --sizes. dot, doh = the '
+                         '--tls-workloads over DNS over TLS / HTTPS (issue 19), the --tls-servers in turn, per --sizes')
+    ap.add_argument("--tls-servers", default="telesink,unbound,dnsdist")
+    ap.add_argument("--tls-workloads", default="blocked,cached")
+    ap.add_argument("--tls-clients", type=int, default=10,
+                    help="dnsperf -c over DoT/DoH: connections (fixed, so that results compare)")
+    ap.add_argument("--doh-method", default="POST", choices=["POST", "GET"])
+    ap.add_argument("--tls-conns", type=int, default=1000,
+                    help="open DoT connections for the memory-per-connection figure (first size only); 0 = skip")
+    ap.add_argument("--tls-udp", action="store_true",
+                    help="also run the --tls-servers over UDP (same dnsperf -c): a reference row per server")
     ap.add_argument("--fwd-servers", default="telesink,unbound,dnsdist")
     ap.add_argument("--fwd-lat-qps", type=int, default=5000,
                     help="offered rate of the forwarded latency runs (below every forwarder's saturation)")
@@ -1378,10 +1804,19 @@ def main():
     a.sizes = a.sizes.split(",")
     a.workloads = [w for w in a.workloads.split(",") if w]
     a.forwarded = "forwarded" in a.workloads
-    a.workloads = [w for w in a.workloads if w != "forwarded"]
+    a.tls_transports = [w for w in a.workloads if w in TLS_TRANSPORTS]
+    a.workloads = [w for w in a.workloads if w != "forwarded" and w not in TLS_TRANSPORTS]
     for w in a.workloads:
         if w not in ("blocked", "cached", "mix"):
-            sys.exit(f"unknown workload {w}; known: blocked, cached, mix, forwarded")
+            sys.exit(f"unknown workload {w}; known: blocked, cached, mix, forwarded, dot, doh")
+    a.tls_servers = [s for s in a.tls_servers.split(",") if s]
+    for s in a.tls_servers:
+        if s not in TLS_SERVERS:
+            sys.exit(f"unknown --tls-servers entry {s}; known: {', '.join(TLS_SERVERS)}")
+    a.tls_workloads = [w for w in a.tls_workloads.split(",") if w]
+    for w in a.tls_workloads:
+        if w not in TLS_WORKLOADS:
+            sys.exit(f"unknown --tls-workloads entry {w}; known: {', '.join(TLS_WORKLOADS)}")
     a.fwd_servers = [s for s in a.fwd_servers.split(",") if s]
     for s in a.fwd_servers:
         if s not in FWD_SERVERS:
@@ -1408,7 +1843,7 @@ def main():
 
     # Run a private copy of the telesink binary: others may rebuild target/release mid-run.
     if any(k in ("telesink", "telesink+addresses", "querylog") for k in kinds) or (
-            a.forwarded and "telesink" in a.fwd_servers):
+            a.forwarded and "telesink" in a.fwd_servers) or (a.tls_transports and "telesink" in a.tls_servers):
         src = a.telesink
         a.telesink = os.path.join(a.work, "telesink.bin")
         shutil.copy2(src, a.telesink)
@@ -1419,7 +1854,8 @@ def main():
            "load_before": os.getloadavg(), "machine": machine_info(), "servers": [], "args": vars(a)}
 
     # The fast upstream of the blocklist workloads (the forwarded workload starts its own NSD).
-    up = subprocess.Popen(["taskset", "-c", LOAD_CPU, a.responder, "upstream", f"127.0.0.1:{UPSTREAM}"]) if kinds else None
+    up = subprocess.Popen(["taskset", "-c", LOAD_CPU, a.responder, "upstream", f"127.0.0.1:{UPSTREAM}"]) \
+        if kinds or a.tls_transports else None
     try:
         time.sleep(0.2)
         if up and ask(UPSTREAM, "upstream-check.example") is None:
@@ -1437,6 +1873,8 @@ def main():
             bench_server("floor", a.sizes[-1], a, res["servers"])
         if a.forwarded:
             bench_forwarded(a, res)
+        if a.tls_transports:
+            bench_encrypted(a, res)
     finally:
         if up:
             up.terminate()

@@ -9,10 +9,13 @@
 #   MICRO=1 bash bench/run.sh          # also the matcher micro-benchmark (cargo bench)
 #   SERVERS=none WORKLOADS=forwarded bash bench/run.sh   # the forwarded path alone (issue 17):
 #                                      # telesink, unbound, dnsdist in front of NSD, every query a miss
+#   SERVERS=none WORKLOADS=dot,doh bash bench/run.sh     # DNS over TLS and HTTPS (issue 19): blocked
+#                                      # and cached names over DoT/DoH, telesink vs unbound and dnsdist,
+#                                      # and memory per open DoT connection
 #
 # Steps:
 #   1. cargo build --release (target/release/telesink)
-#   2. apt-get install -y dnsperf unbound dnsmasq nsd dnsdist (Debian); cargo install hickory-dns 0.26
+#   2. apt-get install -y dnsperf unbound dnsmasq nsd dnsdist openssl curl (Debian); cargo install hickory-dns 0.26
 #      (features resolver,blocklist) into bench/.tools, skipped when present; if that install
 #      fails, the reason is in bench/.tools/install.log and the run goes on without hickory-dns
 #   3. rustc -O bench/tools/responder.rs -> bench/.tools/responder (floor + fast upstream)
@@ -35,7 +38,7 @@ SIZES=${SIZES:-100k,1m}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 LAT_QPS=${LAT_QPS:-20000}
-WORKLOADS=${WORKLOADS:-blocked,cached,mix}
+WORKLOADS=${WORKLOADS:-blocked,cached,mix}   # also: forwarded, dot, doh
 HICKORY_VERSION=${HICKORY_VERSION:-0.26.3}
 
 echo "== load before: $(uptime)"
@@ -46,10 +49,10 @@ cargo build --release --bin telesink
 if [ -z "${SKIP_INSTALL:-}" ]; then
     echo "== 2. install dnsperf, unbound, dnsmasq, nsd, dnsdist, hickory-dns"
     missing=""
-    for t in dnsperf unbound dnsmasq nsd dnsdist taskset; do command -v "$t" >/dev/null || missing="$missing $t"; done
+    for t in dnsperf unbound dnsmasq nsd dnsdist taskset openssl curl; do command -v "$t" >/dev/null || missing="$missing $t"; done
     if [ -n "$missing" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq nsd dnsdist util-linux
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq nsd dnsdist util-linux openssl curl
     fi
     # Debian starts packaged daemons on install where allowed; they must not hold port 53/5300.
     for svc in unbound dnsmasq nsd dnsdist; do
