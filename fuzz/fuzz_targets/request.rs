@@ -130,6 +130,7 @@ fn seed_cache(cache: &AnswerCache) {
                 authorities: vec![],
                 additionals: vec![],
                 negative_ttl: None,
+                validation: telesink::resolve::dnssec::Validation::Off,
             },
         );
     };
@@ -187,6 +188,7 @@ fn seed_cache(cache: &AnswerCache) {
             authorities: vec![],
             additionals: vec![],
             negative_ttl: Some(60),
+            validation: telesink::resolve::dnssec::Validation::Off,
         },
     );
 }
