@@ -82,7 +82,8 @@ fn respond(
         out.push(0);
         out.extend_from_slice(&TYPE_OPT.to_be_bytes());
         out.extend_from_slice(&payload.clamp(512, max_udp).to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
+        // Extended rcode 0, version 0, flags: DO echoed (RFC 3225).
+        out.extend_from_slice(&[0, 0, if q.dnssec_ok { 0x80 } else { 0 }, 0]);
         out.extend_from_slice(&(ede_len as u16).to_be_bytes());
         if let Some((info, text)) = ede {
             out.extend_from_slice(&15u16.to_be_bytes());

@@ -548,7 +548,9 @@ impl Handler {
         // for every query); AD only to clients that show they understand it (DO or AD).
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         if let (Some(e), true) = (edns.as_mut(), dnssec_ok) {
-            e.enable_dnssec();
+            // Only the flag: hickory's enable_dnssec() also adds DAU, an option for queries
+            // (RFC 6975 §3), which the wire encoder rightly never writes.
+            e.set_dnssec_ok(true);
         }
         if !dnssec_ok {
             crate::resolve::dnssec::strip_unasked(&mut reply, qtype);

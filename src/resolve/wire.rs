@@ -29,6 +29,8 @@ pub struct WireQuery<'a> {
     pub qtype: RecordType,
     /// The client's EDNS UDP payload size, when the query had an OPT record.
     pub edns_payload: Option<u16>,
+    /// The OPT's DO bit (RFC 3225): echoed in the answer's OPT.
+    pub dnssec_ok: bool,
 }
 
 impl<'a> WireQuery<'a> {
@@ -52,6 +54,7 @@ impl<'a> WireQuery<'a> {
             text_len: 0,
             qtype: RecordType::A,
             edns_payload: None,
+            dnssec_ok: false,
         };
         let mut i = HEADER;
         let mut wire_len = 1; // the root label
@@ -101,6 +104,7 @@ impl<'a> WireQuery<'a> {
                 return None;
             }
             q.edns_payload = Some(u16::from_be_bytes([opt[3], opt[4]]));
+            q.dnssec_ok = opt[7] & 0x80 != 0;
             let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
             i += 11;
             let end = i.checked_add(rdlen)?;
