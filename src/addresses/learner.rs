@@ -19,7 +19,7 @@ use super::nftables::{self, SetNames};
 use super::store::{Export, Learnt, Store, MAX_LEARNT_CATEGORIES};
 use super::tap::{Learn, Tap, Wanted};
 use super::traffic::{Readings, TrafficRow, TrafficSink};
-use super::{AddressSettings, Family, NameDevice, NftMode};
+use super::{AddressSettings, CurrentStrategy, Family, NameDevice, NftMode};
 use crate::resolve::upstream::Upstreams;
 
 /// Addresses kept (learnt entries, and, separately, addresses of other names).
@@ -143,6 +143,7 @@ pub struct Addresses {
 pub struct Wiring {
     /// Background lookups go through these (the same servers as the DNS path's).
     pub upstreams: Upstreams,
+    pub strategy: CurrentStrategy,
     pub registry: Registry,
     pub max_clients: usize,
     pub name_device: NameDevice,
@@ -188,7 +189,12 @@ impl Addresses {
         let (lookups_tx, lookups_rx) = mpsc::channel(LOOKUP_QUEUE);
         let tasks = vec![
             tokio::spawn(apply_loop(inner.clone(), rx, lookups_tx)),
-            tokio::spawn(lookup_loop(inner.clone(), w.upstreams, lookups_rx)),
+            tokio::spawn(lookup_loop(
+                inner.clone(),
+                w.upstreams,
+                w.strategy,
+                lookups_rx,
+            )),
             tokio::spawn(tick_loop(inner.clone(), tap.clone())),
         ];
         Addresses {
@@ -490,6 +496,7 @@ async fn apply_loop(
 async fn lookup_loop(
     inner: Arc<Inner>,
     upstreams: Upstreams,
+    strategy: CurrentStrategy,
     mut rx: mpsc::Receiver<(Learnt, Box<str>)>,
 ) {
     let quota = governor::Quota::per_second(NonZeroU32::new(LOOKUPS_PER_SECOND).unwrap());
@@ -502,10 +509,7 @@ async fn lookup_loop(
         let mut addrs = Vec::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
             let q = Query::query(qname.clone(), rtype);
-            match upstreams
-                .forward(&q, crate::resolve::strategy::Strategy::default())
-                .await
-            {
+            match upstreams.forward(&q, strategy()).await {
                 Ok(answer) => addrs.extend(answer.answers.iter().filter_map(|r| match &r.data {
                     RData::A(a) => Some((IpAddr::V4(a.0), r.ttl)),
                     RData::AAAA(a) => Some((IpAddr::V6(a.0), r.ttl)),

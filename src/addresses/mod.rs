@@ -97,3 +97,7 @@ pub struct AddressSettings {
 /// Names a packet's source address the way the DNS path names a query's client (the `client`
 /// label): given by the composition root.
 pub type NameDevice = Arc<dyn Fn(std::net::IpAddr) -> Arc<str> + Send + Sync>;
+
+/// The `[upstream] strategy` in force now (a reload may change it): read by the background
+/// lookups, so they ask the upstreams the way the DNS path does.
+pub type CurrentStrategy = Arc<dyn Fn() -> crate::resolve::strategy::Strategy + Send + Sync>;

@@ -123,6 +123,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
                         config.upstream.timeout,
                         None,
                     )?,
+                    strategy: {
+                        let live = live.clone();
+                        Arc::new(move || live.load().upstream.strategy)
+                    },
                     registry: metrics.registry().clone(),
                     max_clients: config.metrics.max_clients,
                     name_device: {

@@ -1,12 +1,12 @@
 //! [`ListMirror`]: a small real HTTPS server (rustls) on 127.0.0.1 that serves list files, as a
-//! list mirror or raw.githubusercontent.com does: `ETag` and `Last-Modified` on every 200, 304
+//! list mirror or raw.githubusercontent.com does (or plain HTTP: [`ListMirror::start_plain`]): `ETag` and `Last-Modified` on every 200, 304
 //! to a matching `If-None-Match` or `If-Modified-Since`. It can fail on purpose (503) and go
 //! down (connections refused). Its certificate is signed by a CA made at run time
 //! ([`ListMirror::ca_file`]): telesink trusts it through `SSL_CERT_FILE`, as a real private
 //! mirror would be trusted, with no test-only hook in telesink.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,8 @@ struct MirrorState {
 pub struct ListMirror {
     port: u16,
     state: Arc<MirrorState>,
-    tls: Arc<rustls::ServerConfig>,
+    /// None: plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     ca_file: PathBuf,
     _dir: tempfile::TempDir,
     running: Option<(Arc<AtomicBool>, thread::JoinHandle<()>)>,
@@ -113,8 +114,26 @@ impl ListMirror {
         let mut m = ListMirror {
             port: 0,
             state: Arc::new(MirrorState::default()),
-            tls: Arc::new(tls),
+            tls: Some(Arc::new(tls)),
             ca_file,
+            _dir: dir,
+            running: None,
+        };
+        m.up();
+        m
+    }
+
+    /// The same mirror over plain HTTP (no CA: [`ca_file`](Self::ca_file) names no file).
+    pub fn start_plain() -> ListMirror {
+        let dir = tempfile::Builder::new()
+            .prefix("telesink-mirror-")
+            .tempdir()
+            .unwrap();
+        let mut m = ListMirror {
+            port: 0,
+            state: Arc::new(MirrorState::default()),
+            tls: None,
+            ca_file: dir.path().join("none.pem"),
             _dir: dir,
             running: None,
         };
@@ -128,7 +147,8 @@ impl ListMirror {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}/{path}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{path}", self.port)
     }
 
     /// Serves `body` at `/path` with these validators.
@@ -198,15 +218,32 @@ impl Drop for ListMirror {
 
 fn serve(
     conn: TcpStream,
-    tls: &Arc<rustls::ServerConfig>,
+    tls: &Option<Arc<rustls::ServerConfig>>,
     state: &MirrorState,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let server = rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
-    let mut stream = rustls::StreamOwned::new(server, conn);
+    match tls {
+        Some(tls) => {
+            let server =
+                rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(server, conn);
+            answer(&mut stream, state)?;
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            Ok(())
+        }
+        None => {
+            let mut conn = conn;
+            answer(&mut conn, state)
+        }
+    }
+}
+
+/// Reads one request from `stream` and answers it.
+fn answer(stream: &mut (impl Read + Write), state: &MirrorState) -> std::io::Result<()> {
     let mut req = MirrorRequest::default();
     {
-        let mut reader = BufReader::new(&mut stream);
+        let mut reader = BufReader::new(&mut *stream);
         let mut first = String::new();
         reader.read_line(&mut first)?;
         req.path = first.split_whitespace().nth(1).unwrap_or("").to_string();
@@ -266,8 +303,5 @@ fn serve(
     };
     state.requests.lock().unwrap().push(req);
     stream.write_all(response.as_bytes())?;
-    stream.flush()?;
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
-    Ok(())
+    stream.flush()
 }
