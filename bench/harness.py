@@ -44,6 +44,11 @@ PORT = 5300
 UPSTREAM = 5399
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+# dnsperf's threads and sockets (`--load-threads`, `--load-clients`): with more than one server
+# thread (SO_REUSEPORT), the kernel spreads queries over them by source port, so dnsperf needs
+# several sockets to reach more than one.
+LOAD_THREADS = 1
+LOAD_CLIENTS = 1
 
 
 def log(*a):
@@ -156,15 +161,17 @@ def reset_hwm(pid):
         return False
 
 
-def core_busy(core):
-    """(busy ticks, total ticks) of one core from /proc/stat."""
+def core_busy(cores):
+    """(busy ticks, total ticks) of the cores in `cores` ("0" or "0,1") from /proc/stat."""
+    want = {f"cpu{c} " for c in cores.split(",")}
+    busy = total = 0
     with open("/proc/stat") as f:
         for line in f:
-            if line.startswith(f"cpu{core} "):
+            if line[:line.find(" ") + 1] in want:
                 v = [int(x) for x in line.split()[1:]]
                 idle = v[3] + v[4]
-                return sum(v) - idle, sum(v)
-    return 0, 0
+                busy, total = busy + sum(v) - idle, total + sum(v)
+    return busy, total
 
 
 class RssSampler(threading.Thread):
@@ -184,9 +191,10 @@ class RssSampler(threading.Thread):
 # dnsperf
 # ------------------------------------------------------------------------------------------
 
-def dnsperf(args, port, verbose=False, out=None, clients=1):
+def dnsperf(args, port, verbose=False, out=None, clients=None):
+    clients = clients or LOAD_CLIENTS
     cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-c", str(clients),
-           "-T", "1"] + args
+           "-T", str(min(LOAD_THREADS, clients))] + args
     if verbose:
         cmd.append("-v")
     if out:
@@ -1760,8 +1768,13 @@ def report(res, a, path_md):
 def main():
     # The harness itself (RSS sampler, sanity queries, upstream) stays off the server's core: it
     # goes with dnsperf. Servers are started with `taskset -c SERVER_CPU`, which overrides this.
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    global SERVER_CPU, LOAD_CPU, LOAD_THREADS, LOAD_CLIENTS
     ap = argparse.ArgumentParser()
+    ap.add_argument("--server-cpus", default=SERVER_CPU,
+                    help="cores for the server (taskset list); telesink runs one DNS thread per core it may use")
+    ap.add_argument("--load-cpus", default=LOAD_CPU, help="cores for dnsperf, the upstream and the harness")
+    ap.add_argument("--load-threads", type=int, default=LOAD_THREADS, help="dnsperf -T")
+    ap.add_argument("--load-clients", type=int, default=LOAD_CLIENTS, help="dnsperf -c (sockets)")
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -1805,6 +1818,9 @@ def main():
                     help="another telesink build to run after the main one (bench/build-rev.sh), as telesink@LABEL")
     ap.add_argument("--responder", default=os.path.join(HERE, ".tools/responder"))
     a = ap.parse_args()
+    SERVER_CPU, LOAD_CPU = a.server_cpus, a.load_cpus
+    LOAD_THREADS, LOAD_CLIENTS = a.load_threads, a.load_clients
+    os.sched_setaffinity(0, {int(c) for c in LOAD_CPU.split(",")})
     a.sizes = a.sizes.split(",")
     a.workloads = [w for w in a.workloads.split(",") if w]
     a.forwarded = "forwarded" in a.workloads
