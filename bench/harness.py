@@ -191,20 +191,26 @@ class RssSampler(threading.Thread):
 # dnsperf
 # ------------------------------------------------------------------------------------------
 
-def dnsperf(args, port, verbose=False, out=None, clients=None):
+def dnsperf(args, port, verbose=False, out=None, clients=None, limit=None):
+    """`limit`: seconds after which dnsperf is killed (its DoH client can stall; then the figures
+    are those of the summary it never printed: None)."""
     clients = clients or LOAD_CLIENTS
     cmd = ["taskset", "-c", LOAD_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-c", str(clients),
            "-T", str(min(LOAD_THREADS, clients))] + args
     if verbose:
         cmd.append("-v")
-    if out:
-        with open(out, "w") as f:
-            p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-        with open(out) as f:
-            text = f.read()
-    else:
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        text = p.stdout + p.stderr
+    try:
+        if out:
+            with open(out, "w") as f:
+                p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=limit)
+            with open(out) as f:
+                text = f.read()
+        else:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+            text = p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        log(f"   !! dnsperf killed after {limit} s: {' '.join(cmd)}")
+        text = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
     return cmd, parse_dnsperf(text)
 
 
@@ -217,6 +223,9 @@ def parse_dnsperf(text):
         r[key] = float(m.group(1)) if m else None
     m = re.search(r"Response codes:\s+(.*)", text)
     r["rcodes"] = m.group(1).strip() if m else ""
+    # DoH: HTTP 200s received, counted even for an answer dnsperf then loses (see bench/README).
+    m = re.search(r"HTTP/2 return codes:.*?\b200: (\d+)", text)
+    r["http200"] = int(m.group(1)) if m else None
     lats = []
     for l in text.splitlines():
         # "> NOERROR name A 0.000123"; a timed-out query is "> T name A" (no latency).
@@ -1377,15 +1386,31 @@ def dnsperf_tls_args(transport, a):
     return ["-m", "udp"], PORT
 
 
+def tls_shape(transport, a):
+    """(connections, outstanding) of dnsperf on a transport. DoH: more connections than queries
+    outstanding, so that a connection seldom has two, as dnsperf 2.10-2.14's DoH client handles one answer per TLS read: a second
+    answer in the same read loses its DNS message (its HTTP 200 still counted) and what is left
+    in its buffer waits for the socket to become readable again, stalling the connection until
+    its queries time out (bench/README, "DoH and dnsperf")."""
+    if transport == "doh":
+        return a.doh_clients, a.doh_outstanding
+    return a.tls_clients, a.outstanding
+
+
 def tls_run(proc, qfile, a, transport):
     mode, port = dnsperf_tls_args(transport, a)
+    clients, outstanding = tls_shape(transport, a)
     c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
-    cmd, r = dnsperf(mode + ["-d", qfile, "-l", str(a.duration), "-q", str(a.outstanding)], port,
-                     clients=a.tls_clients)
+    cmd, r = dnsperf(mode + ["-d", qfile, "-l", str(a.duration), "-q", str(outstanding)], port,
+                     clients=clients, limit=a.duration + 30)
     c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
     ticks = c1 - c0
     r["server_cpu_s"] = ticks / CLK
-    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    # Per answer the server sent: over DoH that is the HTTP 200s dnsperf received (it loses some
+    # of those answers itself, see tls_shape), else the completed queries.
+    answered = r.get("http200") if transport == "doh" and r.get("http200") else r.get("completed")
+    r["answered"] = answered
+    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / answered) if answered else None
     busy, total = b1[0] - b0[0], b1[1] - b0[1]
     r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
     r["cmd"] = " ".join(cmd)
@@ -1504,9 +1529,12 @@ def bench_encrypted(a, res):
                         log(f"   !! DoT memory probe failed: {e}")
                 for t in transports:
                     mode, port = dnsperf_tls_args(t, a)
+                    clients, outstanding = tls_shape(t, a)
                     # Warm-up per transport: dnsdist's packet cache keys UDP and TCP answers apart.
-                    dnsperf(mode + ["-d", cached_q, "-n", "1", "-q", "20"], port, clients=a.tls_clients)
-                    dnsperf(mode + ["-d", blocked_q, "-l", "2", "-q", str(a.outstanding)], port, clients=a.tls_clients)
+                    dnsperf(mode + ["-d", cached_q, "-n", "1", "-q", str(min(20, outstanding))], port,
+                            clients=min(20, clients), limit=60)
+                    dnsperf(mode + ["-d", blocked_q, "-l", "2", "-q", str(outstanding)], port, clients=clients,
+                            limit=40)
                     for wl in a.tls_workloads:
                         qfile = cached_q if wl == "cached" else blocked_q
                         runs = []
@@ -1525,6 +1553,7 @@ def bench_encrypted(a, res):
                             "lost": med([r["lost"] for r in runs]),
                             "avg_lat_ms": med([1e3 * r["avg_lat"] for r in runs if r["avg_lat"] is not None]),
                             "core0_other_pct": med([r["core0_other_pct"] for r in runs]),
+                            "answered": med([r["answered"] for r in runs if r.get("answered") is not None]),
                             "rcodes": [r["rcodes"] for r in runs],
                         }
                 entry["rss_after_kb"] = status_kb(proc.pid, "VmRSS")
@@ -1539,10 +1568,14 @@ def report_encrypted(res, a):
     L = ["\n## DNS over TLS and HTTPS (issue 19)\n"]
     L.append(f"Each server on core {SERVER_CPU} with its blocklist (UDP/TCP 127.0.0.1:{PORT}, DoT :{DOT_PORT}, DoH "
              f":{DOH_PORT}/dns-query) in front of the fast upstream; one self-signed P-256 certificate (openssl, made "
-             f"at run time). dnsperf on core {LOAD_CPU}: `-m dot` / `-m doh -O doh-method={a.doh_method}`, "
-             f"`-c {a.tls_clients}` connections, one thread, {a.outstanding} queries outstanding, {a.duration} s per run, "
+             f"at run time). dnsperf on core {LOAD_CPU}, one thread: `-m dot -c {a.tls_clients} -q {a.outstanding}`; "
+             f"`-m doh -O doh-method={a.doh_method} -c {a.doh_clients} -q {a.doh_outstanding}` (at most one query "
+             "outstanding per connection most of the time: dnsperf's DoH client loses answers that arrive together, "
+             "see bench/README); "
+             f"{a.duration} s per run, "
              f"median of {a.runs}; a warm-up pass over the cached names on each transport first. *µs/q* = the server's "
-             "utime+stime (all threads) / completed queries. *÷ best peer* = that row's µs/q over the lowest µs/q of "
+             "utime+stime (all threads) / answers: completed queries, over DoH the HTTP 200s dnsperf received (it "
+             "counts one even for an answer it then loses, which *lost* counts). *÷ best peer* = that row's µs/q over the lowest µs/q of "
              "unbound and dnsdist on the same list, transport and workload (target for telesink: ≤ 0.80).\n")
     L.append("Blocked names: " + "; ".join(f"{k}: {v}" for k, v in TLS_BLOCKED_HOW.items() if k in a.tls_servers)
              + ". Cached names: telesink's and unbound's answer caches, dnsdist's packet cache.\n")
@@ -1793,7 +1826,13 @@ def main():
     ap.add_argument("--tls-workloads", default="blocked,cached")
     ap.add_argument("--tls-clients", type=int, default=10,
                     help="dnsperf -c over DoT/DoH: connections (fixed, so that results compare)")
-    ap.add_argument("--doh-method", default="POST", choices=["POST", "GET"])
+    ap.add_argument("--doh-method", default="GET", choices=["POST", "GET"],
+                    help="dnsperf's DoH method. GET: dnsperf 2.10-2.14 writes a POST as two TLS writes (HEADERS, "
+                         "DATA) without TCP_NODELAY, so each POST waits on Nagle and the server's delayed ACK (~40 ms)")
+    ap.add_argument("--doh-clients", type=int, default=100,
+                    help="dnsperf -c over DoH: more connections than queries outstanding (--doh-outstanding), as "
+                         "dnsperf 2.10-2.14 loses answers that arrive together on one connection (see bench/README)")
+    ap.add_argument("--doh-outstanding", type=int, default=50, help="dnsperf -q over DoH")
     ap.add_argument("--tls-conns", type=int, default=1000,
                     help="open DoT connections for the memory-per-connection figure (first size only); 0 = skip")
     ap.add_argument("--tls-udp", action="store_true",

@@ -4,6 +4,9 @@
 #   bash bench/profile.sh            # after bench/run.sh has built, installed and generated
 #   SIZE=100k bash bench/profile.sh  # smaller list (quicker start under valgrind)
 #   BIN=bench/.tools/telesink-af61dc3 bash bench/profile.sh   # another build (bench/build-rev.sh)
+#   TRANSPORT=doh SIZE=100k Q=bench/data/q-cached.txt CALLGRIND_ONLY=1 bash bench/profile.sh
+#       # the callgrind view over DNS over HTTPS (GET, one query outstanding per connection, as
+#       # bench/harness.py --workloads doh) or TRANSPORT=dot (DNS over TLS, -c 10 -q 100)
 #
 # Three views, all of target/release/telesink serving bench/data/q-blocked-$SIZE.txt:
 #   1. callgrind: telesink under valgrind (instrumentation switched on after the list loaded),
@@ -49,6 +52,20 @@ listen = ""
 [querylog]
 log = "none"
 EOF
+# TRANSPORT=dot|doh: telesink also serves DoT and DoH (a self-signed certificate made here) and
+# the callgrind load goes over that transport.
+TRANSPORT=${TRANSPORT:-udp}
+DNSPERF_MODE=(-p "$PORT")
+if [ "$TRANSPORT" != udp ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.test \
+      -addext "subjectAltName=DNS:bench.test,IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+  sed -i "s|^rate_limit_qps = 0|rate_limit_qps = 0\ntls_listen = [\"127.0.0.1:5853\"]\nhttps_listen = [\"127.0.0.1:5443\"]\ntls_cert = \"$PWD/$WORK/cert.pem\"\ntls_key = \"$PWD/$WORK/key.pem\"\ntls_name = \"bench.test\"\ntcp_idle_timeout = \"60s\"|" "$WORK/telesink.toml"
+  case "$TRANSPORT" in
+    dot) DNSPERF_MODE=(-m dot -p 5853 -c 10) ;;
+    doh) DNSPERF_MODE=(-m doh -p 5443 -O doh-uri=https://127.0.0.1:5443/dns-query -O doh-method=GET -c 20) ;;
+    *) echo "TRANSPORT: udp, dot or doh" >&2; exit 2 ;;
+  esac
+fi
 # EXTRA_TOML appends to that config, e.g. EXTRA_TOML=$'[addresses]\ncategories = ["telemetry"]'
 # profiles the path with telemetry-address learning on.
 if [ -n "${EXTRA_TOML:-}" ]; then printf '\n%s\n' "$EXTRA_TOML" >>"$WORK/telesink.toml"; fi
@@ -81,9 +98,18 @@ echo "== 1. callgrind ($SIZE list)"
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
     "$BIN" run -c "$WORK/telesink.toml" 2>"$OUT/valgrind.log" & VG=$!; pids+=($VG)
 wait_blocked 600
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up (caches every name of q-cached)
-callgrind_control -i on "$VG" >/dev/null
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 20 -Q 1500 -q 50 >"$OUT/callgrind-dnsperf.txt" 2>&1
+if [ "$TRANSPORT" = udp ]; then
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up (caches every name of q-cached)
+  callgrind_control -i on "$VG" >/dev/null
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 20 -Q 1500 -q 50 >"$OUT/callgrind-dnsperf.txt" 2>&1
+else
+  # Over DoH one query outstanding per connection (-q = -c): dnsperf's DoH client loses answers
+  # that arrive together (bench/README). Lower rate: the TLS and HTTP/2 work is slower still.
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up over UDP
+  taskset -c 1 dnsperf -s 127.0.0.1 "${DNSPERF_MODE[@]}" -d "$Q" -l 8 -Q 300 -q 20 >/dev/null 2>&1   # and over the transport
+  callgrind_control -i on "$VG" >/dev/null
+  taskset -c 1 dnsperf -s 127.0.0.1 "${DNSPERF_MODE[@]}" -d "$Q" -l 20 -Q 300 -q 20 >"$OUT/callgrind-dnsperf.txt" 2>&1
+fi
 callgrind_control -i off "$VG" >/dev/null
 kill -TERM "$VG"; wait "$VG" || true
 N=$(completed "$OUT/callgrind-dnsperf.txt")

@@ -19,7 +19,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::ResponseHandle;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -202,9 +202,29 @@ async fn respond(
     let max_age = min_ttl(&answer);
     let mut r = Response::new(Full::new(Bytes::from(answer)));
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, DNS_MESSAGE.parse().unwrap());
-    h.insert(CACHE_CONTROL, format!("max-age={max_age}").parse().unwrap());
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
+    h.insert(CACHE_CONTROL, max_age_value(max_age));
     r
+}
+
+/// `max-age=<ttl>` without `format!`'s allocation (the header value copies it once).
+fn max_age_value(ttl: u32) -> HeaderValue {
+    let mut buf = [0u8; 18]; // "max-age=" + up to 10 digits
+    buf[..8].copy_from_slice(b"max-age=");
+    let mut digits = [0u8; 10];
+    let mut n = ttl;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = 8 + digits.len() - i;
+    buf[8..len].copy_from_slice(&digits[i..]);
+    HeaderValue::from_bytes(&buf[..len]).expect("ASCII digits")
 }
 
 /// The handler's answer to `query`: the direct path, else the general one, whose response
@@ -221,24 +241,54 @@ async fn answer(
     };
     let (sender, mut answers) = BufDnsStreamHandle::new(peer);
     let responder = ResponseHandle::new(peer, sender, Protocol::Tcp);
-    handler
-        .answer_wire_from(query, peer, origin, responder, pending)
-        .await;
+    // Boxed: the general path's future is large, and hyper moves the request's future into a
+    // task of its own for every HTTP/2 stream; inline it would be copied on every query,
+    // direct answers included.
+    Box::pin(handler.answer_wire_from(query, peer, origin, responder, pending)).await;
     answers.next().await.map(|m| m.into_parts().0)
 }
 
 /// The smallest TTL of the answer's records (answer and authority sections; RFC 8484 §5.1),
-/// 0 when it has none.
+/// 0 when it has none or the message does not parse. Read off the wire: a full parse of every
+/// answer cost more than the rest of the DNS work of a cached answer.
 fn min_ttl(answer: &[u8]) -> u32 {
-    let Ok(m) = hickory_proto::op::Message::from_vec(answer) else {
-        return 0;
+    let count = |at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*answer.get(at)?, *answer.get(at + 1)?]) as usize)
     };
-    m.answers
-        .iter()
-        .chain(m.authorities.iter())
-        .map(|r| r.ttl)
-        .min()
-        .unwrap_or(0)
+    let walk = || -> Option<Option<u32>> {
+        let (questions, records) = (count(4)?, count(6)? + count(8)?);
+        let mut at = 12;
+        for _ in 0..questions {
+            at = skip_name(answer, at)? + 4; // QTYPE, QCLASS
+        }
+        let mut min: Option<u32> = None;
+        for _ in 0..records {
+            at = skip_name(answer, at)?;
+            // TYPE, CLASS, TTL, RDLENGTH, RDATA
+            let fixed = answer.get(at..at + 10)?;
+            let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+            min = Some(min.map_or(ttl, |m| m.min(ttl)));
+            at += 10 + u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+            if at > answer.len() {
+                return None;
+            }
+        }
+        Some(min)
+    };
+    walk().flatten().unwrap_or(0)
+}
+
+/// The offset just past the (possibly compressed) name at `at`.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return msg.get(at + 1).map(|_| at + 2),
+            l if l & 0xC0 == 0 => at += 1 + l as usize,
+            _ => return None, // extended label types (RFC 6891 §5) are not in use
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,5 +309,63 @@ mod tests {
         assert_eq!(dns_param("ct=x&dns=AAABAAAB"), Some(vec![0, 0, 1, 0, 0, 1]));
         assert_eq!(dns_param("dns=!!"), None);
         assert_eq!(dns_param("x=1"), None);
+    }
+
+    #[test]
+    fn max_age_header() {
+        for ttl in [0, 7, 10, 3600, 86_400, u32::MAX] {
+            assert_eq!(max_age_value(ttl), format!("max-age={ttl}").as_str());
+        }
+    }
+
+    /// The wire walk gives what a full parse gives, for answers with and without records,
+    /// compression, several sections, and for truncated or garbled messages (0).
+    #[test]
+    fn min_ttl_matches_a_full_parse() {
+        use hickory_proto::op::{Message, MessageType, Query};
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+        let full = |wire: &[u8]| -> u32 {
+            let Ok(m) = Message::from_vec(wire) else {
+                return 0;
+            };
+            m.answers
+                .iter()
+                .chain(m.authorities.iter())
+                .map(|r| r.ttl)
+                .min()
+                .unwrap_or(0)
+        };
+        let name = Name::from_ascii("a.example.com.").unwrap();
+        let a = |ttl| Record::from_rdata(name.clone(), ttl, RData::A(A::new(192, 0, 2, 1)));
+        let zone = Name::from_ascii("example.com.").unwrap();
+        let soa = |ttl| crate::resolve::answer::soa(&zone, ttl);
+        let message = |answers: Vec<Record>, authorities: Vec<Record>| {
+            let mut m = Message::new(7, MessageType::Response, hickory_proto::op::OpCode::Query);
+            m.add_query(Query::query(name.clone(), RecordType::A));
+            m.add_answers(answers);
+            m.add_authorities(authorities);
+            m.to_vec().unwrap()
+        };
+        let cases = [
+            message(vec![a(300)], vec![]),
+            message(vec![a(300), a(20), a(4000)], vec![]),
+            message(vec![], vec![soa(60)]),
+            message(vec![a(90)], vec![soa(30)]),
+            message(vec![], vec![]),
+        ];
+        let expected = [300, 20, 60, 30, 0];
+        for (wire, want) in cases.iter().zip(expected) {
+            assert_eq!(min_ttl(wire), want);
+            assert_eq!(min_ttl(wire), full(wire));
+            for cut in 0..wire.len() {
+                // A truncated message has no TTL to give (a full parse fails too).
+                if full(&wire[..cut]) == 0 {
+                    assert_eq!(min_ttl(&wire[..cut]), 0, "cut at {cut}");
+                }
+            }
+        }
+        assert_eq!(min_ttl(&[0xff; 40]), 0);
     }
 }
