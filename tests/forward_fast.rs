@@ -353,3 +353,24 @@ fn forwarded_answers_are_counted_and_logged_as_forwarded() {
     let forwarded = expo.sum("telesink_queries_total", &[("result", "forwarded")]);
     assert_eq!(forwarded, 5.0, "telesink_queries_total{{result=forwarded}}");
 }
+
+#[test]
+fn a_first_upstream_with_nothing_listening_gives_way_to_the_next() {
+    // A port nobody listens on: the kernel answers with ICMP port unreachable.
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let good = TestUpstream::start();
+    good.set("down.example", upstream::Reply::a(Ipv4Addr::new(203, 0, 113, 9)));
+    let ts = Telesink::new()
+        .upstream_server(&closed.to_string())
+        .upstream(&good)
+        .timeout_ms(3000)
+        .start();
+    let r = ts.query_with(
+        client(55),
+        "down.example",
+        RecordType::A,
+        &QueryOpts::udp().edns(1232),
+    );
+    assert_eq!(r.a(), vec![Ipv4Addr::new(203, 0, 113, 9)], "{}", r.summary());
+    assert_eq!(good.count("down.example"), 1);
+}

@@ -241,8 +241,10 @@ impl<T> ForwardUdp<T> {
 
     /// Reads what the last [`wait`](Self::wait) found on the upstream sockets: each answer
     /// that matches a query in flight goes to `answered` with the query's data and the answer's
-    /// bytes; everything else is dropped.
-    pub fn receive(&mut self, mut answered: impl FnMut(T, &[u8])) {
+    /// bytes; everything else is dropped. When the upstream refused a socket's datagrams (ICMP
+    /// port unreachable: nothing listens there), every query in flight on it goes to
+    /// `answered` with `Err`, so that they need not wait for their timeout.
+    pub fn receive(&mut self, mut answered: impl FnMut(T, Result<&[u8], std::io::Error>)) {
         for k in 0..self.poll_slots.len() {
             if self.pollfds[k + 1].revents == 0 {
                 continue;
@@ -256,6 +258,19 @@ impl<T> ForwardUdp<T> {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        // Which query drew the ICMP error is unknown: all of the socket's
+                        // queries fail now, as each would have on a socket of its own.
+                        let flights: Vec<Flight<T>> =
+                            sock.flights.drain().map(|(_, f)| f).collect();
+                        self.in_flight -= flights.len();
+                        for f in flights {
+                            let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                            answered(f.data, Err(e));
+                        }
+                        self.close_if_done(slot);
+                        continue;
+                    }
                     Err(e) => {
                         // ICMP port unreachable and the like: the query times out (and the
                         // general path tries the others).
@@ -276,7 +291,7 @@ impl<T> ForwardUdp<T> {
                 }
                 let flight = sock.flights.remove(&id).expect("looked up above");
                 self.in_flight -= 1;
-                answered(flight.data, answer);
+                answered(flight.data, Ok(answer));
                 self.close_if_done(slot);
             }
         }

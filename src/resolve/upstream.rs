@@ -348,6 +348,14 @@ impl Upstreams {
         self.shared.conclude(i, Some(response), started).ok()
     }
 
+    /// Upstream `i` refused the attempt started at `started` (a transport error): counted as
+    /// an error (and a failure for the back-off).
+    pub fn failed(&self, i: usize, error: std::io::Error, started: Instant) {
+        let _ = self
+            .shared
+            .conclude(i, Some(Err(NetError::from(error))), started);
+    }
+
     /// Upstream `i` did not answer the attempt started at `started` in time: counted as a
     /// timeout (and a failure for the back-off).
     pub fn timed_out(&self, i: usize, started: Instant) {

@@ -155,9 +155,18 @@ impl Outbox {
         direct
     }
 
-    /// A fast-path answer (the handler appended it to `bytes`).
-    fn push_fast(&mut self, handler: &Handler, flight: Flight, answer: &[u8]) -> Option<Fast> {
-        match handler.fast_answered(flight, answer, &mut self.bytes) {
+    /// A fast-path answer (the handler appended it to `bytes`), or the upstream's refusal.
+    fn push_fast(
+        &mut self,
+        handler: &Handler,
+        flight: Flight,
+        answer: Result<&[u8], std::io::Error>,
+    ) -> Option<Fast> {
+        let fast = match answer {
+            Ok(answer) => handler.fast_answered(flight, answer, &mut self.bytes),
+            Err(e) => handler.fast_failed(flight, e),
+        };
+        match fast {
             Fast::Answered(dst) => {
                 self.answers.push((self.bytes.len(), dst));
                 None

@@ -228,6 +228,27 @@ impl Handler {
         }
     }
 
+    /// `flight`'s upstream refused the query (`error`: ICMP port unreachable): counted as an
+    /// error, and the general path asks the others (or serves stale, or SERVFAIL).
+    pub fn fast_failed(&self, flight: Flight, error: std::io::Error) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        let Flight {
+            mut pending,
+            query,
+            src,
+            upstream,
+            asked,
+            deadline,
+        } = flight;
+        self.inner.upstreams.failed(upstream, error, asked);
+        pending.tried = Some(Tried { upstream, deadline });
+        Fast::General {
+            query,
+            src,
+            pending,
+        }
+    }
+
     /// `flight`'s upstream did not answer in its share of the time: counted as a timeout, and
     /// the general path asks the others (or serves stale, or SERVFAIL).
     pub fn fast_timed_out(&self, flight: Flight) -> Fast {
