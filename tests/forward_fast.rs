@@ -117,7 +117,7 @@ fn mixed_case(name: &str, offset: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + offset) % 2 == 0 {
+            if (i + offset).is_multiple_of(2) {
                 c.to_ascii_uppercase()
             } else {
                 c
@@ -170,7 +170,11 @@ fn pipelined_queries_from_many_clients_each_get_their_own_answer() {
 
     for t in clients {
         let (c, sent, answers) = t.join().unwrap();
-        assert_eq!(answers.len(), sent.len(), "client {c}: every query answered");
+        assert_eq!(
+            answers.len(),
+            sent.len(),
+            "client {c}: every query answered"
+        );
         for (id, name) in &sent {
             let raw = &answers[id];
             let m = Message::from_bytes(raw).unwrap();
@@ -241,7 +245,10 @@ fn a_timeout_on_the_first_upstream_goes_to_the_next_without_asking_it_again() {
     let dead = TestUpstream::start();
     dead.set("slow.example", upstream::Reply::Never);
     let good = TestUpstream::start();
-    good.set("slow.example", upstream::Reply::a(Ipv4Addr::new(203, 0, 113, 7)));
+    good.set(
+        "slow.example",
+        upstream::Reply::a(Ipv4Addr::new(203, 0, 113, 7)),
+    );
     let ts = Telesink::new()
         .upstream(&dead)
         .upstream(&good)
@@ -279,7 +286,12 @@ fn an_error_code_from_the_first_upstream_goes_to_the_next() {
         RecordType::A,
         &QueryOpts::udp().edns(1232),
     );
-    assert_eq!(r.a(), vec![Ipv4Addr::new(203, 0, 113, 8)], "{}", r.summary());
+    assert_eq!(
+        r.a(),
+        vec![Ipv4Addr::new(203, 0, 113, 8)],
+        "{}",
+        r.summary()
+    );
     assert_eq!(failing.count("broken.example"), 1);
     assert_eq!(good.count("broken.example"), 1);
 }
@@ -357,9 +369,15 @@ fn forwarded_answers_are_counted_and_logged_as_forwarded() {
 #[test]
 fn a_first_upstream_with_nothing_listening_gives_way_to_the_next() {
     // A port nobody listens on: the kernel answers with ICMP port unreachable.
-    let closed = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let good = TestUpstream::start();
-    good.set("down.example", upstream::Reply::a(Ipv4Addr::new(203, 0, 113, 9)));
+    good.set(
+        "down.example",
+        upstream::Reply::a(Ipv4Addr::new(203, 0, 113, 9)),
+    );
     let ts = Telesink::new()
         .upstream_server(&closed.to_string())
         .upstream(&good)
@@ -371,6 +389,11 @@ fn a_first_upstream_with_nothing_listening_gives_way_to_the_next() {
         RecordType::A,
         &QueryOpts::udp().edns(1232),
     );
-    assert_eq!(r.a(), vec![Ipv4Addr::new(203, 0, 113, 9)], "{}", r.summary());
+    assert_eq!(
+        r.a(),
+        vec![Ipv4Addr::new(203, 0, 113, 9)],
+        "{}",
+        r.summary()
+    );
     assert_eq!(good.count("down.example"), 1);
 }

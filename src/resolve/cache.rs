@@ -175,19 +175,19 @@ impl AnswerCache {
             qtype: u16::from(qtype),
         };
         let entry = Arc::new(Entry {
-                // A secure answer's AD bit depends on the query's DO/AD: the general path
-                // sets it (the direct path's header has no AD).
-                wire: if answer.validation.is_secure() {
-                    None
-                } else {
-                    CachedWire::encode(name, qtype, sections(&answer))
-                },
-                targets: super::cloaking::targets(&answer.answers),
-                private: super::rebind::holds_private(&answer.answers),
-                answer,
-                stored: Instant::now(),
-                ttl,
-            });
+            // A secure answer's AD bit depends on the query's DO/AD: the general path
+            // sets it (the direct path's header has no AD).
+            wire: if answer.validation.is_secure() {
+                None
+            } else {
+                CachedWire::encode(name, qtype, sections(&answer))
+            },
+            targets: super::cloaking::targets(&answer.answers),
+            private: super::rebind::holds_private(&answer.answers),
+            answer,
+            stored: Instant::now(),
+            ttl,
+        });
         cache.insert(key, entry.clone());
         Some(entry)
     }

@@ -346,7 +346,11 @@ fn matches_query(sent: &[u8], answer: &[u8]) -> bool {
 /// A non-blocking UDP socket on a kernel-chosen port, connected to `upstream` (so the kernel
 /// drops datagrams from any other source).
 fn connect(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(upstream), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(upstream),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;
     socket.connect(&upstream.into())?;
