@@ -164,6 +164,18 @@ impl AnswerCache {
         qtype: RecordType,
         answer: UpstreamAnswer,
     ) -> Option<Arc<Entry>> {
+        self.insert_with_wire(name, qtype, answer, None)
+    }
+
+    /// [`insert`](Self::insert) with the answer's wire form made already (`wire`, from the
+    /// upstream's bytes), if it was.
+    pub fn insert_with_wire(
+        &self,
+        name: &LowerName,
+        qtype: RecordType,
+        answer: UpstreamAnswer,
+        wire: Option<CachedWire>,
+    ) -> Option<Arc<Entry>> {
         let cache = self.cache.as_ref()?;
         let ttl = cache_ttl(&answer)?;
         if ttl == 0 {
@@ -180,7 +192,7 @@ impl AnswerCache {
             wire: if answer.validation.is_secure() {
                 None
             } else {
-                CachedWire::encode(name, qtype, sections(&answer))
+                wire.or_else(|| CachedWire::encode(name, qtype, sections(&answer)))
             },
             targets: super::cloaking::targets(&answer.answers),
             private: super::rebind::holds_private(&answer.answers),

@@ -29,7 +29,7 @@ use super::decision::{
     decide, rebind_applies, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report,
 };
 use super::encode_hickory as hickory;
-use super::encode_wire;
+use super::encode_wire::{self, CachedWire};
 use super::forward::Route;
 use super::identity::{identify_as, Identity, Origin};
 use super::rebind;
@@ -660,8 +660,9 @@ impl Handler {
             .forward_after(original, live.upstream.strategy, tried)
             .await;
         report.upstream_time = Some(asked.elapsed());
-        let (judged, report) =
-            self.judge(live, client, name, qtype, stale, route, forwarded, report);
+        let (judged, report) = self.judge(
+            live, client, name, qtype, stale, route, forwarded, None, report,
+        );
         let reply = reply_for(&live.policy, name, qtype, judged, &report, now);
         (reply, report)
     }
@@ -680,6 +681,7 @@ impl Handler {
         stale: Option<Arc<Entry>>,
         route: Route,
         forwarded: Result<UpstreamAnswer, ForwardError>,
+        wire: Option<CachedWire>,
         mut report: Report,
     ) -> (Judged, Report) {
         let policy = &live.policy;
@@ -692,7 +694,10 @@ impl Handler {
                 if self.inner.answers.is_some() && !private {
                     fresh = Some(answer.answers.clone());
                 }
-                let entry = self.inner.cache.insert(name, qtype, answer.clone());
+                let entry = self
+                    .inner
+                    .cache
+                    .insert_with_wire(name, qtype, answer.clone(), wire);
                 report.result = QueryResult::Forwarded;
                 let targets = cloaking::targets(&answer.answers);
                 (Judged::Fresh(answer, entry), targets, private)

@@ -12,7 +12,6 @@
 
 use super::*;
 use crate::resolve::cache::sections;
-use crate::resolve::encode_wire::CachedWire;
 use crate::resolve::forward_udp::ForwardUdp;
 use hickory_proto::rr::Name;
 
@@ -119,6 +118,9 @@ impl Handler {
             };
         }
         let upstreams = &self.inner.upstreams;
+        // Judged from hickory's decoding, as the general path does, but cached and sent as the
+        // upstream wrote it: no re-encoding.
+        let wire = CachedWire::from_upstream(bytes);
         let Some(answer) = upstreams.answered(upstream, bytes.to_vec(), asked) else {
             // An error code or an undecodable answer (counted as such): the others.
             pending.tried = Some(Tried { upstream, deadline });
@@ -160,6 +162,7 @@ impl Handler {
             stale,
             route,
             Ok(answer),
+            wire,
             report,
         );
         let policy = &live.policy;
