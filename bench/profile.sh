@@ -71,6 +71,15 @@ fi
 if [ -n "${EXTRA_TOML:-}" ]; then printf '\n%s\n' "$EXTRA_TOML" >>"$WORK/telesink.toml"; fi
 # Q=bench/data/q-cached.txt profiles the cache-hit path instead (the warm-up caches every name).
 Q=${Q:-bench/data/q-blocked-$SIZE.txt}
+# The warm-up's and strace's queries (default: Q's). For the forwarded path (issue 17) each run
+# needs names of its own, or the later runs are cache hits:
+#   for t in warm cg st; do awk -v t=$t 'BEGIN{for(i=0;i<100000;i++) print "q" i "." t ".fwd.bench A"}' \
+#     >bench/data/q-fwd-$t.txt; done
+#   SIZE=100k Q=bench/data/q-fwd-cg.txt WARM_Q=bench/data/q-fwd-warm.txt \
+#     STRACE_Q=bench/data/q-fwd-st.txt bash bench/profile.sh
+# (the responder upstream answers every name.)
+WARM_Q=${WARM_Q:-$Q}
+STRACE_Q=${STRACE_Q:-$Q}
 PROBE="probe.$(awk '!/^#/ {print; exit}' "bench/data/list-$SIZE.txt")"
 
 pids=()
@@ -99,13 +108,13 @@ taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="
     "$BIN" run -c "$WORK/telesink.toml" 2>"$OUT/valgrind.log" & VG=$!; pids+=($VG)
 wait_blocked 600
 if [ "$TRANSPORT" = udp ]; then
-  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up (caches every name of q-cached)
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WARM_Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up (caches every name of q-cached)
   callgrind_control -i on "$VG" >/dev/null
   taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 20 -Q 1500 -q 50 >"$OUT/callgrind-dnsperf.txt" 2>&1
 else
   # Over DoH one query outstanding per connection (-q = -c): dnsperf's DoH client loses answers
   # that arrive together (bench/README). Lower rate: the TLS and HTTP/2 work is slower still.
-  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up over UDP
+  taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WARM_Q" -n 1 -l 12 -Q 1000 >/dev/null 2>&1   # warm-up over UDP
   taskset -c 1 dnsperf -s 127.0.0.1 "${DNSPERF_MODE[@]}" -d "$Q" -l 8 -Q 300 -q 20 >/dev/null 2>&1   # and over the transport
   callgrind_control -i on "$VG" >/dev/null
   taskset -c 1 dnsperf -s 127.0.0.1 "${DNSPERF_MODE[@]}" -d "$Q" -l 20 -Q 300 -q 20 >"$OUT/callgrind-dnsperf.txt" 2>&1
@@ -140,7 +149,7 @@ echo "== 3. strace -c (syscalls per query)"
 taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 2 >/dev/null 2>&1
 timeout 30 strace -c -f -p "$TS" -o "$OUT/strace.txt" & ST=$!
 sleep 1
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -n 1 -q 100 >"$OUT/strace-dnsperf.txt" 2>&1
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$STRACE_Q" -n 1 -q 100 >"$OUT/strace-dnsperf.txt" 2>&1
 sleep 0.5
 kill -INT "$ST" 2>/dev/null || true; wait "$ST" 2>/dev/null || true
 echo "queries completed under strace: $(completed "$OUT/strace-dnsperf.txt")" | tee -a "$OUT/strace.txt"

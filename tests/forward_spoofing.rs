@@ -6,10 +6,10 @@
 //! one, and the cache must hold only the genuine answer.
 //!
 //! Not tested: a forgery whose question differs from the query only in letter case. telesink's
-//! upstream client (hickory-resolver, `case_randomization` off, its default) compares
-//! questions case-insensitively and does not randomise the case it sends, so such a forgery
-//! with the right ID and source is accepted: 0x20 gives no protection here, and this test does
-//! not claim any.
+//! upstream clients (the UDP fast path, `src/resolve/forward_udp.rs`, which these queries take,
+//! and hickory-resolver with `case_randomization` off for the rest) compare questions
+//! case-insensitively and do not randomise the case they send, so such a forgery with the right
+//! ID and source is accepted: 0x20 gives no protection here, and this test does not claim any.
 
 mod support;
 

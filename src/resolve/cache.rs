@@ -156,37 +156,52 @@ impl AnswerCache {
         }
     }
 
-    /// Stores an upstream answer for as long as its records allow.
-    pub fn insert(&self, name: &LowerName, qtype: RecordType, answer: UpstreamAnswer) {
-        let Some(cache) = &self.cache else { return };
-        let Some(ttl) = cache_ttl(&answer) else {
-            return;
-        };
+    /// Stores an upstream answer for as long as its records allow; returns the entry stored
+    /// (`None` when caching is off or the answer must not be cached).
+    pub fn insert(
+        &self,
+        name: &LowerName,
+        qtype: RecordType,
+        answer: UpstreamAnswer,
+    ) -> Option<Arc<Entry>> {
+        self.insert_with_wire(name, qtype, answer, None)
+    }
+
+    /// [`insert`](Self::insert) with the answer's wire form made already (`wire`, from the
+    /// upstream's bytes), if it was.
+    pub fn insert_with_wire(
+        &self,
+        name: &LowerName,
+        qtype: RecordType,
+        answer: UpstreamAnswer,
+        wire: Option<CachedWire>,
+    ) -> Option<Arc<Entry>> {
+        let cache = self.cache.as_ref()?;
+        let ttl = cache_ttl(&answer)?;
         if ttl == 0 {
-            return;
+            return None;
         }
         let mut buf = [0u8; MAX_NAME];
         let key = Key {
             name: wire_name(name, &mut buf).into(),
             qtype: u16::from(qtype),
         };
-        cache.insert(
-            key,
-            Arc::new(Entry {
-                // A secure answer's AD bit depends on the query's DO/AD: the general path
-                // sets it (the direct path's header has no AD).
-                wire: if answer.validation.is_secure() {
-                    None
-                } else {
-                    CachedWire::encode(name, qtype, sections(&answer))
-                },
-                targets: super::cloaking::targets(&answer.answers),
-                private: super::rebind::holds_private(&answer.answers),
-                answer,
-                stored: Instant::now(),
-                ttl,
-            }),
-        );
+        let entry = Arc::new(Entry {
+            // A secure answer's AD bit depends on the query's DO/AD: the general path
+            // sets it (the direct path's header has no AD).
+            wire: if answer.validation.is_secure() {
+                None
+            } else {
+                wire.or_else(|| CachedWire::encode(name, qtype, sections(&answer)))
+            },
+            targets: super::cloaking::targets(&answer.answers),
+            private: super::rebind::holds_private(&answer.answers),
+            answer,
+            stored: Instant::now(),
+            ttl,
+        });
+        cache.insert(key, entry.clone());
+        Some(entry)
     }
 
     pub fn clear(&self) {

@@ -29,11 +29,11 @@ use super::decision::{
     decide, rebind_applies, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report,
 };
 use super::encode_hickory as hickory;
-use super::encode_wire;
+use super::encode_wire::{self, CachedWire};
 use super::forward::Route;
 use super::identity::{identify_as, Identity, Origin};
 use super::rebind;
-use super::upstream::Upstreams;
+use super::upstream::{ForwardError, Tried, UpstreamAnswer, Upstreams};
 use super::wire::{dotted, WireQuery};
 use super::Live;
 use crate::devices::Devices;
@@ -43,6 +43,9 @@ use crate::observe::transport::Transport;
 use crate::policy::category::{Action, CategorySet};
 use crate::policy::matcher::NameHashes;
 use crate::policy::Policy;
+
+mod fast_forward;
+pub use fast_forward::{Fast, Flight};
 
 /// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 figure).
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -93,6 +96,11 @@ pub struct Pending {
     /// Whether the rate limit has been applied to `decision` already.
     admitted: bool,
     started: Instant,
+    /// The upstream the UDP fast path asked already (it timed out or failed): not asked again.
+    tried: Option<Tried>,
+    /// The answer the UDP fast path settled on but could not encode directly (it does not
+    /// fit): the general path only encodes and records it.
+    settled: Option<Box<(Reply, Report)>>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -306,6 +314,8 @@ impl Handler {
                 decision,
                 admitted,
                 started,
+                tried: None,
+                settled: None,
             })))
         };
         if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
@@ -511,11 +521,11 @@ impl Handler {
         let (name, qtype) = (query.name(), query.query_type());
         let mut buf = [0u8; 256];
         let text = dotted(name, &mut buf);
-        let (live, client, decision) = match pending.map(|p| *p) {
-            Some(p) if p.admitted => (p.live, p.client, p.decision),
+        let (live, client, decision, tried, settled) = match pending.map(|p| *p) {
+            Some(p) if p.admitted => (p.live, p.client, p.decision, p.tried, p.settled),
             Some(mut p) => {
                 self.admit(&p.live, &p.client, &mut p.decision);
-                (p.live, p.client, p.decision)
+                (p.live, p.client, p.decision, p.tried, p.settled)
             }
             None => {
                 let live = self.inner.live.load_full();
@@ -525,21 +535,26 @@ impl Handler {
                 let question = Question::from_name(name, text, qtype, &hashes);
                 let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
                 self.admit(&live, &client, &mut decision);
-                (live, client, decision)
+                (live, client, decision, None, None)
             }
         };
 
-        let (mut reply, report) = self
-            .finish(
-                &live,
-                &client,
-                name,
-                qtype,
-                query.original(),
-                decision,
-                started,
-            )
-            .await;
+        let (mut reply, report) = match settled {
+            Some(settled) => *settled,
+            None => {
+                self.finish(
+                    &live,
+                    &client,
+                    name,
+                    qtype,
+                    query.original(),
+                    decision,
+                    tried,
+                    started,
+                )
+                .await
+            }
+        };
 
         metadata.response_code = reply.rcode;
         metadata.authoritative = reply.authoritative;
@@ -588,6 +603,7 @@ impl Handler {
         qtype: RecordType,
         original: &Query,
         decision: Decision,
+        tried: Option<Tried>,
         now: Instant,
     ) -> (Reply, Report) {
         let policy = &live.policy;
@@ -610,7 +626,7 @@ impl Handler {
             Answer::Forward { stale, route } => {
                 return self
                     .forward(
-                        live, client, name, qtype, original, stale, route, report, now,
+                        live, client, name, qtype, original, stale, route, tried, report, now,
                     )
                     .await;
             }
@@ -631,19 +647,46 @@ impl Handler {
         original: &Query,
         stale: Option<Arc<Entry>>,
         route: Route,
+        tried: Option<Tried>,
         mut report: Report,
         now: Instant,
     ) -> (Reply, Report) {
-        let policy = &live.policy;
-        let asked = Instant::now();
+        let asked = tried.map_or_else(Instant::now, |_| now);
         let upstreams = match route {
             Route::Upstreams => &self.inner.upstreams,
             Route::Zone(id) => live.forwards.servers(id),
         };
-        let forwarded = upstreams.forward(original, live.upstream.strategy).await;
+        let forwarded = upstreams
+            .forward_after(original, live.upstream.strategy, tried)
+            .await;
         report.upstream_time = Some(asked.elapsed());
+        let (judged, report) = self.judge(
+            live, client, name, qtype, stale, route, forwarded, None, report,
+        );
+        let reply = reply_for(&live.policy, name, qtype, judged, &report, now);
+        (reply, report)
+    }
+
+    /// What the upstreams' answer (or failure) comes to for this client, both paths alike: a
+    /// fresh answer cached (with its targets and rebinding flag) and handed to the addresses
+    /// learner, else the stale entry, else the failure; then CNAME cloaking and rebinding
+    /// protection.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        live: &Live,
+        client: &Identity,
+        name: &LowerName,
+        qtype: RecordType,
+        stale: Option<Arc<Entry>>,
+        route: Route,
+        forwarded: Result<UpstreamAnswer, ForwardError>,
+        wire: Option<CachedWire>,
+        mut report: Report,
+    ) -> (Judged, Report) {
+        let policy = &live.policy;
         let mut fresh = None;
-        let (reply, targets, private) = match forwarded {
+        let (judged, targets, private) = match forwarded {
             Ok(answer) => {
                 let private = rebind::holds_private(&answer.answers);
                 // Private addresses never join a telemetry set: in nftables drop mode they
@@ -651,24 +694,24 @@ impl Handler {
                 if self.inner.answers.is_some() && !private {
                     fresh = Some(answer.answers.clone());
                 }
-                self.inner.cache.insert(name, qtype, answer.clone());
+                let entry = self
+                    .inner
+                    .cache
+                    .insert_with_wire(name, qtype, answer.clone(), wire);
                 report.result = QueryResult::Forwarded;
                 let targets = cloaking::targets(&answer.answers);
-                (hickory::forwarded(answer), targets, private)
+                (Judged::Fresh(answer, entry), targets, private)
             }
             Err(e) => {
                 tracing::debug!(name = %name, error = %e, "forwarding failed");
                 let Some(entry) = stale else {
                     report.result = QueryResult::Failed;
-                    return (hickory::servfail(&e), report);
+                    return (Judged::Failed(e), report);
                 };
                 report.result = QueryResult::Cached;
                 report.cache = Some(CacheStep::Stale);
-                (
-                    hickory::cached(&entry, now, true),
-                    entry.targets.clone(),
-                    entry.private,
-                )
+                let (targets, private) = (entry.targets.clone(), entry.private);
+                (Judged::Stale(entry), targets, private)
             }
         };
         let (verdict, action) = cloaking::inspect(
@@ -685,16 +728,48 @@ impl Handler {
         }
         if action == Some(Action::Blocked) {
             report.result = QueryResult::Blocked;
-            return (hickory::blocked(policy, name, qtype, &verdict), report);
+            return (Judged::Blocked, report);
         }
         if private && rebind_applies(live, route != Route::Upstreams, &verdict) {
             let d = Decision::rebind(policy, verdict, report.cache);
             report.verdict = d.report.verdict;
             report.action = d.report.action;
             report.result = QueryResult::Blocked;
-            return (hickory::rebind(policy, name, qtype), report);
+            return (Judged::Rebind, report);
         }
-        (reply, report)
+        (judged, report)
+    }
+}
+
+/// What a forwarded query's answer is, before either encoder writes it.
+enum Judged {
+    /// The upstream's answer, and its cache entry (when it was cached).
+    Fresh(UpstreamAnswer, Option<Arc<Entry>>),
+    /// Every upstream failed; the stale entry is served.
+    Stale(Arc<Entry>),
+    /// Every upstream failed, and nothing stale: SERVFAIL.
+    Failed(ForwardError),
+    /// CNAME cloaking: a target is blocked for this client (the report's verdict says why).
+    Blocked,
+    /// Rebinding protection: a private address for a public name.
+    Rebind,
+}
+
+/// The general encoder's reply for what [`Handler::judge`] decided.
+fn reply_for(
+    policy: &Policy,
+    name: &LowerName,
+    qtype: RecordType,
+    judged: Judged,
+    report: &Report,
+    now: Instant,
+) -> Reply {
+    match judged {
+        Judged::Fresh(answer, _) => hickory::forwarded(answer),
+        Judged::Stale(entry) => hickory::cached(&entry, now, true),
+        Judged::Failed(e) => hickory::servfail(&e),
+        Judged::Blocked => hickory::blocked(policy, name, qtype, &report.verdict),
+        Judged::Rebind => hickory::rebind(policy, name, qtype),
     }
 }
 

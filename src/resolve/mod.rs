@@ -35,6 +35,7 @@ pub mod dnssec;
 pub mod encode_hickory;
 pub mod encode_wire;
 pub mod forward;
+pub mod forward_udp;
 pub mod handler;
 pub mod identity;
 pub mod rebind;

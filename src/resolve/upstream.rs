@@ -15,7 +15,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
-use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query, ResponseCode};
 use hickory_resolver::proto::rr::Record;
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
@@ -108,6 +108,8 @@ pub enum ForwardError {
 struct Server {
     label: Arc<str>,
     pool: Pool,
+    /// A plain DNS upstream's address: the UDP fast path ([`super::forward_udp`]) may ask it.
+    plain: Option<SocketAddr>,
 }
 
 /// A set of upstreams (`[upstream] servers`, or one `[[forward]]`'s servers), asked as the
@@ -145,6 +147,10 @@ impl Upstreams {
             servers.push(Server {
                 label: Arc::from(u.label().as_str()),
                 pool: Pool::Plain(pool),
+                plain: match u {
+                    Upstream::Plain(addr) => Some(*addr),
+                    _ => None,
+                },
             });
         }
         Ok(Upstreams {
@@ -183,10 +189,26 @@ impl Upstreams {
         query: &Query,
         strategy: Strategy,
     ) -> Result<UpstreamAnswer, ForwardError> {
+        self.forward_after(query, strategy, None).await
+    }
+
+    /// [`forward`](Self::forward) for a query the UDP fast path asked one upstream for already
+    /// (`tried`): that one is not asked again, and the overall deadline is the query's.
+    pub async fn forward_after(
+        &self,
+        query: &Query,
+        strategy: Strategy,
+        tried: Option<Tried>,
+    ) -> Result<UpstreamAnswer, ForwardError> {
         let shared = &self.shared;
         let started = Instant::now();
-        let deadline = started + shared.timeout;
-        let plan = shared.scheduler.plan(strategy, started);
+        let deadline = tried.map_or(started + shared.timeout, |t| t.deadline);
+        let mut plan = shared.scheduler.plan(strategy, started);
+        if let Some(t) = tried {
+            plan.order.retain(|&i| i != t.upstream);
+            plan.race = plan.race.min(plan.order.len()).max(1);
+            plan.probe = None;
+        }
         if let Some(p) = plan.probe {
             // In the background: the query's own answer does not wait for it.
             let (shared, query) = (self.shared.clone(), query.clone());
@@ -256,6 +278,91 @@ impl Upstreams {
     }
 }
 
+/// An upstream the UDP fast path asked already, and when the query's time runs out: the
+/// general path, when it takes over, asks the others within what is left.
+#[derive(Debug, Clone, Copy)]
+pub struct Tried {
+    pub upstream: usize,
+    pub deadline: Instant,
+}
+
+/// The first attempt of a query's plan, when it goes to a plain DNS upstream over UDP: what the
+/// fast path ([`super::forward_udp`]) needs to make it.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstAttempt {
+    pub upstream: usize,
+    pub addr: SocketAddr,
+    pub started: Instant,
+    /// When this attempt counts as timed out (its share of the time, as [`Upstreams::forward`]
+    /// gives it).
+    pub give_up: Instant,
+    /// When the whole query's time runs out.
+    pub deadline: Instant,
+}
+
+impl Upstreams {
+    /// The plan's first attempt, if the fast path can make it: DNSSEC validation off, not
+    /// `parallel` with two upstreams or more, and a plain DNS upstream first. A `fastest` probe
+    /// the plan asks for is sent in the background (hickory's pool), as `forward` does; `query`
+    /// makes its question.
+    pub fn first_plain(
+        &self,
+        strategy: Strategy,
+        query: impl FnOnce() -> Query,
+    ) -> Option<FirstAttempt> {
+        let shared = &self.shared;
+        if shared.servers.is_empty()
+            || (strategy == Strategy::Parallel && shared.servers.len() > 1)
+            || shared.servers.iter().any(|s| s.pool.is_validating())
+        {
+            return None;
+        }
+        let started = Instant::now();
+        let plan = shared.scheduler.plan(strategy, started);
+        let upstream = *plan.order.first()?;
+        let addr = shared.servers[upstream].plain?;
+        if let Some(p) = plan.probe {
+            let (shared, query) = (self.shared.clone(), query());
+            tokio::spawn(async move {
+                let _ = shared.ask(p, query, shared.timeout).await;
+            });
+        }
+        let n = plan.order.len() as u32;
+        Some(FirstAttempt {
+            upstream,
+            addr,
+            started,
+            give_up: started + shared.timeout / n,
+            deadline: started + shared.timeout,
+        })
+    }
+
+    /// Upstream `i`'s answer (`bytes`, matched to the query by the fast path) to an attempt
+    /// started at `started`: decoded and judged as hickory's pools' answers are, its outcome
+    /// counted. `None` when it is no usable answer (an error code, undecodable): the general
+    /// path then asks the others.
+    pub fn answered(&self, i: usize, bytes: Vec<u8>, started: Instant) -> Option<UpstreamAnswer> {
+        let response = DnsResponse::from_buffer(bytes)
+            .map_err(NetError::from)
+            .and_then(|r| DnsError::from_response(r).map_err(NetError::from));
+        self.shared.conclude(i, Some(response), started).ok()
+    }
+
+    /// Upstream `i` refused the attempt started at `started` (a transport error): counted as
+    /// an error (and a failure for the back-off).
+    pub fn failed(&self, i: usize, error: std::io::Error, started: Instant) {
+        let _ = self
+            .shared
+            .conclude(i, Some(Err(NetError::from(error))), started);
+    }
+
+    /// Upstream `i` did not answer the attempt started at `started` in time: counted as a
+    /// timeout (and a failure for the back-off).
+    pub fn timed_out(&self, i: usize, started: Instant) {
+        let _ = self.shared.conclude(i, None, started);
+    }
+}
+
 impl Shared {
     /// One attempt to upstream `i`, within `budget`; its outcome goes to the observer and the
     /// scheduler.
@@ -273,10 +380,24 @@ impl Shared {
         opts.edns_payload_len = 1232;
         let lookup = server.pool.lookup(query, opts).first_answer();
         let result = tokio::time::timeout(budget, lookup).await;
+        self.conclude(i, result.ok(), started)
+    }
+
+    /// What one attempt to upstream `i`, started at `started`, came to: its response or error
+    /// (`None`: it timed out) turned into an answer, and its outcome handed to the observer
+    /// and the scheduler. Shared by hickory's pools and the UDP fast path, so that both count
+    /// and judge answers alike.
+    fn conclude(
+        &self,
+        i: usize,
+        result: Option<Result<DnsResponse, NetError>>,
+        started: Instant,
+    ) -> Result<UpstreamAnswer, AskError> {
+        let server = &self.servers[i];
         let rtt = started.elapsed();
         let (outcome, answer) = match result {
-            Err(_) => (UpstreamOutcome::Timeout, Err("timed out".to_string())),
-            Ok(Ok(response)) => {
+            None => (UpstreamOutcome::Timeout, Err("timed out".to_string())),
+            Some(Ok(response)) => {
                 let negative_ttl = response.negative_ttl();
                 let msg = response.into_message();
                 let validation = if server.pool.is_validating() {
@@ -305,7 +426,7 @@ impl Shared {
                     }),
                 )
             }
-            Ok(Err(e)) => match dnssec::bogus_reason(&e) {
+            Some(Err(e)) => match dnssec::bogus_reason(&e) {
                 Some(reason) => return Err(self.bogus(i, reason, rtt, started)),
                 None => classify_error(e),
             },

@@ -12,6 +12,12 @@
 //!
 //! Each listen address gets one socket per core with `SO_REUSEPORT`, so the kernel spreads
 //! clients over the threads.
+//!
+//! Forwarded queries whose first upstream is plain DNS take the fast path (issue 17): the
+//! thread sends them on upstream sockets of its own ([`ForwardUdp`]) and, while any is in
+//! flight, waits on those and the client socket together, so the answer is handled and sent
+//! from this thread too. What the fast path hands back (timeouts, truncation, ...) goes on along
+//! the general path as above.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -31,7 +37,8 @@ use hickory_server::net::NetError;
 use hickory_server::server::{ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
-use crate::resolve::handler::{Direct, Pending};
+use crate::resolve::forward_udp::ForwardUdp;
+use crate::resolve::handler::{Direct, Fast, Flight, Pending};
 use crate::resolve::Handler;
 
 /// Largest datagram read; EDNS clients rarely send more than a few hundred bytes.
@@ -148,6 +155,26 @@ impl Outbox {
         direct
     }
 
+    /// A fast-path answer (the handler appended it to `bytes`), or the upstream's refusal.
+    fn push_fast(
+        &mut self,
+        handler: &Handler,
+        flight: Flight,
+        answer: Result<&[u8], std::io::Error>,
+    ) -> Option<Fast> {
+        let fast = match answer {
+            Ok(answer) => handler.fast_answered(flight, answer, &mut self.bytes),
+            Err(e) => handler.fast_failed(flight, e),
+        };
+        match fast {
+            Fast::Answered(dst) => {
+                self.answers.push((self.bytes.len(), dst));
+                None
+            }
+            general => Some(general),
+        }
+    }
+
     fn clear(&mut self) {
         self.bytes.clear();
         self.answers.clear();
@@ -172,25 +199,73 @@ fn serve(
     let fd = socket.as_raw_fd();
     let mut batch = mmsg::RecvBatch::new();
     let mut send = mmsg::SendBatch::default();
+    let mut fwd: ForwardUdp<Flight> = ForwardUdp::default();
+    // Fast-path queries the general path takes over.
+    let mut general: Vec<Fast> = Vec::new();
     let waker = Waker::noop();
-    while !stop.load(Ordering::Relaxed) {
-        let n = match batch.recv(fd) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        // At shutdown, the queries in flight on the fast path are still answered (or handed
+        // on at their timeout): the server waits for them as for the general path's.
+        if stopping && fwd.in_flight() == 0 {
+            break;
+        }
+        // Nothing in flight: block on the client socket alone (one system call per batch, as
+        // before the fast path). Else wait on it and the upstream sockets together.
+        let polled = fwd.in_flight() > 0;
+        let client_ready = if polled {
+            let ready = fwd.wait((!stopping).then_some(fd), Duration::from_millis(200));
+            fwd.receive(|flight, answer| {
+                let fast = OUTBOX.with(|o| {
+                    o.borrow_mut()
+                        .as_mut()
+                        .and_then(|outbox| outbox.push_fast(&handler, flight, answer))
+                });
+                general.extend(fast);
+            });
+            fwd.expire(std::time::Instant::now(), |flight| {
+                general.push(handler.fast_timed_out(flight));
+            });
+            ready.client
+        } else {
+            !stopping
+        };
+        for fast in general.drain(..) {
+            if let Fast::General {
+                query,
+                src,
+                pending,
+            } = fast
             {
-                continue
+                let responder = UdpResponder {
+                    socket: socket.clone(),
+                    dst: src,
+                };
+                let fut = request_future(&query, src, handler.clone(), responder, Some(pending));
+                poll_or_spawn(fut, &runtime, waker);
             }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                tracing::debug!(error = %e, "udp receive error");
-                continue;
+        }
+        let n = if client_ready {
+            match batch.recv(fd, polled) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some systems; keep serving.
+                    tracing::debug!(error = %e, "udp receive error");
+                    0
+                }
             }
+        } else {
+            0
         };
         for i in 0..n {
             let Some((bytes, src)) = batch.get(i) else {
@@ -207,22 +282,21 @@ fn serve(
             });
             let pending = match direct {
                 Some(Direct::Answered) => continue,
-                Some(Direct::Pass(pending)) => pending,
-                None => None,
+                Some(Direct::Pass(Some(pending))) => {
+                    // Forwarded: the fast path, if it takes it.
+                    match handler.forward_fast(pending, bytes, src, &mut fwd) {
+                        Ok(()) => continue,
+                        Err(pending) => Some(pending),
+                    }
+                }
+                Some(Direct::Pass(None)) | None => None,
             };
             let responder = UdpResponder {
                 socket: socket.clone(),
                 dst: src,
             };
-            let mut fut = request_future(bytes, src, handler.clone(), responder, pending);
-            // Most answers need no upstream: the first poll finishes them on this thread.
-            if fut
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_pending()
-            {
-                runtime.spawn(fut);
-            }
+            let fut = request_future(bytes, src, handler.clone(), responder, pending);
+            poll_or_spawn(fut, &runtime, waker);
         }
         OUTBOX.with(|o| {
             if let Some(outbox) = o.borrow_mut().as_mut() {
@@ -233,6 +307,18 @@ fn serve(
                 }
             }
         });
+    }
+}
+
+/// Most answers need no upstream: the first poll finishes them on this thread; the rest wait
+/// on the runtime.
+fn poll_or_spawn(mut fut: BoxedQuery, runtime: &tokio::runtime::Handle, waker: &Waker) {
+    if fut
+        .as_mut()
+        .poll(&mut Context::from_waker(waker))
+        .is_pending()
+    {
+        runtime.spawn(fut);
     }
 }
 
@@ -277,9 +363,9 @@ mod mmsg {
             b
         }
 
-        /// Waits (up to the socket's read timeout) for at least one datagram, then takes
-        /// whatever else is already queued, up to [`BATCH`].
-        pub fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        /// Waits (up to the socket's read timeout; not at all with `dont_wait`) for at least
+        /// one datagram, then takes whatever else is already queued, up to [`BATCH`].
+        pub fn recv(&mut self, fd: RawFd, dont_wait: bool) -> std::io::Result<usize> {
             for h in &mut self.hdrs {
                 h.msg_hdr.msg_namelen = std::mem::size_of::<SockAddrStorage>() as libc::socklen_t;
                 h.msg_len = 0;
@@ -290,7 +376,7 @@ mod mmsg {
                     fd,
                     self.hdrs.as_mut_ptr(),
                     BATCH as libc::c_uint,
-                    libc::MSG_WAITFORONE,
+                    libc::MSG_WAITFORONE | if dont_wait { libc::MSG_DONTWAIT } else { 0 },
                     std::ptr::null_mut(),
                 )
             };

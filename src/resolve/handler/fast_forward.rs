@@ -1,0 +1,275 @@
+//! The UDP fast path's handler side (issue 17): a query the direct path decided to forward is
+//! sent to its first upstream by the listener thread itself ([`ForwardUdp`]), and the answer,
+//! read on that thread, is judged exactly as the general path judges one (cache, cloaking,
+//! rebinding, the addresses learner, metrics and query log: [`Handler::judge`]) and written by
+//! the direct encoder, as a cache hit would be.
+//!
+//! Whatever this path does not do goes on along the general path, with what is known so far
+//! ([`Fast::General`]): a truncated answer (hickory asks again and retries over TCP), an error
+//! code or a timeout (the other upstreams, then serve-stale, then SERVFAIL: the upstream asked
+//! is not asked again), and an answer the direct encoder cannot write within the client's size
+//! (hickory's encoder truncates it).
+
+use super::*;
+use crate::resolve::cache::sections;
+use crate::resolve::forward_udp::ForwardUdp;
+use hickory_proto::rr::Name;
+
+/// A query waiting for its first upstream's answer on the fast path.
+pub struct Flight {
+    pending: Box<Pending>,
+    /// The client's datagram.
+    query: Vec<u8>,
+    src: SocketAddr,
+    upstream: usize,
+    asked: Instant,
+    deadline: Instant,
+}
+
+/// What became of a fast-path query.
+pub enum Fast {
+    /// Answered: the answer was appended to the buffer; it goes to this address.
+    Answered(SocketAddr),
+    /// The general path goes on with it ([`Handler::answer_wire_with`]).
+    General {
+        query: Vec<u8>,
+        src: SocketAddr,
+        pending: Box<Pending>,
+    },
+}
+
+impl Handler {
+    /// Sends a query the direct path passed on (`pending`, decided for `bytes` from `src`) to
+    /// its first upstream through `fwd`, when the fast path can take it: a forward to
+    /// `[upstream] servers` whose plan starts with a plain DNS upstream. Otherwise `pending`
+    /// comes back for the general path (rate-limited already, if it was).
+    pub fn forward_fast(
+        &self,
+        mut pending: Box<Pending>,
+        bytes: &[u8],
+        src: SocketAddr,
+        fwd: &mut ForwardUdp<Flight>,
+    ) -> Result<(), Box<Pending>> {
+        if !matches!(
+            pending.decision.answer,
+            Answer::Forward {
+                route: Route::Upstreams,
+                ..
+            }
+        ) {
+            return Err(pending);
+        }
+        let Some(q) = WireQuery::parse(bytes) else {
+            return Err(pending);
+        };
+        if !pending.admitted {
+            // The query is committed to being forwarded: its token is taken now, once.
+            let p = &mut *pending;
+            p.admitted = true;
+            if !self.admit(&p.live, &p.client, &mut p.decision) {
+                return Err(pending);
+            }
+        }
+        let strategy = pending.live.upstream.strategy;
+        // Only for a `fastest` probe, which hickory's pool sends.
+        let probe_query = || {
+            let name = Name::from_labels(q.labels()).unwrap_or_default();
+            Query::query(name, q.qtype)
+        };
+        let Some(first) = self.inner.upstreams.first_plain(strategy, probe_query) else {
+            return Err(pending);
+        };
+        let flight = Flight {
+            pending,
+            query: bytes.to_vec(),
+            src,
+            upstream: first.upstream,
+            asked: first.started,
+            deadline: first.deadline,
+        };
+        match fwd.send(first.addr, q.question(), first.give_up, flight) {
+            Ok(()) => {
+                // Counted as the general path counts its queries: shutdown waits for it.
+                self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(flight) => Err(flight.pending),
+        }
+    }
+
+    /// The upstream's answer (`bytes`, matched to the query already) for `flight`: judged,
+    /// recorded and appended to `out`, or handed to the general path.
+    pub fn fast_answered(&self, flight: Flight, bytes: &[u8], out: &mut Vec<u8>) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        let Flight {
+            mut pending,
+            query,
+            src,
+            upstream,
+            asked,
+            deadline,
+        } = flight;
+        // Truncated (TC): hickory's pool asks again and retries over TCP.
+        if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
+            return Fast::General {
+                query,
+                src,
+                pending,
+            };
+        }
+        let upstreams = &self.inner.upstreams;
+        // Judged from hickory's decoding, as the general path does, but cached and sent as the
+        // upstream wrote it: no re-encoding.
+        let wire = CachedWire::from_upstream(bytes);
+        let Some(answer) = upstreams.answered(upstream, bytes.to_vec(), asked) else {
+            // An error code or an undecodable answer (counted as such): the others.
+            pending.tried = Some(Tried { upstream, deadline });
+            return Fast::General {
+                query,
+                src,
+                pending,
+            };
+        };
+        let upstream_time = asked.elapsed();
+        // The datagram parsed when it came (the direct path passed it on); parsed again here
+        // rather than kept, since it borrows the bytes.
+        let parsed = WireQuery::parse(&query)
+            .and_then(|q| Some((LowerName::new(&Name::from_labels(q.labels()).ok()?), q)));
+        let Some((name, q)) = parsed else {
+            return Fast::General {
+                query,
+                src,
+                pending,
+            };
+        };
+        let Pending {
+            live,
+            client,
+            decision,
+            started,
+            ..
+        } = *pending;
+        let Answer::Forward { stale, route } = decision.answer else {
+            unreachable!("only forwards take the fast path")
+        };
+        let mut report = decision.report;
+        report.upstream_time = Some(upstream_time);
+        let (judged, report) = self.judge(
+            &live,
+            &client,
+            &name,
+            q.qtype,
+            stale,
+            route,
+            Ok(answer),
+            wire,
+            report,
+        );
+        let policy = &live.policy;
+        let limit = q.limit(true, MAX_UDP_PAYLOAD);
+        let start = out.len();
+        let b = policy.blocking;
+        let written = match &judged {
+            Judged::Fresh(answer, entry) => match entry.as_ref().and_then(|e| e.wire.as_ref()) {
+                Some(wire) => wire.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out),
+                // Not cached (caching off, TTL 0): encoded for this answer only.
+                None => CachedWire::encode(&name, q.qtype, sections(answer))
+                    .and_then(|w| w.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out)),
+            },
+            Judged::Blocked => {
+                let text = policy.block_text(&report.verdict);
+                let mode = sinkhole(b.mode);
+                encode_wire::blocked(&q, mode, b.ttl, &text, limit, MAX_UDP_PAYLOAD, out)
+            }
+            Judged::Rebind => encode_wire::blocked(
+                &q,
+                sinkhole(b.mode),
+                b.ttl,
+                rebind::TEXT,
+                limit,
+                MAX_UDP_PAYLOAD,
+                out,
+            ),
+            Judged::Stale(_) | Judged::Failed(_) => None,
+        };
+        if written.is_some() {
+            let rcode = ResponseCode::from(0, out[start + 3] & 0x0F);
+            let transport = Origin::plain(Protocol::Udp).transport;
+            self.record(
+                policy,
+                &client,
+                q.text(),
+                q.qtype,
+                &report,
+                rcode,
+                started,
+                transport,
+            );
+            return Fast::Answered(src);
+        }
+        // Too large for the direct encoder within the client's size: hickory's encoder writes
+        // (and truncates) what was settled.
+        out.truncate(start);
+        let reply = reply_for(policy, &name, q.qtype, judged, &report, Instant::now());
+        let decision = Decision {
+            answer: Answer::Forward { stale: None, route },
+            report,
+        };
+        let pending = Box::new(Pending {
+            live,
+            client,
+            decision,
+            admitted: true,
+            started,
+            tried: None,
+            settled: Some(Box::new((reply, report))),
+        });
+        Fast::General {
+            query,
+            src,
+            pending,
+        }
+    }
+
+    /// `flight`'s upstream refused the query (`error`: ICMP port unreachable): counted as an
+    /// error, and the general path asks the others (or serves stale, or SERVFAIL).
+    pub fn fast_failed(&self, flight: Flight, error: std::io::Error) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        let Flight {
+            mut pending,
+            query,
+            src,
+            upstream,
+            asked,
+            deadline,
+        } = flight;
+        self.inner.upstreams.failed(upstream, error, asked);
+        pending.tried = Some(Tried { upstream, deadline });
+        Fast::General {
+            query,
+            src,
+            pending,
+        }
+    }
+
+    /// `flight`'s upstream did not answer in its share of the time: counted as a timeout, and
+    /// the general path asks the others (or serves stale, or SERVFAIL).
+    pub fn fast_timed_out(&self, flight: Flight) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        let Flight {
+            mut pending,
+            query,
+            src,
+            upstream,
+            asked,
+            deadline,
+        } = flight;
+        self.inner.upstreams.timed_out(upstream, asked);
+        pending.tried = Some(Tried { upstream, deadline });
+        Fast::General {
+            query,
+            src,
+            pending,
+        }
+    }
+}
