@@ -30,7 +30,9 @@ pub mod read;
 mod retention;
 pub(crate) mod schema;
 pub mod settings;
+pub mod postgres;
 pub mod sink;
+pub mod store;
 pub mod traffic;
 mod writer;
 
@@ -44,11 +46,11 @@ pub use commands::{
 pub use error::{CommandError, DbErrorKind, QueryLogError};
 pub use read::{ClientList, ClientSelector, MarkInfo, OwnedClientList};
 pub use settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
+pub use store::{devices_in, log_in, mark_in, DeviceLookup, LogLocation};
 pub use sink::{anonymize_addr, start_for_server, QueryLog, QueryLogStats, ShutdownReport};
 
-pub(crate) use activity::ordinary_counts;
 pub(crate) use commands::table;
-pub(crate) use read::{category_counts, client_categories, find_mark, logged_ms};
+pub(crate) use read::find_mark;
 pub(crate) use schema::open_existing;
 #[cfg(test)]
 pub(crate) use schema::open_rw;

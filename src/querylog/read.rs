@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::activity;
+use super::store::DeviceLookup;
 use super::error::{CommandError, QueryLogError};
 use super::settings::{LatestMark, RUN_STALE_MS};
 use super::sink::anonymize_addr;
@@ -89,7 +89,7 @@ impl ClientSelector {
     pub fn resolve_in(
         c: &str,
         clients: &ClientList,
-        log: Option<&Connection>,
+        log: Option<&dyn DeviceLookup>,
     ) -> Result<ClientSelector, CommandError> {
         let c = c.trim();
         let mut keys = Vec::new();
@@ -100,8 +100,7 @@ impl ClientSelector {
         };
         // Addresses the log saw the device use (a failed read only narrows the selection).
         let logged_addresses = |name: &str| -> Vec<String> {
-            log.and_then(|conn| activity::device_addresses(conn, name).ok())
-                .unwrap_or_default()
+            log.map(|l| l.device_addresses(name)).unwrap_or_default()
         };
         if let Some((name, nets)) = clients.iter().find(|(n, _)| n == c) {
             push(&mut keys, name.clone());
@@ -130,11 +129,7 @@ impl ClientSelector {
                 .find(|(_, nets)| nets.iter().any(|n| n.contains(&addr)))
                 .map(|(n, _)| n.clone())
                 .or_else(|| {
-                    log.and_then(|conn| {
-                        activity::device_of_address(conn, &addr.to_string())
-                            .ok()
-                            .flatten()
-                    })
+                    log.and_then(|l| l.device_of_address(&addr.to_string()))
                 })
                 .unwrap_or_else(|| addr.to_string());
             push(&mut keys, label.clone());
@@ -155,7 +150,7 @@ impl ClientSelector {
             });
         }
         if let Some(conn) = log {
-            if activity::device_exists(conn, c).unwrap_or(false) {
+            if conn.device_exists(c) {
                 push(&mut keys, c.to_string());
                 for a in logged_addresses(c) {
                     push(&mut keys, a);
@@ -168,7 +163,7 @@ impl ClientSelector {
         }
         let mut known: Vec<String> = clients.iter().map(|(n, _)| n.clone()).collect();
         if let Some(conn) = log {
-            for d in activity::device_names(conn).unwrap_or_default() {
+            for d in conn.device_names() {
                 if !known.contains(&d) {
                     known.push(d);
                 }
