@@ -458,7 +458,13 @@ pub fn start_for_server(
         tracing::info!("query log off (log = \"none\")");
         return None;
     }
-    let path = settings.path.clone();
+    let path = match &settings.postgres {
+        // Shown without its password.
+        Some(url) => super::postgres::PgUrl::parse(url)
+            .map(|u| PathBuf::from(u.to_string()))
+            .unwrap_or_default(),
+        None => settings.path.clone(),
+    };
     let what = format!(
         "log = \"{}\", retention {} days{}",
         if settings.mode == LogMode::All {

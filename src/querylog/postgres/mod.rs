@@ -236,7 +236,7 @@ impl PgStore {
     /// Runs `f` on this store's runtime, giving up after [`STATEMENT_TIMEOUT`].
     fn block<T>(&self, what: &str, f: impl Future<Output = T>) -> Result<T, QueryLogError> {
         self.rt
-            .block_on(tokio::time::timeout(STATEMENT_TIMEOUT, f))
+            .block_on(async { tokio::time::timeout(STATEMENT_TIMEOUT, f).await })
             .map_err(|_| self.url.timeout(what))
     }
 
@@ -262,7 +262,7 @@ impl PgStore {
             Ok(n)
         };
         self.rt
-            .block_on(tokio::time::timeout(STATEMENT_TIMEOUT, fut))
+            .block_on(async { tokio::time::timeout(STATEMENT_TIMEOUT, fut).await })
             .map_err(|_| url.timeout("writing rows"))?
             .map_err(|e: tokio_postgres::Error| url.pg_error(&e))
     }

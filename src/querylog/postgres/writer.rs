@@ -425,7 +425,7 @@ impl PgStore {
         };
         let url = &self.url;
         self.rt
-            .block_on(tokio::time::timeout(super::STATEMENT_TIMEOUT, fut))
+            .block_on(async { tokio::time::timeout(super::STATEMENT_TIMEOUT, fut).await })
             .map_err(|_| url.timeout("writing rows"))?
             .map_err(|e| url.pg_error(&e))
     }
