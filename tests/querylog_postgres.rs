@@ -90,7 +90,15 @@ fn try_rows(out: &CliOutput) -> Option<Vec<Value>> {
 fn verdict(out: &CliOutput) -> Value {
     let mut j = json(out);
     let o = j.as_object_mut().unwrap();
-    for k in ["since", "until", "baseline_start", "source", "mark", "wait", "notes"] {
+    for k in [
+        "since",
+        "until",
+        "baseline_start",
+        "source",
+        "mark",
+        "wait",
+        "notes",
+    ] {
         o.remove(k);
     }
     for k in [
@@ -140,7 +148,13 @@ fn scenario(ts: &TelesinkProcess) -> Vec<Value> {
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("mark 1: anna-phone"), "{out}");
     let mark = json(&ts.cli(&[
-        "verify", "--client", "anna-phone", "--category", "telemetry", "--since", "mark:last",
+        "verify",
+        "--client",
+        "anna-phone",
+        "--category",
+        "telemetry",
+        "--since",
+        "mark:last",
         "--json",
     ]));
     let mark_ms = mark["since"]
@@ -168,31 +182,70 @@ fn scenario(ts: &TelesinkProcess) -> Vec<Value> {
             .count();
         (n == 53).then_some(())
     })
-    .unwrap_or_else(|| panic!("rows did not arrive: {}", ts.cli(&["log", "--limit", "1000"])));
-    let until_s = jiff::Timestamp::from_millisecond(until).unwrap().to_string();
+    .unwrap_or_else(|| {
+        panic!(
+            "rows did not arrive: {}",
+            ts.cli(&["log", "--limit", "1000"])
+        )
+    });
+    let until_s = jiff::Timestamp::from_millisecond(until)
+        .unwrap()
+        .to_string();
 
     let mut answers = Vec::new();
     for (client, code) in [("anna-phone", 0), ("127.0.0.22", 1)] {
         let out = ts.cli(&[
-            "verify", "--client", client, "--category", "telemetry", "--since", "mark:1",
-            "--until", &until_s, "--json",
+            "verify",
+            "--client",
+            client,
+            "--category",
+            "telemetry",
+            "--since",
+            "mark:1",
+            "--until",
+            &until_s,
+            "--json",
         ]);
         assert_eq!(out.code, Some(code), "{out}");
         answers.push(verdict(&out));
     }
     let text = ts.cli(&[
-        "verify", "--client", "anna-phone", "--category", "telemetry", "--since", "mark:last",
-        "--until", &until_s,
+        "verify",
+        "--client",
+        "anna-phone",
+        "--category",
+        "telemetry",
+        "--since",
+        "mark:last",
+        "--until",
+        &until_s,
     ]);
     assert!(
-        text.stdout.contains("STOPPED: no telemetry attempts from anna-phone")
+        text.stdout
+            .contains("STOPPED: no telemetry attempts from anna-phone")
             && text.stdout.contains("(mark 1: analytics off)"),
         "{text}"
     );
     for args in [
-        &["log", "--client", "anna-phone", "--since", "mark:last", "--json"][..],
+        &[
+            "log",
+            "--client",
+            "anna-phone",
+            "--since",
+            "mark:last",
+            "--json",
+        ][..],
         &["log", "--category", "telemetry", "--limit", "7", "--json"][..],
-        &["log", "--client", "127.0.0.22", "--result", "blocked", "--limit", "100", "--json"][..],
+        &[
+            "log",
+            "--client",
+            "127.0.0.22",
+            "--result",
+            "blocked",
+            "--limit",
+            "100",
+            "--json",
+        ][..],
         &["log", "--result", "forwarded", "--limit", "3", "--json"][..],
     ] {
         answers.push(Value::Array(rows(&ts.cli(args))));
@@ -234,10 +287,13 @@ fn same_answers_from_sqlite_and_postgres() {
     );
     // The rows are in PostgreSQL, not in a SQLite file next to the config.
     assert!(!ts.dir().join("q.db").exists());
-    assert_eq!(pg.psql(
+    assert_eq!(
+        pg.psql(
             "same_answers",
             "SELECT count(*) FROM queries WHERE client <> '127.0.0.1'"
-        ), "53");
+        ),
+        "53"
+    );
     assert_eq!(pg.psql("same_answers", "SELECT count(*) FROM marks"), "1");
 
     assert_eq!(from_sqlite.len(), from_postgres.len());
@@ -294,7 +350,13 @@ fn replicas_share_one_database() {
     b.assert_blocked(TV, "metrics.vendor.example");
     let j = poll(ROWS_ARRIVE, || {
         let out = a.cli(&[
-            "verify", "--client", "127.0.0.22", "--category", "telemetry", "--since", "mark:last",
+            "verify",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--since",
+            "mark:last",
             "--json",
         ]);
         let j = json(&out);
@@ -344,14 +406,25 @@ fn database_down_drops_and_counts_then_reconnects() {
         ts.logs()
     );
     let out = ts.cli(&["log"]);
-    assert_eq!(out.code, Some(2), "log says it cannot reach the database: {out}");
+    assert_eq!(
+        out.code,
+        Some(2),
+        "log says it cannot reach the database: {out}"
+    );
     assert!(out.stderr.contains("cannot reach the database"), "{out}");
 
     pg.start_server().expect("postgres restarts");
     // The writer reconnects by itself: a query after the restart reaches the log.
     let r = poll(ROWS_ARRIVE, || {
         ts.assert_blocked(TV, "tracking.vendor.example");
-        let out = ts.cli(&["log", "--client", "127.0.0.22", "--category", "telemetry", "--json"]);
+        let out = ts.cli(&[
+            "log",
+            "--client",
+            "127.0.0.22",
+            "--category",
+            "telemetry",
+            "--json",
+        ]);
         let r = rows(&out);
         (!r.is_empty()).then_some(r)
     })

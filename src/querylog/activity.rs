@@ -536,50 +536,23 @@ impl MinuteRow {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::MinuteRow;
-
-    fn minute(count: u64, first: i64, last: i64, seconds: &[i64]) -> MinuteRow {
-        MinuteRow {
-            start_ms: 0,
-            count,
-            first_ms: first,
-            last_ms: last,
-            seconds: seconds.iter().fold(0, |b, s| b | 1 << s),
-        }
-    }
-
-    #[test]
-    fn minute_bounds() {
-        // Wholly inside, wholly outside.
-        let m = minute(10, 100, 900, &[0]);
-        assert_eq!(m.bounds(0, 60_000), (10, 10));
-        assert_eq!(m.bounds(1000, 60_000), (0, 0));
-        assert_eq!(m.bounds(0, 100), (0, 0));
-        // One query a second over the whole minute, split at 30.5 s: seconds 31..59 are after
-        // (29), 0..29 before (30); second 30 and its query could be either.
-        let every: Vec<i64> = (0..60).collect();
-        let m = minute(60, 0, 59_000, &every);
-        assert_eq!(m.bounds(30_500, 120_000), (29, 30));
-        assert_eq!(m.bounds(-60_000, 30_500), (30, 31));
-        // Few seconds known: the ends still count.
-        let m = minute(10, 100, 50_000, &[0, 50]);
-        assert_eq!(m.bounds(20_000, 120_000), (1, 9));
-        assert_eq!(m.bounds(0, 20_000), (1, 9));
-        assert_eq!(minute(1, 100, 100, &[0]).bounds(0, 150), (1, 1));
-        // Spanning the whole window: none known inside.
-        assert_eq!(m.bounds(20_000, 30_000), (0, 8));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // For the PostgreSQL back end ([`super::postgres`]): the same counts as plain rows, and the same
 // per-minute bounds.
 
 /// One device-minute of [`Pending`], as written: device, minute, total, first, last, ordinary,
 /// first and last ordinary (when any), ordinary seconds.
-pub(super) type MinuteOut = (String, i64, i64, i64, i64, i64, Option<i64>, Option<i64>, i64);
+pub(super) type MinuteOut = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
 /// One device of [`Pending`]: device, named by, MAC, first, last.
 pub(super) type DeviceOut = (String, &'static str, Option<String>, i64, i64);
 /// One device address of [`Pending`]: device, address, first, last.
@@ -658,4 +631,41 @@ pub(super) fn minute_bounds(
 /// Parses `devices.named_by` (for [`super::postgres`]).
 pub(super) fn named_by_of(s: &str) -> NamedBy {
     parse_named_by(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MinuteRow;
+
+    fn minute(count: u64, first: i64, last: i64, seconds: &[i64]) -> MinuteRow {
+        MinuteRow {
+            start_ms: 0,
+            count,
+            first_ms: first,
+            last_ms: last,
+            seconds: seconds.iter().fold(0, |b, s| b | 1 << s),
+        }
+    }
+
+    #[test]
+    fn minute_bounds() {
+        // Wholly inside, wholly outside.
+        let m = minute(10, 100, 900, &[0]);
+        assert_eq!(m.bounds(0, 60_000), (10, 10));
+        assert_eq!(m.bounds(1000, 60_000), (0, 0));
+        assert_eq!(m.bounds(0, 100), (0, 0));
+        // One query a second over the whole minute, split at 30.5 s: seconds 31..59 are after
+        // (29), 0..29 before (30); second 30 and its query could be either.
+        let every: Vec<i64> = (0..60).collect();
+        let m = minute(60, 0, 59_000, &every);
+        assert_eq!(m.bounds(30_500, 120_000), (29, 30));
+        assert_eq!(m.bounds(-60_000, 30_500), (30, 31));
+        // Few seconds known: the ends still count.
+        let m = minute(10, 100, 50_000, &[0, 50]);
+        assert_eq!(m.bounds(20_000, 120_000), (1, 9));
+        assert_eq!(m.bounds(0, 20_000), (1, 9));
+        assert_eq!(minute(1, 100, 100, &[0]).bounds(0, 150), (1, 1));
+        // Spanning the whole window: none known inside.
+        assert_eq!(m.bounds(20_000, 30_000), (0, 8));
+    }
 }

@@ -83,7 +83,9 @@ pub fn mark_at(
     let sel = ClientSelector::resolve_in(
         &args.client,
         clients,
-        existing.as_ref().map(|c| c as &dyn super::store::DeviceLookup),
+        existing
+            .as_ref()
+            .map(|c| c as &dyn super::store::DeviceLookup),
     )?;
     drop(existing);
     let note = args.note.trim();

@@ -26,11 +26,11 @@
 pub mod activity;
 pub mod commands;
 pub mod error;
+pub mod postgres;
 pub mod read;
 mod retention;
 pub(crate) mod schema;
 pub mod settings;
-pub mod postgres;
 pub mod sink;
 pub mod store;
 pub mod traffic;
@@ -46,8 +46,8 @@ pub use commands::{
 pub use error::{CommandError, DbErrorKind, QueryLogError};
 pub use read::{ClientList, ClientSelector, MarkInfo, OwnedClientList};
 pub use settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
-pub use store::{devices_in, log_in, mark_in, DeviceLookup, LogLocation};
 pub use sink::{anonymize_addr, start_for_server, QueryLog, QueryLogStats, ShutdownReport};
+pub use store::{devices_in, log_in, mark_in, DeviceLookup, LogLocation};
 
 pub(crate) use commands::table;
 pub(crate) use read::find_mark;

@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::store::DeviceLookup;
 use super::error::{CommandError, QueryLogError};
 use super::settings::{LatestMark, RUN_STALE_MS};
 use super::sink::anonymize_addr;
+use super::store::DeviceLookup;
 use crate::timespec::{self, MarkRef};
 
 pub(crate) fn all_categories(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -128,9 +128,7 @@ impl ClientSelector {
                 .iter()
                 .find(|(_, nets)| nets.iter().any(|n| n.contains(&addr)))
                 .map(|(n, _)| n.clone())
-                .or_else(|| {
-                    log.and_then(|l| l.device_of_address(&addr.to_string()))
-                })
+                .or_else(|| log.and_then(|l| l.device_of_address(&addr.to_string())))
                 .unwrap_or_else(|| addr.to_string());
             push(&mut keys, label.clone());
             push(&mut keys, addr.to_string());

@@ -20,14 +20,14 @@ use crate::timespec::MarkRef;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogLocation {
     Sqlite(PathBuf),
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 impl LogLocation {
     /// From the config's `[querylog]`: `url` when set, else `path`.
     pub fn of(config: &crate::config::QueryLogConfig) -> Result<LogLocation, QueryLogError> {
         match &config.url {
-            Some(u) => Ok(LogLocation::Postgres(PgUrl::parse(u)?)),
+            Some(u) => Ok(LogLocation::Postgres(Box::new(PgUrl::parse(u)?))),
             None => Ok(LogLocation::Sqlite(config.path.clone())),
         }
     }

@@ -145,25 +145,23 @@ fn verify_from(
     let mut notes = Vec::new();
 
     let mut mark = None;
-    let resolve = |spec: &TimeSpec,
-                   what: &str,
-                   mark: &mut Option<MarkInfo>|
-     -> Result<i64, CommandError> {
-        match spec {
-            TimeSpec::Mark(m) => {
-                let info = need()?.find_mark(*m, Some(&sel))?;
-                let ms = info.time_ms;
-                if what == "--since" {
-                    *mark = Some(info);
+    let resolve =
+        |spec: &TimeSpec, what: &str, mark: &mut Option<MarkInfo>| -> Result<i64, CommandError> {
+            match spec {
+                TimeSpec::Mark(m) => {
+                    let info = need()?.find_mark(*m, Some(&sel))?;
+                    let ms = info.time_ms;
+                    if what == "--since" {
+                        *mark = Some(info);
+                    }
+                    Ok(ms)
                 }
-                Ok(ms)
+                t => Ok(t
+                    .resolve(now)
+                    .ok_or_else(|| CommandError::Usage(format!("cannot resolve {what} {t}")))?
+                    .as_millisecond()),
             }
-            t => Ok(t
-                .resolve(now)
-                .ok_or_else(|| CommandError::Usage(format!("cannot resolve {what} {t}")))?
-                .as_millisecond()),
-        }
-    };
+        };
     let since_ms = resolve(&args.since, "--since", &mut mark)?;
     let until_ms = match &args.until {
         None => now_ms,
@@ -210,14 +208,8 @@ fn verify_from(
     let (source, before, after, logged_base, logged_after, ordinary) = match &args.prometheus {
         None => {
             let conn = need()?;
-            let counts = conn.category_counts(
-                &sel,
-                &category,
-                baseline_start_ms,
-                since_ms,
-                until_ms,
-            )
-            ?;
+            let counts =
+                conn.category_counts(&sel, &category, baseline_start_ms, since_ms, until_ms)?;
             let logged_base = conn.logged_ms(baseline_start_ms, since_ms, now_ms)?;
             let logged_after = conn.logged_ms(since_ms, until_ms, now_ms)?;
             let (mut before, mut after) = (0u64, 0u64);
@@ -267,13 +259,8 @@ fn verify_from(
             let ord = conn.ordinary_counts(&sel, baseline_start_ms, since_ms, until_ms)?;
             let mut bypass_after = 0u64;
             if category != BYPASS_CATEGORY {
-                let b = conn.category_counts(
-                    &sel,
-                    BYPASS_CATEGORY,
-                    since_ms,
-                    since_ms,
-                    until_ms,
-                )?;
+                let b =
+                    conn.category_counts(&sel, BYPASS_CATEGORY, since_ms, since_ms, until_ms)?;
                 for (name, (_, a, _)) in b.domains {
                     if a > 0 {
                         bypass_after += a;
@@ -282,13 +269,9 @@ fn verify_from(
                 }
             }
             // Packets to the category's addresses: only in a log written while telesink counted.
-            if let Some(t) = conn.traffic_counts(
-                &sel,
-                &category,
-                baseline_start_ms,
-                since_ms,
-                until_ms,
-            )? {
+            if let Some(t) =
+                conn.traffic_counts(&sel, &category, baseline_start_ms, since_ms, until_ms)?
+            {
                 if t.spanning > 0 {
                     notes.push(format!(
                         "{} packets were counted in a reading that spans T and are on neither side",

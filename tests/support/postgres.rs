@@ -103,7 +103,9 @@ impl TestPostgres {
         if as_root() {
             c.uid(NOBODY).gid(NOBODY);
         }
-        c.env("LC_ALL", "C").env_remove("PGDATA").stdin(Stdio::null());
+        c.env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .stdin(Stdio::null());
         c
     }
 
@@ -129,7 +131,16 @@ impl TestPostgres {
         let ready = || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
                 && Command::new(&isready)
-                    .args(["-h", "127.0.0.1", "-p", &port, "-U", "telesink", "-d", "postgres"])
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "telesink",
+                        "-d",
+                        "postgres",
+                    ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()
@@ -154,7 +165,15 @@ impl TestPostgres {
     /// A URL of a fresh database for one telesink setup.
     pub fn create_database(&self, name: &str) -> String {
         let mut c = Command::new(self.bin.join("createdb"));
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "telesink", name]);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "telesink",
+            name,
+        ]);
         let out = run(c, Duration::from_secs(60));
         assert_eq!(out.code, Some(0), "createdb {name}: {out}");
         self.url(name)
@@ -167,7 +186,19 @@ impl TestPostgres {
     /// `psql -Atc SQL` against `db`: the output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let mut c = Command::new(self.bin.join("psql"));
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "telesink", "-At", "-d", db, "-c", sql]);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "telesink",
+            "-At",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]);
         let out = run(c, Duration::from_secs(60));
         assert_eq!(out.code, Some(0), "psql {sql}: {out}");
         out.stdout.trim().to_string()

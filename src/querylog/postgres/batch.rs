@@ -158,11 +158,7 @@ impl RowBatch {
                 Some(n) if !anonymize => (n, Some(n)),
                 _ => (addr, None),
             };
-            let cats: Vec<&str> = r
-                .category_table
-                .names(r.categories)
-                .map(|c| &**c)
-                .collect();
+            let cats: Vec<&str> = r.category_table.names(r.categories).map(|c| &**c).collect();
             b.push(&LogRow {
                 ts_ms: r.seen.ts_ms,
                 client,

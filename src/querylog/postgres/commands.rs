@@ -98,7 +98,10 @@ pub fn log_at(
         conds.push(format!("{} = ANY(categories)", bind(Box::new(cat))));
     }
     if let Some(sel) = &sel {
-        conds.push(format!("client = ANY({})", bind(Box::new(sel.keys.clone()))));
+        conds.push(format!(
+            "client = ANY({})",
+            bind(Box::new(sel.keys.clone()))
+        ));
     }
     if let Some(s) = since_ms {
         conds.push(format!("ts_ms >= {}", bind(Box::new(s))));
@@ -173,9 +176,7 @@ pub fn devices(url: &PgUrl) -> Result<Vec<DeviceRecord>, CommandError> {
         )?;
         out.push(DeviceRecord {
             named_by: named_by_of(&r.get::<_, String>(1)),
-            mac: r
-                .get::<_, Option<String>>(2)
-                .and_then(|m| m.parse().ok()),
+            mac: r.get::<_, Option<String>>(2).and_then(|m| m.parse().ok()),
             addresses: addrs
                 .iter()
                 .map(|a| {

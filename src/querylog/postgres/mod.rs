@@ -193,7 +193,10 @@ impl PgStore {
     /// Connects to a database that must already hold a query log (`log`, `verify`).
     pub(crate) fn open_existing(url: &PgUrl) -> Result<PgStore, QueryLogError> {
         let store = Self::connect_only(url)?;
-        store.block("reading the schema", schema::check_existing(&store.client, url))??;
+        store.block(
+            "reading the schema",
+            schema::check_existing(&store.client, url),
+        )??;
         Ok(store)
     }
 

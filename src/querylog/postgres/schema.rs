@@ -91,10 +91,7 @@ CREATE INDEX IF NOT EXISTS device_addresses_addr ON device_addresses (addr, last
 
 async fn version(client: &Client) -> Result<Option<i32>, tokio_postgres::Error> {
     let has: bool = client
-        .query_one(
-            "SELECT to_regclass('telesink_schema') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('telesink_schema') IS NOT NULL", &[])
         .await?
         .get(0);
     if !has {
@@ -111,10 +108,7 @@ async fn version(client: &Client) -> Result<Option<i32>, tokio_postgres::Error> 
 /// a newer schema, is refused.
 pub(crate) async fn migrate(client: &Client, url: &PgUrl) -> Result<(), QueryLogError> {
     let e = |err: tokio_postgres::Error| url.pg_error(&err);
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(e)?;
+    client.batch_execute("BEGIN").await.map_err(e)?;
     let result = async {
         client
             .execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::batch::RowBatch;
 use super::{PgStore, PgUrl};
-use crate::querylog::activity::Pending;
+use crate::querylog::activity::{MinuteOut, Pending};
 use crate::querylog::error::QueryLogError;
 use crate::querylog::now_ms;
 use crate::querylog::settings::{LatestMark, LogMode, MarksCallback, QueryLogTuning};
@@ -207,7 +207,9 @@ impl PgWriter {
     /// The connection is gone (or could not be made).
     fn lost(&mut self, err: Option<&QueryLogError>) {
         if !self.lost {
-            let why = err.map(|e| e.message.as_str()).unwrap_or("the connection closed");
+            let why = err
+                .map(|e| e.message.as_str())
+                .unwrap_or("the connection closed");
             tracing::warn!(
                 "query log {}: the database cannot be reached ({why}); DNS is answered as \
                  usual, rows are dropped and counted in telesink_querylog_dropped_total, and \
@@ -232,9 +234,7 @@ impl PgWriter {
             None => Err(None),
             Some(live) => {
                 let rows = RowBatch::from_rows(&self.batch, self.anonymize);
-                live.store
-                    .write_batch(&rows, &self.activity)
-                    .map_err(Some)
+                live.store.write_batch(&rows, &self.activity).map_err(Some)
             }
         };
         match result {
@@ -253,15 +253,13 @@ impl PgWriter {
                         self.live = None;
                         self.lost(Some(&e));
                     }
-                    Some(e) => self.errors.report(
-                        &e,
-                        &format!("writing {n} rows, which are dropped"),
-                    ),
+                    Some(e) => self
+                        .errors
+                        .report(&e, &format!("writing {n} rows, which are dropped")),
                     None => self.errors.report(
-                        &self.url.error(
-                            crate::querylog::DbErrorKind::CannotOpen,
-                            "not connected",
-                        ),
+                        &self
+                            .url
+                            .error(crate::querylog::DbErrorKind::CannotOpen, "not connected"),
                         &format!("writing {n} rows, which are dropped"),
                     ),
                 }
@@ -350,20 +348,18 @@ impl PgStore {
             let tx = client.transaction().await?;
             super::batch::insert_rows(&tx, rows).await?;
             if !minutes.is_empty() {
-                let mut cols: (Vec<&str>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) =
-                    Default::default();
-                let mut ord: (Vec<Option<i64>>, Vec<Option<i64>>, Vec<i64>) = Default::default();
-                for m in &minutes {
-                    cols.0.push(&m.0);
-                    cols.1.push(m.1);
-                    cols.2.push(m.2);
-                    cols.3.push(m.3);
-                    cols.4.push(m.4);
-                    cols.5.push(m.5);
-                    ord.0.push(m.6);
-                    ord.1.push(m.7);
-                    ord.2.push(m.8);
-                }
+                let col = |f: fn(&MinuteOut) -> i64| minutes.iter().map(f).collect::<Vec<i64>>();
+                let device: Vec<&str> = minutes.iter().map(|m| m.0.as_str()).collect();
+                let ord_first: Vec<Option<i64>> = minutes.iter().map(|m| m.6).collect();
+                let ord_last: Vec<Option<i64>> = minutes.iter().map(|m| m.7).collect();
+                let (minute, total, first, last, ordinary, seconds) = (
+                    col(|m| m.1),
+                    col(|m| m.2),
+                    col(|m| m.3),
+                    col(|m| m.4),
+                    col(|m| m.5),
+                    col(|m| m.8),
+                );
                 tx.execute(
                     "INSERT INTO activity AS a (device, minute, total, first_ms, last_ms, ordinary, \
                        ord_first_ms, ord_last_ms, ord_seconds) \
@@ -377,20 +373,16 @@ impl PgStore {
                        ord_first_ms = least(a.ord_first_ms, excluded.ord_first_ms), \
                        ord_last_ms = greatest(a.ord_last_ms, excluded.ord_last_ms), \
                        ord_seconds = a.ord_seconds | excluded.ord_seconds",
-                    &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &ord.0, &ord.1, &ord.2],
+                    &[&device, &minute, &total, &first, &last, &ordinary, &ord_first, &ord_last, &seconds],
                 )
                 .await?;
             }
             if !devices.is_empty() {
-                let mut c: (Vec<&str>, Vec<&str>, Vec<Option<&str>>, Vec<i64>, Vec<i64>) =
-                    Default::default();
-                for d in &devices {
-                    c.0.push(&d.0);
-                    c.1.push(d.1);
-                    c.2.push(d.2.as_deref());
-                    c.3.push(d.3);
-                    c.4.push(d.4);
-                }
+                let device: Vec<&str> = devices.iter().map(|d| d.0.as_str()).collect();
+                let named_by: Vec<&str> = devices.iter().map(|d| d.1).collect();
+                let mac: Vec<Option<&str>> = devices.iter().map(|d| d.2.as_deref()).collect();
+                let first: Vec<i64> = devices.iter().map(|d| d.3).collect();
+                let last: Vec<i64> = devices.iter().map(|d| d.4).collect();
                 tx.execute(
                     "INSERT INTO devices AS d (device, named_by, mac, first_ms, last_ms) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
@@ -401,23 +393,20 @@ impl PgStore {
                              ELSE coalesce(d.mac, excluded.mac) END, \
                        first_ms = least(d.first_ms, excluded.first_ms), \
                        last_ms = greatest(d.last_ms, excluded.last_ms)",
-                    &[&c.0, &c.1, &c.2, &c.3, &c.4],
+                    &[&device, &named_by, &mac, &first, &last],
                 )
                 .await?;
-                let mut c: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<i64>) = Default::default();
-                for a in &addresses {
-                    c.0.push(&a.0);
-                    c.1.push(&a.1);
-                    c.2.push(a.2);
-                    c.3.push(a.3);
-                }
+                let device: Vec<&str> = addresses.iter().map(|a| a.0.as_str()).collect();
+                let addr: Vec<&str> = addresses.iter().map(|a| a.1.as_str()).collect();
+                let first: Vec<i64> = addresses.iter().map(|a| a.2).collect();
+                let last: Vec<i64> = addresses.iter().map(|a| a.3).collect();
                 tx.execute(
                     "INSERT INTO device_addresses AS d (device, addr, first_ms, last_ms) \
                      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
                      ON CONFLICT (device, addr) DO UPDATE SET \
                        first_ms = least(d.first_ms, excluded.first_ms), \
                        last_ms = greatest(d.last_ms, excluded.last_ms)",
-                    &[&c.0, &c.1, &c.2, &c.3],
+                    &[&device, &addr, &first, &last],
                 )
                 .await?;
             }
