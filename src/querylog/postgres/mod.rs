@@ -78,6 +78,13 @@ impl PgUrl {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| bad(format!("not a valid PostgreSQL URL ({e})")))?;
+        // As libpq does: a password kept out of the config file (a Kubernetes Secret, a
+        // compose variable) comes from PGPASSWORD.
+        if config.get_password().is_none() {
+            if let Some(p) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+                config.password(p.as_encoded_bytes());
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
