@@ -216,3 +216,28 @@ pub(crate) async fn insert_rows(
         )
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_read_back_as_the_sqlite_log_writes_them() {
+        for r in QueryResult::ALL {
+            assert_eq!(result_text(result_code(r)), r.as_str());
+            assert_eq!(result_of(r.as_str()), Some(result_code(r)));
+        }
+        for a in ACTIONS {
+            assert_eq!(action_text(action_code(a)), a.as_str());
+        }
+        assert_eq!(action_of("observed"), Some(1));
+        assert_eq!(action_of("forwarded"), None);
+        assert_eq!(qtype_name(i32::from(u16::from(RecordType::AAAA))), "AAAA");
+        assert_eq!(qtype_name(65280), "TYPE65280");
+        assert_eq!(
+            rcode_text(u16::from(ResponseCode::NXDomain) as i16),
+            "NXDOMAIN"
+        );
+        assert_eq!(rcode_text(23), "RCODE23");
+    }
+}

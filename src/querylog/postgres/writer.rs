@@ -253,9 +253,13 @@ impl PgWriter {
                         self.live = None;
                         self.lost(Some(&e));
                     }
-                    Some(e) => self
-                        .errors
-                        .report(&e, &format!("writing {n} rows, which are dropped")),
+                    Some(e) => {
+                        // A statement that failed or timed out on an open connection: start
+                        // afresh (a new connection and run) rather than trust its state.
+                        self.live = None;
+                        self.errors
+                            .report(&e, &format!("writing {n} rows, which are dropped"));
+                    }
                     None => self.errors.report(
                         &self
                             .url
