@@ -325,6 +325,7 @@ fn replicas_share_one_database() {
     let up = TestUpstream::start();
     let a = server(&up, Some(&url)).start();
     let b = server(&up, Some(&url)).start();
+    let start = now_ms();
     for _ in 0..4 {
         a.assert_blocked(ANNA, "tracking.vendor.example");
         b.assert_blocked(TV, "metrics.vendor.example");
@@ -346,8 +347,28 @@ fn replicas_share_one_database() {
     // the other replica wrote.
     let out = b.cli(&["mark", "--client", "127.0.0.22", "--note", "tv off"]);
     assert_eq!(out.code, Some(0), "{out}");
-    std::thread::sleep(Duration::from_millis(50));
+    let mark_ms = json(&a.cli(&[
+        "verify",
+        "--client",
+        "127.0.0.22",
+        "--category",
+        "telemetry",
+        "--since",
+        "mark:last",
+        "--json",
+    ]))["since"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    // A window after the mark as long as the baseline before it, which holds the 4 attempts.
+    let until = mark_ms + (mark_ms - start) + 100;
     b.assert_blocked(TV, "metrics.vendor.example");
+    sleep_until_ms(until + 100);
+    let until_s = jiff::Timestamp::from_millisecond(until)
+        .unwrap()
+        .to_string();
     let j = poll(ROWS_ARRIVE, || {
         let out = a.cli(&[
             "verify",
@@ -357,6 +378,8 @@ fn replicas_share_one_database() {
             "telemetry",
             "--since",
             "mark:last",
+            "--until",
+            &until_s,
             "--json",
         ]);
         let j = json(&out);
