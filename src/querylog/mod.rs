@@ -20,6 +20,9 @@
 //! * [`retention`]: deleting what is older than `retention_days`;
 //! * [`read`]: the queries `log` and `verify` ask (clients, marks, counts, logged time);
 //! * [`commands`]: `telesink mark` and `telesink log` and their rendering.
+//! * [`store`]: where the log lives ([`LogLocation`]: SQLite or PostgreSQL) and the questions
+//!   `verify` asks of either;
+//! * [`postgres`]: the log in PostgreSQL (`[querylog] url`), shared by several replicas.
 //!
 //! `verify` is in [`crate::verify`].
 
