@@ -461,3 +461,55 @@ fn database_down_drops_and_counts_then_reconnects() {
         "{all:?}"
     );
 }
+
+#[test]
+fn retention_deletes_old_rows_from_postgres() {
+    let Some(pg) = TestPostgres::require("retention_deletes_old_rows_from_postgres") else {
+        return;
+    };
+    let url = pg.create_database("retention");
+    let up = TestUpstream::start();
+    let first = server(&up, Some(&url)).start();
+    first.assert_blocked(ANNA, "tracking.vendor.example");
+    poll(ROWS_ARRIVE, || {
+        (try_rows(&first.cli(&["log", "--client", "anna-phone", "--json"]))?.len() == 1)
+            .then_some(())
+    })
+    .expect("the tables exist and the row arrived");
+    drop(first);
+    // A row and a device-minute from two days ago, as an older replica would have left them.
+    let old = now_ms() - 2 * 86_400_000;
+    pg.psql(
+        "retention",
+        &format!(
+            "INSERT INTO queries (ts_ms, client, client_addr, name, qtype, result, rcode) \
+             VALUES ({old}, 'old-device', '127.0.0.9', 'old.example', 1, 2, 0); \
+             INSERT INTO activity VALUES ('old-device', {}, 1, {old}, {old}, 1, {old}, {old}, 1)",
+            old / 60_000
+        ),
+    );
+    assert_eq!(
+        pg.psql(
+            "retention",
+            "SELECT count(*) FROM queries WHERE client = 'old-device'"
+        ),
+        "1"
+    );
+    // A replica with retention_days = 1 deletes them at start; today's row stays.
+    let ts = server(&up, Some(&url))
+        .querylog_toml("retention_days = 1")
+        .start();
+    poll(ROWS_ARRIVE, || {
+        (pg.psql(
+            "retention",
+            "SELECT (SELECT count(*) FROM queries WHERE client = 'old-device') + \
+                    (SELECT count(*) FROM activity WHERE device = 'old-device')",
+        ) == "0")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("old rows were not deleted: {}", ts.logs()));
+    assert_eq!(
+        rows(&ts.cli(&["log", "--client", "anna-phone", "--json"])).len(),
+        1
+    );
+}
