@@ -756,6 +756,20 @@ for v in 1.28.0 1.37.0; do
   ok "kubernetes-validate --strict: every object valid against the Kubernetes $v schemas"
 done
 "$py" "$helper" kustomize-keys deploy/kubernetes/kustomization.yaml "$repo"
+# The PostgreSQL option (the component deploy/kubernetes/postgres: a PostgreSQL StatefulSet and
+# PGPASSWORD from a Secret), enabled as kustomization.yaml's comment says: renders, is valid.
+mkdir -p "$tmp/k8s-postgres"
+ln -sfn "$repo/deploy/kubernetes" "$tmp/k8s-postgres/base"
+printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+  "resources: [base]" "components: [base/postgres]" > "$tmp/k8s-postgres/kustomization.yaml"
+"$venv/bin/kubectl" kustomize --load-restrictor LoadRestrictionsNone "$tmp/k8s-postgres" > "$tmp/k8s-postgres.yaml"
+for v in 1.28.0 1.37.0; do
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$v" "$tmp/k8s-postgres.yaml" \
+    || fail "kubernetes-validate --strict -k $v (deploy/kubernetes/postgres)"
+done
+grep -q 'name: PGPASSWORD' "$tmp/k8s-postgres.yaml" \
+  || fail "deploy/kubernetes/postgres: the Deployment gets no PGPASSWORD"
+ok "deploy/kubernetes/postgres: rendered $(grep -c '^kind:' "$tmp/k8s-postgres.yaml") objects, valid against both schemas"
 mkdir -p "$tmp/k8s"
 vars=$("$py" "$helper" k8s-check "$tmp/k8s.yaml" "$tmp/k8s")
 eval "$vars"

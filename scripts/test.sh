@@ -20,6 +20,9 @@ command -v ldns-signzone >/dev/null 2>&1 || need_apt+=(ldnsutils)
 # (util-linux) drops CAP_NET_ADMIN there.
 command -v nft        >/dev/null 2>&1 || need_apt+=(nftables)
 command -v setpriv    >/dev/null 2>&1 || need_apt+=(util-linux)
+# PostgreSQL for the shared query log (tests/querylog_postgres.rs starts its own cluster with
+# initdb; Debian keeps the binaries in /usr/lib/postgresql/<version>/bin, off PATH).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +35,8 @@ fi
 (systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true)
 # Likewise NSD's system service (the DNSSEC test starts its own NSD on a free port).
 (systemctl stop nsd 2>/dev/null || true)
+# And the postgresql package's own cluster on :5432 (the tests start theirs on free ports).
+(systemctl stop postgresql 2>/dev/null || true)
 
 echo "== format and lints"
 cargo fmt --check

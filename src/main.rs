@@ -193,7 +193,7 @@ fn querylog_context(
     config: &std::path::Path,
 ) -> Result<
     (
-        PathBuf,
+        telesink::querylog::LogLocation,
         telesink::querylog::OwnedClientList,
         std::time::Duration,
     ),
@@ -206,7 +206,14 @@ fn querylog_context(
                 .iter()
                 .map(|c| (c.name.clone(), c.addresses.clone()))
                 .collect();
-            Ok((c.querylog.path, clients, c.client_discovery.silent_after))
+            let at = match telesink::querylog::LogLocation::of(&c.querylog) {
+                Ok(at) => at,
+                Err(e) => {
+                    eprintln!("telesink: {e}");
+                    return Err(ExitCode::from(2));
+                }
+            };
+            Ok((at, clients, c.client_discovery.silent_after))
         }
         Err(e) => {
             eprintln!("telesink: invalid configuration: {e}");
@@ -294,7 +301,7 @@ fn main() -> ExitCode {
                 silent_after,
             };
             report(
-                telesink::verify::verify(&args, &db, &clients),
+                telesink::verify::verify_in(&args, &db, &clients),
                 |r| {
                     with_newline(if json {
                         r.render_json()
@@ -316,7 +323,7 @@ fn main() -> ExitCode {
             };
             let args = telesink::querylog::MarkArgs { client, note };
             report(
-                telesink::querylog::mark(&args, &db, &clients),
+                telesink::querylog::mark_in(&args, &db, &clients),
                 |r| r.render_text(),
                 |_| 0,
             )
@@ -408,7 +415,7 @@ fn main() -> ExitCode {
                 limit: Some(limit),
             };
             report(
-                telesink::querylog::log(&args, &db, &clients),
+                telesink::querylog::log_in(&args, &db, &clients),
                 |r| {
                     with_newline(if json {
                         r.render_json()

@@ -54,7 +54,15 @@ pub fn devices(config: &Config) -> anyhow::Result<DevicesReport> {
         .enable_all()
         .build()?;
     let view = rt.block_on(devices::snapshot(&settings))?;
-    let (records, log_unavailable) = if config.querylog.path.exists() {
+    let (records, log_unavailable) = if config.querylog.url.is_some() {
+        match querylog::LogLocation::of(&config.querylog)
+            .map_err(querylog::CommandError::from)
+            .and_then(|at| querylog::devices_in(&at))
+        {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    } else if config.querylog.path.exists() {
         match querylog::devices(&config.querylog.path) {
             Ok(r) => (r, None),
             Err(e) => (Vec::new(), Some(e.to_string())),

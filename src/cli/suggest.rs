@@ -273,6 +273,13 @@ fn suggest(
             config.querylog.log.as_str()
         ));
     }
+    if config.querylog.url.is_some() {
+        return Err(
+            "suggest reads a SQLite query log only; with [querylog] url (PostgreSQL) use \
+             `telesink log --client C` to see what a device asks"
+                .to_string(),
+        );
+    }
     let policy = Policy::build(&config.policy_spec())
         .map_err(|e| format!("{}: {e}", config.path.display()))?;
     let db = &config.querylog.path;

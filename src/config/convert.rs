@@ -169,7 +169,7 @@ impl<'t> Convert<'t> {
                 .map_or_else(|| MetricsConfig::default().listen, |l| l.0),
             max_clients: metrics_t.max_clients.map_or(256, |n| n.0),
         };
-        let querylog = self.querylog(section(raw.querylog));
+        let querylog = self.querylog(section(raw.querylog))?;
         let addresses = match raw.addresses {
             Some(t) => Some(self.addresses(t.0, &categories)?),
             None => None,
@@ -955,10 +955,21 @@ impl<'t> Convert<'t> {
         Ok(out)
     }
 
-    fn querylog(&self, t: RawQueryLog) -> QueryLogConfig {
+    fn querylog(&self, t: RawQueryLog) -> Res<QueryLogConfig> {
         let mut cfg = QueryLogConfig::default_in(&self.base_dir);
+        if let (Some(_), Some(u)) = (&t.path, &t.url) {
+            return Err(self.error(
+                &u.span(),
+                "querylog.url",
+                "both path and url are set; keep path for a SQLite file, or url for a \
+                 PostgreSQL database that several replicas share, not both",
+            ));
+        }
         if let Some(p) = t.path {
-            cfg.path = self.base_dir.join(p.0);
+            cfg.path = self.base_dir.join(p.into_inner().0);
+        }
+        if let Some(u) = t.url {
+            cfg.url = Some(u.into_inner().0);
         }
         if let Some(mode) = t.log {
             cfg.log = mode;
@@ -972,7 +983,7 @@ impl<'t> Convert<'t> {
         if let Some(n) = t.queue_size {
             cfg.queue_size = n.0;
         }
-        cfg
+        Ok(cfg)
     }
 }
 

@@ -276,6 +276,17 @@ text! {
         } else {
             Ok(s)
         };
+    /// `querylog.url`: a PostgreSQL connection URL, checked whole by tokio-postgres.
+    PgUrl, "a URL like \"postgres://telesink@db.example/telesink\"", "", |s| {
+            let t = s.trim();
+            if !(t.starts_with("postgres://") || t.starts_with("postgresql://")) {
+                Err(format!("{t:?} is not a PostgreSQL URL; expected \"postgres://USER@HOST/DATABASE\" (for a SQLite file, use path instead)"))
+            } else if let Err(e) = t.parse::<tokio_postgres::Config>() {
+                Err(format!("not a valid PostgreSQL URL ({e}); expected \"postgres://USER:PASSWORD@HOST:PORT/DATABASE\""))
+            } else {
+                Ok(t.to_string())
+            }
+        };
 }
 
 /// A weekday of `[[group.schedule]] days`: `mon` … `sun`.

@@ -289,6 +289,9 @@ pub struct QueryLogConfig {
     /// Entries waiting to be written; past it they are dropped and counted. Default 16384
     /// (~3 MB): 0.16 s of rows at 100k qps, and the writer takes them every 0.1 s.
     pub queue_size: usize,
+    /// `url`: the log lives in this PostgreSQL database instead of `path` (several replicas
+    /// share it). `None`: SQLite at `path`.
+    pub url: Option<String>,
 }
 
 /// `[addresses]` (SPEC "Telemetry addresses"). Present only when the file has the table.
@@ -393,6 +396,7 @@ impl QueryLogConfig {
             retention_days: 30,
             anonymize: false,
             queue_size: 16384,
+            url: None,
         }
     }
 }
@@ -500,6 +504,7 @@ impl Config {
                 "querylog.queue_size",
             ),
             (self.querylog.log != newer.querylog.log, "querylog.log"),
+            (self.querylog.url != newer.querylog.url, "querylog.url"),
             (
                 self.querylog.retention_days != newer.querylog.retention_days,
                 "querylog.retention_days",

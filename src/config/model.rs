@@ -177,7 +177,9 @@ pub(super) struct RawMetrics {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawQueryLog {
-    pub path: Option<LogPath>,
+    pub path: Option<Spanned<LogPath>>,
+    /// Instead of `path`: a PostgreSQL database.
+    pub url: Option<Spanned<PgUrl>>,
     pub log: Option<LogMode>,
     pub retention_days: Option<RetentionDays>,
     pub anonymize: Option<Flag>,

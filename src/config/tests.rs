@@ -1629,7 +1629,8 @@ fn full_fixture_sets_every_key() {
             log: LogMode::All,
             retention_days: 7,
             anonymize: true,
-            queue_size: 1024
+            queue_size: 1024,
+            url: None,
         }
     );
 }
@@ -2039,5 +2040,33 @@ fn upstream_dnssec() {
         3,
         "upstream.dnssec_trust_anchor",
         &["/nonexistent/anchor.key", "cannot read"],
+    );
+}
+
+/// `[querylog] url`: a PostgreSQL database instead of `path`; not both, and only postgres://.
+#[test]
+fn querylog_url() {
+    let c = ok("[querylog]\nurl = \"postgres://telesink@db.example:5433/telesink\"\n");
+    assert_eq!(
+        c.querylog.url.as_deref(),
+        Some("postgres://telesink@db.example:5433/telesink")
+    );
+    fails(
+        "[querylog]\npath = \"q.db\"\nurl = \"postgres://telesink@db/telesink\"\n",
+        3,
+        "querylog.url",
+        &["both path and url are set"],
+    );
+    fails(
+        "[querylog]\nlog = \"all\"\nurl = \"mysql://db/telesink\"\n",
+        3,
+        "querylog.url",
+        &["is not a PostgreSQL URL", "postgres://"],
+    );
+    fails(
+        "[querylog]\nurl = \"postgres://db:notaport/telesink\"\n",
+        2,
+        "querylog.url",
+        &["not a valid PostgreSQL URL"],
     );
 }

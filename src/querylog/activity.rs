@@ -536,6 +536,103 @@ impl MinuteRow {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// For the PostgreSQL back end ([`super::postgres`]): the same counts as plain rows, and the same
+// per-minute bounds.
+
+/// One device-minute of [`Pending`], as written: device, minute, total, first, last, ordinary,
+/// first and last ordinary (when any), ordinary seconds.
+pub(super) type MinuteOut = (
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
+/// One device of [`Pending`]: device, named by, MAC, first, last.
+pub(super) type DeviceOut = (String, &'static str, Option<String>, i64, i64);
+/// One device address of [`Pending`]: device, address, first, last.
+pub(super) type AddressOut = (String, String, i64, i64);
+
+impl Pending {
+    /// What [`Pending::write`] adds, as rows, sorted by key (so that replicas writing the same
+    /// device-minutes lock them in the same order).
+    pub(super) fn export(&self) -> (Vec<MinuteOut>, Vec<DeviceOut>, Vec<AddressOut>) {
+        let mut minutes: Vec<MinuteOut> = self
+            .minutes
+            .iter()
+            .map(|((key, m), c)| {
+                let (of, ol) = if c.ordinary > 0 {
+                    (Some(c.ord_first_ms), Some(c.ord_last_ms))
+                } else {
+                    (None, None)
+                };
+                (
+                    key.text(),
+                    *m,
+                    c.total as i64,
+                    c.first_ms,
+                    c.last_ms,
+                    c.ordinary as i64,
+                    of,
+                    ol,
+                    c.ord_seconds as i64,
+                )
+            })
+            .collect();
+        minutes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut devices: Vec<DeviceOut> = Vec::new();
+        let mut addresses: Vec<AddressOut> = Vec::new();
+        for (key, d) in &self.devices {
+            let k = key.text();
+            devices.push((
+                k.clone(),
+                d.named_by.as_str(),
+                d.mac.map(|m| m.to_string()),
+                d.first_ms,
+                d.last_ms,
+            ));
+            for (addr, (first, last)) in &d.addrs {
+                addresses.push((k.clone(), addr.text(), *first, *last));
+            }
+        }
+        devices.sort_by(|a, b| a.0.cmp(&b.0));
+        addresses.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        (minutes, devices, addresses)
+    }
+}
+
+/// [`MinuteRow::bounds`] of one minute read from PostgreSQL: the fewest and the most of its
+/// ordinary queries that fell in [a, b).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn minute_bounds(
+    start_ms: i64,
+    count: u64,
+    first_ms: i64,
+    last_ms: i64,
+    seconds: u64,
+    a: i64,
+    b: i64,
+) -> (u64, u64) {
+    MinuteRow {
+        start_ms,
+        count,
+        first_ms,
+        last_ms,
+        seconds,
+    }
+    .bounds(a, b)
+}
+
+/// Parses `devices.named_by` (for [`super::postgres`]).
+pub(super) fn named_by_of(s: &str) -> NamedBy {
+    parse_named_by(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::MinuteRow;

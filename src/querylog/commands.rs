@@ -80,7 +80,13 @@ pub fn mark_at(
     } else {
         None
     };
-    let sel = ClientSelector::resolve_in(&args.client, clients, existing.as_ref())?;
+    let sel = ClientSelector::resolve_in(
+        &args.client,
+        clients,
+        existing
+            .as_ref()
+            .map(|c| c as &dyn super::store::DeviceLookup),
+    )?;
     drop(existing);
     let note = args.note.trim();
     if note.is_empty() {
@@ -159,6 +165,11 @@ pub struct LogReport {
 }
 
 impl LogReport {
+    /// For the PostgreSQL back end.
+    pub(crate) fn new(rows: Vec<LogEntry>, more: bool, limit: usize) -> LogReport {
+        LogReport { rows, more, limit }
+    }
+
     pub fn render_text(&self) -> String {
         if self.rows.is_empty() {
             return "no logged queries match\n".to_string();

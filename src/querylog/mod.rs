@@ -20,17 +20,22 @@
 //! * [`retention`]: deleting what is older than `retention_days`;
 //! * [`read`]: the queries `log` and `verify` ask (clients, marks, counts, logged time);
 //! * [`commands`]: `telesink mark` and `telesink log` and their rendering.
+//! * [`store`]: where the log lives ([`LogLocation`]: SQLite or PostgreSQL) and the questions
+//!   `verify` asks of either;
+//! * [`postgres`]: the log in PostgreSQL (`[querylog] url`), shared by several replicas.
 //!
 //! `verify` is in [`crate::verify`].
 
 pub mod activity;
 pub mod commands;
 pub mod error;
+pub mod postgres;
 pub mod read;
 mod retention;
 pub(crate) mod schema;
 pub mod settings;
 pub mod sink;
+pub mod store;
 pub mod traffic;
 mod writer;
 
@@ -45,10 +50,10 @@ pub use error::{CommandError, DbErrorKind, QueryLogError};
 pub use read::{ClientList, ClientSelector, MarkInfo, OwnedClientList};
 pub use settings::{LatestMark, LogMode, MarksCallback, QueryLogSettings, QueryLogTuning};
 pub use sink::{anonymize_addr, start_for_server, QueryLog, QueryLogStats, ShutdownReport};
+pub use store::{devices_in, log_in, mark_in, DeviceLookup, LogLocation};
 
-pub(crate) use activity::ordinary_counts;
 pub(crate) use commands::table;
-pub(crate) use read::{category_counts, client_categories, find_mark, logged_ms};
+pub(crate) use read::find_mark;
 pub(crate) use schema::open_existing;
 #[cfg(test)]
 pub(crate) use schema::open_rw;

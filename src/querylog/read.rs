@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::activity;
 use super::error::{CommandError, QueryLogError};
 use super::settings::{LatestMark, RUN_STALE_MS};
 use super::sink::anonymize_addr;
+use super::store::DeviceLookup;
 use crate::timespec::{self, MarkRef};
 
 pub(crate) fn all_categories(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -89,7 +89,7 @@ impl ClientSelector {
     pub fn resolve_in(
         c: &str,
         clients: &ClientList,
-        log: Option<&Connection>,
+        log: Option<&dyn DeviceLookup>,
     ) -> Result<ClientSelector, CommandError> {
         let c = c.trim();
         let mut keys = Vec::new();
@@ -100,8 +100,7 @@ impl ClientSelector {
         };
         // Addresses the log saw the device use (a failed read only narrows the selection).
         let logged_addresses = |name: &str| -> Vec<String> {
-            log.and_then(|conn| activity::device_addresses(conn, name).ok())
-                .unwrap_or_default()
+            log.map(|l| l.device_addresses(name)).unwrap_or_default()
         };
         if let Some((name, nets)) = clients.iter().find(|(n, _)| n == c) {
             push(&mut keys, name.clone());
@@ -129,13 +128,7 @@ impl ClientSelector {
                 .iter()
                 .find(|(_, nets)| nets.iter().any(|n| n.contains(&addr)))
                 .map(|(n, _)| n.clone())
-                .or_else(|| {
-                    log.and_then(|conn| {
-                        activity::device_of_address(conn, &addr.to_string())
-                            .ok()
-                            .flatten()
-                    })
-                })
+                .or_else(|| log.and_then(|l| l.device_of_address(&addr.to_string())))
                 .unwrap_or_else(|| addr.to_string());
             push(&mut keys, label.clone());
             push(&mut keys, addr.to_string());
@@ -155,7 +148,7 @@ impl ClientSelector {
             });
         }
         if let Some(conn) = log {
-            if activity::device_exists(conn, c).unwrap_or(false) {
+            if conn.device_exists(c) {
                 push(&mut keys, c.to_string());
                 for a in logged_addresses(c) {
                     push(&mut keys, a);
@@ -168,7 +161,7 @@ impl ClientSelector {
         }
         let mut known: Vec<String> = clients.iter().map(|(n, _)| n.clone()).collect();
         if let Some(conn) = log {
-            for d in activity::device_names(conn).unwrap_or_default() {
+            for d in conn.device_names() {
                 if !known.contains(&d) {
                     known.push(d);
                 }

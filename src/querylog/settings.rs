@@ -26,6 +26,8 @@ pub struct QueryLogSettings {
     pub anonymize: bool,
     /// Rows that may wait for the writer; past that they are dropped and counted.
     pub queue_size: usize,
+    /// `[querylog] url`: write to this PostgreSQL database instead of `path`.
+    pub postgres: Option<String>,
 }
 
 /// Intervals of the writer thread. [`Default`] is what the server uses; tests shorten them.

@@ -282,6 +282,9 @@ impl QueryLog {
                 writer: Mutex::new(None),
             });
         }
+        if let Some(url) = &settings.postgres {
+            return Self::open_postgres(&settings, url, tuning, dropped, on_marks);
+        }
         let path = settings.path.clone();
         let conn = open_rw(&path)?;
         let start = now_ms();
@@ -328,6 +331,57 @@ impl QueryLog {
             })?;
         Ok(QueryLog {
             path: settings.path,
+            active: Some(Active {
+                tx,
+                matched_only: settings.mode == LogMode::Matched,
+                closed: AtomicBool::new(false),
+                inflight: AtomicUsize::new(0),
+                stats,
+            }),
+            dropped,
+            dropped_at_start,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// [`QueryLog::open_with`] for `[querylog] url`: the same queue, a PostgreSQL writer. The
+    /// database need not be up yet: the writer connects (and reconnects) by itself, dropping
+    /// and counting rows meanwhile.
+    fn open_postgres(
+        settings: &QueryLogSettings,
+        url: &str,
+        tuning: QueryLogTuning,
+        dropped: prometheus::IntCounter,
+        on_marks: Option<MarksCallback>,
+    ) -> Result<QueryLog, QueryLogError> {
+        let url = super::postgres::PgUrl::parse(url)?;
+        let shown = PathBuf::from(url.to_string());
+        let dropped_at_start = dropped.get();
+        let (tx, rx) = mpsc::sync_channel(settings.queue_size.max(1));
+        let stats = Arc::new(Stats::default());
+        let mut writer = super::postgres::writer::PgWriter::new(
+            url,
+            rx,
+            tuning,
+            settings.mode,
+            settings.anonymize,
+            i64::from(settings.retention_days) * 86_400_000,
+            on_marks,
+            stats.clone(),
+            dropped.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name("querylog-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| {
+                QueryLogError::new(
+                    &shown,
+                    DbErrorKind::Other,
+                    format!("cannot start the writer thread: {e}"),
+                )
+            })?;
+        Ok(QueryLog {
+            path: shown,
             active: Some(Active {
                 tx,
                 matched_only: settings.mode == LogMode::Matched,
@@ -404,7 +458,13 @@ pub fn start_for_server(
         tracing::info!("query log off (log = \"none\")");
         return None;
     }
-    let path = settings.path.clone();
+    let path = match &settings.postgres {
+        // Shown without its password.
+        Some(url) => super::postgres::PgUrl::parse(url)
+            .map(|u| PathBuf::from(u.to_string()))
+            .unwrap_or_default(),
+        None => settings.path.clone(),
+    };
     let what = format!(
         "log = \"{}\", retention {} days{}",
         if settings.mode == LogMode::All {

@@ -95,6 +95,7 @@ fn settings(path: &Path, mode: LogMode) -> QueryLogSettings {
         retention_days: 30,
         anonymize: false,
         queue_size: 10_000,
+        postgres: None,
     }
 }
 

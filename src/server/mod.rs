@@ -84,6 +84,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             retention_days: config.querylog.retention_days,
             anonymize: config.querylog.anonymize,
             queue_size: config.querylog.queue_size,
+            postgres: config.querylog.url.clone(),
         },
         metrics.querylog_dropped(),
         {
@@ -300,6 +301,13 @@ fn traffic_log(
     if a.nftables == crate::addresses::NftMode::Off
         || config.querylog.log == crate::config::LogMode::None
     {
+        return None;
+    }
+    if config.querylog.url.is_some() {
+        tracing::warn!(
+            "packet counts are not kept in a PostgreSQL query log: verify shows no packet \
+             evidence (the metrics still count packets)"
+        );
         return None;
     }
     match crate::querylog::traffic::TrafficLog::open(

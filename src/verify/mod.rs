@@ -40,7 +40,11 @@ pub use report::{
     Actions, AddressTraffic, DomainCount, OrdinaryActivity, Source, Traffic, VerifyReport, Wait,
 };
 
-use crate::querylog::{self, ClientList, ClientSelector, CommandError, MarkInfo, QueryLogError};
+use crate::querylog::postgres::PgStore;
+use crate::querylog::store::{LogRead, SqliteLog};
+use crate::querylog::{
+    self, ClientList, ClientSelector, CommandError, LogLocation, MarkInfo, QueryLogError,
+};
 use crate::timespec::{self, format_duration_ms, TimeSpec};
 use evidence::{judge_use, DnsUse, UseEvidence};
 use prometheus::Prometheus;
@@ -85,9 +89,52 @@ pub fn verify_at(
     clients: &ClientList,
     now: Timestamp,
 ) -> Result<VerifyReport, CommandError> {
+    let conn = querylog::open_existing(db);
+    let log = conn.as_ref().map(|conn| SqliteLog { conn, path: db });
+    let log = match &log {
+        Ok(l) => Ok(l as &dyn LogRead),
+        Err(e) => Err(*e),
+    };
+    verify_from(args, log, clients, now)
+}
+
+/// `verify` against either back end of the query log.
+pub fn verify_in(
+    args: &VerifyArgs,
+    at: &LogLocation,
+    clients: &ClientList,
+) -> Result<VerifyReport, CommandError> {
+    match at {
+        LogLocation::Sqlite(p) => verify(args, p, clients),
+        LogLocation::Postgres(u) => {
+            let store = PgStore::open_existing(u);
+            verify_from(
+                args,
+                store.as_ref().map(|s| s as &dyn LogRead),
+                clients,
+                Timestamp::now(),
+            )
+        }
+    }
+}
+
+/// The verdict from an opened log, or why it could not be opened (which matters only when
+/// the log is needed: without `--prometheus`, or for a mark).
+fn verify_from(
+    args: &VerifyArgs,
+    log: Result<&dyn LogRead, &QueryLogError>,
+    clients: &ClientList,
+    now: Timestamp,
+) -> Result<VerifyReport, CommandError> {
+    let need = || -> Result<&dyn LogRead, CommandError> {
+        log.map_err(|e| CommandError::Db(QueryLogError::new(&e.path, e.kind, e.message.clone())))
+    };
     // Marks and the devices the log has seen live in the query log, even with --prometheus.
-    let mut conn = querylog::open_existing(db).ok();
-    let sel = ClientSelector::resolve_in(&args.client, clients, conn.as_ref())?;
+    let sel = ClientSelector::resolve_in(
+        &args.client,
+        clients,
+        log.ok().map(|l| l as &dyn querylog::DeviceLookup),
+    )?;
     let category = args.category.trim().to_string();
     if category.is_empty() {
         return Err(CommandError::Usage(
@@ -97,36 +144,28 @@ pub fn verify_at(
     let now_ms = now.as_millisecond();
     let mut notes = Vec::new();
 
-    let open =
-        || -> Result<rusqlite::Connection, CommandError> { Ok(querylog::open_existing(db)?) };
     let mut mark = None;
-    let resolve = |spec: &TimeSpec,
-                   what: &str,
-                   conn: &mut Option<rusqlite::Connection>,
-                   mark: &mut Option<MarkInfo>|
-     -> Result<i64, CommandError> {
-        match spec {
-            TimeSpec::Mark(m) => {
-                if conn.is_none() {
-                    *conn = Some(open()?);
+    let resolve =
+        |spec: &TimeSpec, what: &str, mark: &mut Option<MarkInfo>| -> Result<i64, CommandError> {
+            match spec {
+                TimeSpec::Mark(m) => {
+                    let info = need()?.find_mark(*m, Some(&sel))?;
+                    let ms = info.time_ms;
+                    if what == "--since" {
+                        *mark = Some(info);
+                    }
+                    Ok(ms)
                 }
-                let info = querylog::find_mark(conn.as_ref().unwrap(), db, *m, Some(&sel))?;
-                let ms = info.time_ms;
-                if what == "--since" {
-                    *mark = Some(info);
-                }
-                Ok(ms)
+                t => Ok(t
+                    .resolve(now)
+                    .ok_or_else(|| CommandError::Usage(format!("cannot resolve {what} {t}")))?
+                    .as_millisecond()),
             }
-            t => Ok(t
-                .resolve(now)
-                .ok_or_else(|| CommandError::Usage(format!("cannot resolve {what} {t}")))?
-                .as_millisecond()),
-        }
-    };
-    let since_ms = resolve(&args.since, "--since", &mut conn, &mut mark)?;
+        };
+    let since_ms = resolve(&args.since, "--since", &mut mark)?;
     let until_ms = match &args.until {
         None => now_ms,
-        Some(u) => resolve(u, "--until", &mut conn, &mut None)?,
+        Some(u) => resolve(u, "--until", &mut None)?,
     };
     let until_is_now = matches!(args.until, None | Some(TimeSpec::Now));
     if let Some(m) = &mark {
@@ -168,23 +207,11 @@ pub fn verify_at(
     let mut traffic: Option<Traffic> = None;
     let (source, before, after, logged_base, logged_after, ordinary) = match &args.prometheus {
         None => {
-            let conn = match conn {
-                Some(c) => c,
-                None => open()?,
-            };
-            let e = |err: rusqlite::Error| CommandError::Db(QueryLogError::from_sqlite(db, &err));
-            let counts = querylog::category_counts(
-                &conn,
-                &sel,
-                &category,
-                baseline_start_ms,
-                since_ms,
-                until_ms,
-            )
-            .map_err(e)?;
-            let logged_base =
-                querylog::logged_ms(&conn, baseline_start_ms, since_ms, now_ms).map_err(e)?;
-            let logged_after = querylog::logged_ms(&conn, since_ms, until_ms, now_ms).map_err(e)?;
+            let conn = need()?;
+            let counts =
+                conn.category_counts(&sel, &category, baseline_start_ms, since_ms, until_ms)?;
+            let logged_base = conn.logged_ms(baseline_start_ms, since_ms, now_ms)?;
+            let logged_after = conn.logged_ms(since_ms, until_ms, now_ms)?;
             let (mut before, mut after) = (0u64, 0u64);
             for (name, (b, a, last)) in counts.domains {
                 before += b;
@@ -209,7 +236,7 @@ pub fn verify_at(
                 allowed: get("allowed"),
             });
             if before == 0 && after == 0 {
-                seen_categories = Some(querylog::client_categories(&conn, &sel).map_err(e)?);
+                seen_categories = Some(conn.client_categories(&sel)?);
             }
             if logged_after < window_ms && logged_after > 0 {
                 notes.push(format!(
@@ -229,19 +256,11 @@ pub fn verify_at(
                     )
                 });
             }
-            let ord = querylog::ordinary_counts(&conn, &sel, baseline_start_ms, since_ms, until_ms)
-                .map_err(e)?;
+            let ord = conn.ordinary_counts(&sel, baseline_start_ms, since_ms, until_ms)?;
             let mut bypass_after = 0u64;
             if category != BYPASS_CATEGORY {
-                let b = querylog::category_counts(
-                    &conn,
-                    &sel,
-                    BYPASS_CATEGORY,
-                    since_ms,
-                    since_ms,
-                    until_ms,
-                )
-                .map_err(e)?;
+                let b =
+                    conn.category_counts(&sel, BYPASS_CATEGORY, since_ms, since_ms, until_ms)?;
                 for (name, (_, a, _)) in b.domains {
                     if a > 0 {
                         bypass_after += a;
@@ -250,15 +269,8 @@ pub fn verify_at(
                 }
             }
             // Packets to the category's addresses: only in a log written while telesink counted.
-            if let Some(t) = querylog::traffic::traffic_counts(
-                &conn,
-                &sel,
-                &category,
-                baseline_start_ms,
-                since_ms,
-                until_ms,
-            )
-            .map_err(e)?
+            if let Some(t) =
+                conn.traffic_counts(&sel, &category, baseline_start_ms, since_ms, until_ms)?
             {
                 if t.spanning > 0 {
                     notes.push(format!(
@@ -290,7 +302,7 @@ pub fn verify_at(
             }
             (
                 Source::QueryLog {
-                    path: db.display().to_string(),
+                    path: conn.source(),
                 },
                 before as f64,
                 after as f64,

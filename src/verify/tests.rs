@@ -161,6 +161,7 @@ impl Db {
                 retention_days: 0,
                 anonymize: false,
                 queue_size: 10_000,
+                postgres: None,
             },
             ::prometheus::IntCounter::new("d", "d").unwrap(),
             None,

@@ -30,6 +30,7 @@ pub mod dns;
 pub mod hostile;
 pub mod https;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod prom;
 pub mod server;

@@ -57,6 +57,8 @@ pub struct Telesink {
     wrap: Vec<String>,
     /// Environment variables for `telesink run` (e.g. `SSL_CERT_FILE`).
     envs: Vec<(String, String)>,
+    /// `[querylog] url` instead of the `path` in the test's directory.
+    querylog_url: Option<String>,
 }
 
 impl Default for Telesink {
@@ -85,7 +87,14 @@ impl Telesink {
             body: String::new(),
             wrap: Vec::new(),
             envs: Vec::new(),
+            querylog_url: None,
         }
+    }
+
+    /// The query log in PostgreSQL at `url` (`[querylog] url`, no `path`).
+    pub fn querylog_url(mut self, url: &str) -> Self {
+        self.querylog_url = Some(url.to_string());
+        self
     }
 
     /// Runs the server as `wrap… telesink run …` (a program that execs its arguments, so the
@@ -231,12 +240,15 @@ impl Telesink {
         writeln!(t, "listen = \"127.0.0.1:{metrics}\"").unwrap();
         t.push_str(&self.metrics_toml);
         writeln!(t, "\n[querylog]").unwrap();
-        writeln!(
-            t,
-            "path = {}",
-            q(&self.dir.path().join("q.db").to_string_lossy())
-        )
-        .unwrap();
+        match &self.querylog_url {
+            Some(url) => writeln!(t, "url = {}", q(url)).unwrap(),
+            None => writeln!(
+                t,
+                "path = {}",
+                q(&self.dir.path().join("q.db").to_string_lossy())
+            )
+            .unwrap(),
+        }
         t.push_str(&self.querylog_toml);
         t.push('\n');
         t.push_str(&self.body);
