@@ -997,7 +997,7 @@ fn schema_2_is_migrated_with_activity() {
 #[cfg(test)]
 mod cost {
     use super::super::sink::{Msg, Row};
-    use super::super::writer::write_rows;
+    use super::super::writer::{write_rows, TextIds};
     use super::*;
 
     /// CPU time of the writer per row (`write_rows`, batches of 2000, every row matched, on
@@ -1038,10 +1038,11 @@ mod cost {
                 Row::from_event(&ev)
             })
             .collect();
+        let mut texts = TextIds::default();
         let t0 = Instant::now();
         for chunk in rows.chunks(2000) {
             let tx = conn.transaction().unwrap();
-            write_rows(&tx, chunk, false).unwrap();
+            write_rows(&tx, &mut texts, chunk, false).unwrap();
             tx.commit().unwrap();
         }
         let took = t0.elapsed();

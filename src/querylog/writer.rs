@@ -69,6 +69,8 @@ pub(super) struct Writer {
     pub(super) activity: Pending,
     /// A `Stop` was taken: finish what is queued and end.
     pub(super) stopping: bool,
+    /// Ids of the strings the rows refer to.
+    pub(super) texts: TextIds,
 }
 
 const INSERT_QUERY: &str = "INSERT INTO queries (ts_ms, client, client_addr, client_name, grp, \
@@ -194,12 +196,7 @@ impl Writer {
         let counted = self.activity.queries();
         let (conn, batch, activity, anonymize) =
             (&mut self.conn, &self.batch, &self.activity, self.anonymize);
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            write_rows(&tx, batch, anonymize)?;
-            activity.write(&tx)?;
-            tx.commit()
-        })();
+        let result = write_batch(conn, &mut self.texts, batch, activity, anonymize);
         match result {
             Ok(()) => {
                 self.stats.rows_written.fetch_add(n, Ordering::Relaxed);
@@ -249,11 +246,49 @@ impl Writer {
     }
 }
 
+/// Writes rows and the activity counted with them in one transaction: the server's writer and
+/// the benchmark's town ([`super::town`]) both write through here.
+pub(super) fn write_batch(
+    conn: &mut Connection,
+    texts: &mut TextIds,
+    rows: &[Row],
+    activity: &Pending,
+    anonymize: bool,
+) -> rusqlite::Result<()> {
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        write_rows(&tx, texts, rows, anonymize)?;
+        activity.write(&tx)?;
+        tx.commit()
+    })();
+    if result.is_err() {
+        // Ids handed out in a transaction that rolled back are gone.
+        texts.clear();
+    }
+    result
+}
+
+/// The writer's copy of `texts`: string → id, so that a row costs no look-up for a name seen
+/// before. Bounded: past `MAX_TEXT_IDS` it starts again from empty.
+#[derive(Default)]
+pub(super) struct TextIds {
+    ids: HashMap<Box<str>, i64>,
+}
+
+const MAX_TEXT_IDS: usize = 1 << 20;
+
+impl TextIds {
+    pub(super) fn clear(&mut self) {
+        self.ids.clear();
+    }
+}
+
 /// Rows inserted between two `sched_yield`s (about 0.1–0.2 ms of work).
 const YIELD_EVERY: usize = 32;
 
 pub(super) fn write_rows(
     tx: &Transaction<'_>,
+    _texts: &mut TextIds,
     rows: &[Row],
     anonymize: bool,
 ) -> rusqlite::Result<()> {
