@@ -29,6 +29,7 @@ pub mod commands;
 pub mod error;
 pub mod read;
 mod retention;
+mod rows;
 pub(crate) mod schema;
 pub mod settings;
 pub mod sink;
