@@ -93,18 +93,25 @@ def metric(port, name):
     return total if found else None
 
 
-def old_rows_left(db, cutoff_ms):
-    """Whether the last client's (and device's) rows before the cutoff are still there:
-    retention deletes client by client in key order, so these go last."""
+def last_keys(db):
+    """The last client and device in key order: retention deletes client by client (then
+    device by device) in key order, so their old rows go last. Taken before the server starts
+    (its own load's client is new, and after them)."""
     c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        q = c.execute(
-            "SELECT EXISTS (SELECT 1 FROM query_rows WHERE client = "
-            "(SELECT max(client) FROM query_rows) AND ts_ms < ?)", (cutoff_ms,)).fetchone()[0]
-        d = c.execute(
-            "SELECT EXISTS (SELECT 1 FROM device_minutes WHERE device = "
-            "(SELECT max(device) FROM device_minutes) AND minute < ?)",
-            (cutoff_ms // 60000,)).fetchone()[0]
+        return (c.execute("SELECT max(client) FROM query_rows").fetchone()[0],
+                c.execute("SELECT max(device) FROM device_minutes").fetchone()[0])
+    finally:
+        c.close()
+
+
+def old_rows_left(db, keys, cutoff_ms):
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        q = c.execute("SELECT EXISTS (SELECT 1 FROM query_rows WHERE client = ? AND ts_ms < ?)",
+                      (keys[0], cutoff_ms)).fetchone()[0]
+        d = c.execute("SELECT EXISTS (SELECT 1 FROM device_minutes WHERE device = ? AND minute < ?)",
+                      (keys[1], cutoff_ms // 60000)).fetchone()[0]
         return bool(q or d)
     finally:
         c.close()
@@ -119,6 +126,7 @@ def retention_run(a, work, retention_days):
             f.write(f"t{i}.tracking.example A\n")
     cutoff = int(time.time() * 1000) - retention_days * 86_400_000
     rows_before = count_rows(a.db)
+    keys = last_keys(a.db)
     srv = subprocess.Popen([a.telesink, "run", "-c", cfg], stdout=subprocess.DEVNULL,
                            stderr=open(os.path.join(work, "server.log"), "w"))
     t0 = time.perf_counter()
@@ -132,10 +140,10 @@ def retention_run(a, work, retention_days):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         done = None
         while load.poll() is None:
-            if done is None and not old_rows_left(a.db, cutoff):
+            if done is None and not old_rows_left(a.db, keys, cutoff):
                 done = time.perf_counter() - t0
             time.sleep(0.25)
-        if done is None and not old_rows_left(a.db, cutoff):
+        if done is None and not old_rows_left(a.db, keys, cutoff):
             done = time.perf_counter() - t0
         out = load.stdout.read()
         dropped = metric(mport, "telesink_querylog_dropped_total")

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use super::error::{CommandError, QueryLogError};
 use super::read::ClientSelector;
-use super::schema::open_existing;
 use super::rows::{id_list, text_ids, TextIds};
+use super::schema::open_existing;
 use super::sink::{anonymize_addr, Seen};
 use crate::devices::{Mac, NamedBy};
 use crate::timespec;
@@ -451,7 +451,9 @@ pub(crate) fn ordinary_counts(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let row_last: Option<i64> = conn.query_row(
-            &format!("SELECT max(ts_ms) FROM query_rows WHERE client IN ({clients}) AND ts_ms < ?1"),
+            &format!(
+                "SELECT max(ts_ms) FROM query_rows WHERE client IN ({clients}) AND ts_ms < ?1"
+            ),
             params![to],
             |r| r.get(0),
         )?;

@@ -248,7 +248,7 @@ pub(crate) fn table<const N: usize>(
 
 /// Newest first; rows of the same millisecond by client and then in the order written.
 fn sort_newest_first(rows: &mut [(LogEntry, i64, i64)]) {
-    rows.sort_by(|a, b| (b.0.time_ms, b.1, b.2).cmp(&(a.0.time_ms, a.1, a.2)));
+    rows.sort_by_key(|r| Reverse((r.0.time_ms, r.1, r.2)));
 }
 
 /// Searches the log, newest first.

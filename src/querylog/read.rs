@@ -18,7 +18,8 @@ use crate::timespec::{self, MarkRef};
 
 /// Every category some row matched (or once matched: retention leaves the sets).
 pub(crate) fn all_categories(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn.prepare_cached("SELECT DISTINCT category FROM category_sets ORDER BY category")?;
+    let mut st =
+        conn.prepare_cached("SELECT DISTINCT category FROM category_sets ORDER BY category")?;
     let rows = st.query_map([], |r| r.get(0))?;
     rows.collect()
 }

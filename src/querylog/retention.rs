@@ -78,7 +78,11 @@ impl Writer {
 
 /// The first key column's values of `table` (`client` or `device`), one seek each.
 fn distinct_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<i64>> {
-    let col = if table == "query_rows" { "client" } else { "device" };
+    let col = if table == "query_rows" {
+        "client"
+    } else {
+        "device"
+    };
     let mut st = conn.prepare_cached(&format!(
         "WITH RECURSIVE k(x) AS ( \
            SELECT (SELECT min({col}) FROM {table}) \

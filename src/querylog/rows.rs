@@ -67,7 +67,9 @@ impl Kind {
     }
 
     pub fn rcode(self) -> Cow<'static, str> {
-        rcode_name(<ResponseCode as From<u16>>::from(((self.0 >> 21) & 0xfff) as u16))
+        rcode_name(<ResponseCode as From<u16>>::from(
+            ((self.0 >> 21) & 0xfff) as u16,
+        ))
     }
 }
 

@@ -153,14 +153,14 @@ fn schema_is_created_in_wal_mode_with_indexes() {
     // verify's question is one index range scan.
     let conn = open_existing(&path).unwrap();
     let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT name, count(*) FROM query_rows \
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT name, count(*) FROM query_rows \
                  WHERE client IN (1, 2) AND ts_ms >= 0 AND ts_ms < 10 AND +cats IN (3, 4) \
                  GROUP BY name",
-                [],
-                |r| r.get(3),
-            )
-            .unwrap();
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
     assert!(plan.contains("PRIMARY KEY"), "{plan}");
 }
 

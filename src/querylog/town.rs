@@ -96,10 +96,16 @@ struct Vendor {
 const VENDORS: &[(&str, &[&str])] = &[
     ("xiaomi", &["xiaomi.com", "miui.com", "mi.com"]),
     ("huawei", &["huawei.com", "hicloud.com", "dbankcloud.com"]),
-    ("samsung", &["samsung.com", "samsungcloud.com", "samsungads.com"]),
+    (
+        "samsung",
+        &["samsung.com", "samsungcloud.com", "samsungads.com"],
+    ),
     ("oppo", &["oppomobile.com", "heytapmobi.com"]),
     ("vivo", &["vivo.com.cn", "vivoglobal.com"]),
-    ("google", &["google.com", "googleapis.com", "app-measurement.com"]),
+    (
+        "google",
+        &["google.com", "googleapis.com", "app-measurement.com"],
+    ),
     ("apple", &["apple.com", "icloud.com", "mzstatic.com"]),
     ("microsoft", &["microsoft.com", "live.com", "windows.com"]),
     ("amazon", &["amazon.com", "amazonvideo.com", "a2z.com"]),
@@ -109,8 +115,22 @@ const VENDORS: &[(&str, &[&str])] = &[
 ];
 
 const TELEMETRY_HOSTS: &[&str] = &[
-    "metrics", "telemetry", "tracking", "data", "log", "analytics", "events", "stats", "report",
-    "diag", "crash", "beacon", "ads", "adx", "collect", "sdk",
+    "metrics",
+    "telemetry",
+    "tracking",
+    "data",
+    "log",
+    "analytics",
+    "events",
+    "stats",
+    "report",
+    "diag",
+    "crash",
+    "beacon",
+    "ads",
+    "adx",
+    "collect",
+    "sdk",
 ];
 
 /// One device of the town.
@@ -152,8 +172,16 @@ struct Pending1 {
 }
 
 enum Kind {
-    Ordinary { name: u32, result: QueryResult, rcode: ResponseCode, qtype: RecordType },
-    Telemetry { name: u32, qtype: RecordType },
+    Ordinary {
+        name: u32,
+        result: QueryResult,
+        rcode: ResponseCode,
+        qtype: RecordType,
+    },
+    Telemetry {
+        name: u32,
+        qtype: RecordType,
+    },
 }
 
 /// A query of the town, borrowed from it: `event()` gives what the DNS path hands the log.
@@ -182,7 +210,12 @@ impl TownQuery<'_> {
             elapsed: Duration::from_micros(40),
         };
         match &self.q.kind {
-            Kind::Ordinary { name, result, rcode, qtype } => QueryEvent {
+            Kind::Ordinary {
+                name,
+                result,
+                rcode,
+                qtype,
+            } => QueryEvent {
                 name: &town.names[*name as usize],
                 qtype: *qtype,
                 result: *result,
@@ -269,8 +302,12 @@ impl Town {
                 blocks: rng.unit() < 0.85,
             });
         }
-        let tlds = ["com", "net", "org", "io", "de", "co.uk", "fr", "tv", "app", "cloud"];
-        let prefixes = ["www", "api", "cdn", "img", "static", "edge", "m", "mail", "gateway"];
+        let tlds = [
+            "com", "net", "org", "io", "de", "co.uk", "fr", "tv", "app", "cloud",
+        ];
+        let prefixes = [
+            "www", "api", "cdn", "img", "static", "edge", "m", "mail", "gateway",
+        ];
         let names: Vec<Arc<str>> = (0..spec.names)
             .map(|i| {
                 let site = i / 3;

@@ -16,9 +16,9 @@ use super::activity::Pending;
 use super::error::QueryLogError;
 use super::now_ms;
 use super::read::latest_marks;
-use super::settings::{LatestMark, MarksCallback, QueryLogTuning};
-use super::rows::{insert_row, Kind, RowFields};
 pub(super) use super::rows::TextIds;
+use super::rows::{insert_row, Kind, RowFields};
+use super::settings::{LatestMark, MarksCallback, QueryLogTuning};
 use super::sink::{anonymize_addr, Msg, Row, Stats};
 
 /// Logs a repeating error at most once a minute, with how many were left out.
@@ -74,7 +74,6 @@ pub(super) struct Writer {
     /// Ids of the strings the rows refer to.
     pub(super) texts: TextIds,
 }
-
 
 impl Writer {
     pub(super) fn run(&mut self) {
@@ -319,12 +318,7 @@ pub(super) fn write_rows(
                 client_name,
                 group: r.group.as_deref(),
                 name: r.name.as_str(),
-                kind: Kind::new(
-                    r.qtype.into(),
-                    r.result,
-                    r.action,
-                    r.rcode.into(),
-                ),
+                kind: Kind::new(r.qtype.into(), r.result, r.action, r.rcode.into()),
                 categories,
                 list: r.list.as_deref(),
                 upstream_ms: r.upstream_ms.map(i64::from),
