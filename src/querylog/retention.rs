@@ -21,6 +21,8 @@ impl Writer {
             return;
         }
         let cutoff = now_ms() - self.retention_ms;
+        let started = std::time::Instant::now();
+        let deleted_before = self.stats.retention_deleted.load(Ordering::Relaxed);
         let minute_cutoff = cutoff.div_euclid(60_000);
         let report = |w: &mut Writer, e: rusqlite::Error, what: &str| {
             w.errors
@@ -73,6 +75,14 @@ impl Writer {
             "DELETE FROM runs WHERE end_ms IS NOT NULL AND end_ms < ?1",
             params![cutoff],
         );
+        let deleted = self.stats.retention_deleted.load(Ordering::Relaxed) - deleted_before;
+        if deleted > 0 {
+            tracing::info!(
+                "query log retention: deleted {deleted} rows older than {} days in {:.3} s",
+                self.retention_ms / 86_400_000,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 
