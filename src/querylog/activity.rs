@@ -14,11 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use rusqlite::{params, params_from_iter, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::error::{CommandError, QueryLogError};
 use super::read::ClientSelector;
+use super::rows::{id_list, text_ids, TextIds};
 use super::schema::open_existing;
 use super::sink::{anonymize_addr, Seen};
 use crate::devices::{Mac, NamedBy};
@@ -157,39 +158,49 @@ impl Pending {
     }
 
     /// Adds what was counted to the tables.
-    pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    pub(super) fn write(&self, tx: &Transaction<'_>, texts: &mut TextIds) -> rusqlite::Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let mut minute = tx.prepare_cached(
-            "INSERT INTO activity (device, minute, total, first_ms, last_ms, ordinary, \
-             ord_first_ms, ord_last_ms, ord_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+            "INSERT INTO device_minutes (device, minute, total, first_off, last_off, ordinary, \
+             ord_first_off, ord_last_off, ord_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (device, minute) DO UPDATE SET \
                total = total + excluded.total, \
-               first_ms = min(first_ms, excluded.first_ms), \
-               last_ms = max(last_ms, excluded.last_ms), \
+               first_off = min(first_off, excluded.first_off), \
+               last_off = max(last_off, excluded.last_off), \
                ordinary = ordinary + excluded.ordinary, \
-               ord_first_ms = CASE WHEN excluded.ord_first_ms IS NULL THEN ord_first_ms \
-                 ELSE min(coalesce(ord_first_ms, excluded.ord_first_ms), excluded.ord_first_ms) END, \
-               ord_last_ms = CASE WHEN excluded.ord_last_ms IS NULL THEN ord_last_ms \
-                 ELSE max(coalesce(ord_last_ms, excluded.ord_last_ms), excluded.ord_last_ms) END, \
+               ord_first_off = CASE WHEN excluded.ord_first_off IS NULL THEN ord_first_off \
+                 ELSE min(coalesce(ord_first_off, excluded.ord_first_off), excluded.ord_first_off) END, \
+               ord_last_off = CASE WHEN excluded.ord_last_off IS NULL THEN ord_last_off \
+                 ELSE max(coalesce(ord_last_off, excluded.ord_last_off), excluded.ord_last_off) END, \
                ord_seconds = ord_seconds | excluded.ord_seconds",
         )?;
         // Keys are formatted once per device, not per minute.
         let mut text: HashMap<&DeviceKey, String> = HashMap::new();
+        let mut ids: HashMap<&DeviceKey, i64> = HashMap::new();
         for ((key, m), c) in &self.minutes {
-            let k: &str = text.entry(key).or_insert_with(|| key.text());
+            let id = match ids.get(key) {
+                Some(id) => *id,
+                None => {
+                    let k: &str = text.entry(key).or_insert_with(|| key.text());
+                    let id = texts.id(tx, k)?;
+                    ids.insert(key, id);
+                    id
+                }
+            };
+            let base = m * MINUTE_MS;
             let (of, ol) = if c.ordinary > 0 {
-                (Some(c.ord_first_ms), Some(c.ord_last_ms))
+                (Some(c.ord_first_ms - base), Some(c.ord_last_ms - base))
             } else {
                 (None, None)
             };
             minute.execute(params![
-                k,
+                id,
                 m,
                 c.total as i64,
-                c.first_ms,
-                c.last_ms,
+                c.first_ms - base,
+                c.last_ms - base,
                 c.ordinary as i64,
                 of,
                 ol,
@@ -381,13 +392,6 @@ pub struct OrdinaryCounts {
     pub exact: bool,
 }
 
-fn key_list(first: usize, n: usize) -> String {
-    (0..n)
-        .map(|i| format!("?{}", i + first))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The device's ordinary queries in [from, split) and [split, to), and its last query before
 /// `to`.
 ///
@@ -403,8 +407,6 @@ pub(crate) fn ordinary_counts(
     split: i64,
     to: i64,
 ) -> rusqlite::Result<OrdinaryCounts> {
-    let keys: Vec<rusqlite::types::Value> = sel.keys.iter().map(|k| k.clone().into()).collect();
-    let n = keys.len();
     let partial_runs: i64 = conn.query_row(
         "SELECT count(*) FROM runs WHERE start_ms < ?1 AND (end_ms IS NULL OR end_ms > ?2) \
          AND mode != 'all'",
@@ -418,37 +420,43 @@ pub(crate) fn ordinary_counts(
     )?;
     let exact = partial_runs == 0 && any_run;
 
-    // The last query before `to`: from the minutes (a lower bound when the minute spans `to`).
-    let sql = format!(
-        "SELECT max(CASE WHEN last_ms < ?1 THEN last_ms ELSE first_ms END) FROM activity \
-         WHERE device IN ({}) AND minute <= ?2 AND first_ms < ?1",
-        key_list(3, n)
-    );
-    let mut p: Vec<rusqlite::types::Value> = vec![to.into(), to.div_euclid(MINUTE_MS).into()];
-    p.extend(keys.iter().cloned());
-    let mut last_query_ms: Option<i64> =
-        conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get(0))?;
+    let devices = text_ids(conn, &sel.keys)?;
+    // The last query before `to`: from the device's newest minute before it (a lower bound
+    // when the minute spans `to`).
+    let mut last_query_ms: Option<i64> = None;
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT CASE WHEN minute * 60000 + last_off < ?1 THEN minute * 60000 + last_off \
+                    ELSE minute * 60000 + first_off END FROM device_minutes \
+             WHERE device = ?3 AND minute <= ?2 AND minute * 60000 + first_off < ?1 \
+             ORDER BY minute DESC LIMIT 1",
+        )?;
+        for d in &devices {
+            let t: Option<i64> = st
+                .query_row(params![to, to.div_euclid(MINUTE_MS), d], |r| r.get(0))
+                .optional()?;
+            last_query_ms = last_query_ms.max(t);
+        }
+    }
 
     if exact {
-        let sql = format!(
-            "SELECT coalesce(sum(ts_ms < ?1), 0), coalesce(sum(ts_ms >= ?1), 0) FROM queries \
-             WHERE client IN ({}) AND ts_ms >= ?2 AND ts_ms < ?3 AND categories IS NULL",
-            key_list(4, n)
-        );
-        let mut p: Vec<rusqlite::types::Value> = vec![split.into(), from.into(), to.into()];
-        p.extend(keys.iter().cloned());
-        let (before, after): (i64, i64) =
-            conn.query_row(&sql, params_from_iter(p.iter()), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let sql = format!(
-            "SELECT max(ts_ms) FROM queries WHERE client IN ({}) AND ts_ms < ?1",
-            key_list(2, n)
-        );
-        let mut p: Vec<rusqlite::types::Value> = vec![to.into()];
-        p.extend(keys.iter().cloned());
-        let row_last: Option<i64> =
-            conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get(0))?;
+        let clients = id_list(&devices);
+        let (before, after): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT coalesce(sum(ts_ms < ?1), 0), coalesce(sum(ts_ms >= ?1), 0) \
+                 FROM query_rows WHERE client IN ({clients}) AND ts_ms >= ?2 AND ts_ms < ?3 \
+                 AND cats IS NULL"
+            ),
+            params![split, from, to],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let row_last: Option<i64> = conn.query_row(
+            &format!(
+                "SELECT max(ts_ms) FROM query_rows WHERE client IN ({clients}) AND ts_ms < ?1"
+            ),
+            params![to],
+            |r| r.get(0),
+        )?;
         last_query_ms = last_query_ms.max(row_last);
         return Ok(OrdinaryCounts {
             before: before as u64,
@@ -459,18 +467,15 @@ pub(crate) fn ordinary_counts(
     }
 
     let sql = format!(
-        "SELECT minute, ordinary, ord_first_ms, ord_last_ms, ord_seconds FROM activity \
+        "SELECT minute, ordinary, minute * 60000 + ord_first_off, minute * 60000 + ord_last_off, \
+         ord_seconds FROM device_minutes \
          WHERE device IN ({}) AND minute >= ?1 AND minute <= ?2 AND ordinary > 0",
-        key_list(3, n)
+        id_list(&devices)
     );
-    let mut p: Vec<rusqlite::types::Value> = vec![
-        from.div_euclid(MINUTE_MS).into(),
-        (to - 1).div_euclid(MINUTE_MS).into(),
-    ];
-    p.extend(keys.iter().cloned());
+    let p = params![from.div_euclid(MINUTE_MS), (to - 1).div_euclid(MINUTE_MS)];
     let mut st = conn.prepare(&sql)?;
     let minutes: Vec<MinuteRow> = st
-        .query_map(params_from_iter(p.iter()), |r| {
+        .query_map(p, |r| {
             Ok(MinuteRow {
                 start_ms: r.get::<_, i64>(0)? * MINUTE_MS,
                 count: r.get::<_, i64>(1)? as u64,

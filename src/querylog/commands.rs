@@ -1,5 +1,7 @@
 //! `telesink mark` and `telesink log`: what they ask and how they print it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::Path;
 
 use rusqlite::{params, params_from_iter};
@@ -7,11 +9,11 @@ use serde::Serialize;
 
 use super::error::{CommandError, QueryLogError};
 use super::now_ms;
-use super::read::{
-    clients_in_category, find_mark, placeholders, ClientList, ClientSelector, MarkInfo,
-};
+use super::read::{find_mark, ClientList, ClientSelector, MarkInfo};
+use super::rows::{action_code, all_clients, id_list, result_code, sets_of, text_ids, Kind};
 use super::schema::{open_existing, open_rw};
 use crate::observe::events::QueryResult;
+use crate::policy::category::Action;
 use crate::timespec::{self, TimeSpec};
 
 // ---------------------------------------------------------------------------------------------
@@ -255,8 +257,10 @@ pub(crate) fn table<const N: usize>(
     out
 }
 
-/// Most clients `log --category` reads as one key range each.
-const MAX_CLIENT_RANGES: usize = 2000;
+/// Newest first; rows of the same millisecond by client and then in the order written.
+fn sort_newest_first(rows: &mut [(LogEntry, i64, i64)]) {
+    rows.sort_by_key(|r| Reverse((r.0.time_ms, r.1, r.2)));
+}
 
 /// Searches the log, newest first.
 pub fn log(args: &LogArgs, db: &Path, clients: &ClientList) -> Result<LogReport, CommandError> {
@@ -281,20 +285,20 @@ pub fn log_at(
         return Err(CommandError::Usage("--limit must be at least 1".into()));
     }
     enum Filter {
-        Result(&'static str),
-        Action(&'static str),
+        Result(QueryResult),
+        Action(Action),
     }
     let filter = match args.result.as_deref().map(str::trim) {
         None => None,
         Some(r) => {
             let r = r.to_ascii_lowercase();
             if let Some(q) = QueryResult::ALL.iter().find(|q| q.as_str() == r) {
-                Some(Filter::Result(q.as_str()))
+                Some(Filter::Result(*q))
             } else if r == "observed" || r == "allowed" {
                 Some(Filter::Action(if r == "observed" {
-                    "observed"
+                    Action::Observed
                 } else {
-                    "allowed"
+                    Action::Allowed
                 }))
             } else {
                 return Err(CommandError::Usage(format!(
@@ -314,90 +318,143 @@ pub fn log_at(
         ),
     };
 
-    let mut sql = String::from(
-        "SELECT q.ts_ms, q.client, q.client_addr, q.client_name, q.grp, q.name, q.qtype, \
-         q.result, q.categories, q.list, q.action, q.rcode, q.upstream_ms ",
-    );
-    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    let e = |err: rusqlite::Error| CommandError::Db(QueryLogError::from_sqlite(db, &err));
     let mut conds: Vec<String> = Vec::new();
-    let tcol;
-    if let Some(cat) = &args.category {
-        sql.push_str("FROM query_categories c JOIN queries q ON q.id = c.query_id ");
-        conds.push("c.category = ?".into());
-        params.push(cat.trim().to_string().into());
-        tcol = "c";
-    } else {
-        sql.push_str("FROM queries q ");
-        tcol = "q";
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    // Each query below reads one range: one client (or a client's keys), or one set of
+    // categories (the `query_rows_cats` index); without either, the newest rows of every
+    // client are merged.
+    enum Parts {
+        One,
+        Clients(Vec<i64>),
+        Sets(Vec<i64>),
     }
+    let mut parts = Parts::One;
+    let cat_sets = match &args.category {
+        Some(cat) => Some(sets_of(&conn, cat.trim()).map_err(e)?),
+        None => None,
+    };
     if let Some(sel) = &sel {
-        conds.push(format!(
-            "{tcol}.client IN ({})",
-            placeholders(sel.keys.len())
-        ));
-        params.extend(sel.keys.iter().map(|k| k.clone().into()));
-    } else if let Some(cat) = &args.category {
-        // Every client of the category, so that the primary key (category, client, ts_ms) is
-        // read as one range per client rather than the whole category.
-        // Past a few thousand clients, one scan of the category is cheaper than the list (and
-        // stays under SQLite's limit on bound parameters).
-        let keys = clients_in_category(&conn, cat.trim())
-            .map_err(|e| QueryLogError::from_sqlite(db, &e))?;
-        if keys.len() <= MAX_CLIENT_RANGES {
-            conds.push(format!("c.client IN ({})", placeholders(keys.len())));
-            params.extend(keys.into_iter().map(Into::into));
+        let ids = text_ids(&conn, &sel.keys).map_err(e)?;
+        conds.push(format!("r.client IN ({})", id_list(&ids)));
+        if let Some(sets) = &cat_sets {
+            // `+`: the client's range, not the category index.
+            conds.push(format!("+r.cats IN ({})", id_list(sets)));
         }
+    } else if let Some(sets) = cat_sets {
+        parts = Parts::Sets(sets);
+    } else {
+        parts = Parts::Clients(all_clients(&conn).map_err(e)?);
     }
     if let Some(s) = since_ms {
-        conds.push(format!("{tcol}.ts_ms >= ?"));
+        conds.push("r.ts_ms >= ?".into());
         params.push(s.into());
     }
     match filter {
         Some(Filter::Result(r)) => {
-            conds.push("q.result = ?".into());
-            params.push(r.to_string().into());
+            conds.push(format!("(r.kind & 7) = {}", result_code(r)));
         }
         Some(Filter::Action(a)) => {
-            conds.push("q.action = ?".into());
-            params.push(a.to_string().into());
+            conds.push(format!("((r.kind >> 3) & 3) = {}", action_code(Some(a))));
         }
         None => {}
     }
-    if !conds.is_empty() {
-        sql.push_str("WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
-    sql.push_str(&format!(" ORDER BY {tcol}.ts_ms DESC, q.id DESC LIMIT ?"));
-    params.push((limit as i64 + 1).into());
-
-    let e = |err: rusqlite::Error| CommandError::Db(QueryLogError::from_sqlite(db, &err));
-    let mut st = conn.prepare(&sql).map_err(e)?;
-    let mut rows: Vec<LogEntry> = st
-        .query_map(params_from_iter(params), |r| {
-            let ts: i64 = r.get(0)?;
-            let cats: Option<String> = r.get(8)?;
-            Ok(LogEntry {
+    let sql = |part: Option<&str>| {
+        let mut sql = String::from(
+            "SELECT r.ts_ms, c.text, coalesce(a.text, c.text), r.addr IS NOT NULL, g.text, \
+             n.text, r.kind, s.text, l.text, r.upstream_ms, r.client, r.seq \
+             FROM query_rows r JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name \
+             LEFT JOIN texts a ON a.id = r.addr LEFT JOIN texts g ON g.id = r.grp \
+             LEFT JOIN texts s ON s.id = r.cats LEFT JOIN texts l ON l.id = r.list ",
+        );
+        let mut all: Vec<&str> = conds.iter().map(String::as_str).collect();
+        all.extend(part);
+        if !all.is_empty() {
+            sql.push_str("WHERE ");
+            sql.push_str(&all.join(" AND "));
+        }
+        sql.push_str(" ORDER BY r.ts_ms DESC, r.seq DESC LIMIT ?");
+        sql
+    };
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(LogEntry, i64, i64)> {
+        let ts: i64 = r.get(0)?;
+        let cats: Option<String> = r.get(7)?;
+        let client: String = r.get(1)?;
+        let named: bool = r.get(3)?;
+        let kind = Kind(r.get(6)?);
+        Ok((
+            LogEntry {
                 time: timespec::rfc3339_ms(ts),
                 time_ms: ts,
-                client: r.get(1)?,
+                client_name: named.then(|| client.clone()),
+                client,
                 client_address: r.get(2)?,
-                client_name: r.get(3)?,
                 group: r.get(4)?,
                 name: r.get(5)?,
-                qtype: r.get(6)?,
-                result: r.get(7)?,
+                qtype: kind.qtype().into_owned(),
+                result: kind.result().as_str().to_string(),
                 categories: cats
                     .map(|c| c.split(',').map(str::to_string).collect())
                     .unwrap_or_default(),
-                list: r.get(9)?,
-                action: r.get(10)?,
-                rcode: r.get(11)?,
-                upstream_ms: r.get(12)?,
-            })
-        })
-        .map_err(e)?
-        .collect::<Result<_, _>>()
-        .map_err(e)?;
+                list: r.get(8)?,
+                action: kind.action().map(|a| a.as_str().to_string()),
+                rcode: kind.rcode().into_owned(),
+                upstream_ms: r.get(9)?,
+            },
+            r.get(10)?,
+            r.get(11)?,
+        ))
+    };
+    let want = limit + 1;
+    let mut found: Vec<(LogEntry, i64, i64)> = Vec::new();
+    match parts {
+        Parts::One => {
+            let mut st = conn.prepare(&sql(None)).map_err(e)?;
+            let mut p = params.clone();
+            p.push((want as i64).into());
+            for row in st.query_map(params_from_iter(p), map).map_err(e)? {
+                found.push(row.map_err(e)?);
+            }
+        }
+        Parts::Clients(ids) | Parts::Sets(ids) => {
+            let col = if args.category.is_some() {
+                "r.cats = ?"
+            } else {
+                "r.client = ?"
+            };
+            let mut st = conn
+                .prepare(&sql(Some(&format!("{col} AND r.ts_ms >= ?"))))
+                .map_err(e)?;
+            // The `want` newest times so far: a part need not go further back than the
+            // oldest of them.
+            let mut newest: BinaryHeap<Reverse<i64>> = BinaryHeap::new();
+            for id in ids {
+                let floor = if newest.len() >= want {
+                    newest.peek().map_or(i64::MIN, |r| r.0)
+                } else {
+                    i64::MIN
+                };
+                let mut p = params.clone();
+                p.push(id.into());
+                p.push(floor.into());
+                p.push((want as i64).into());
+                for row in st.query_map(params_from_iter(p), map).map_err(e)? {
+                    let row = row.map_err(e)?;
+                    newest.push(Reverse(row.0.time_ms));
+                    if newest.len() > want {
+                        newest.pop();
+                    }
+                    found.push(row);
+                }
+                if found.len() > 8 * want {
+                    sort_newest_first(&mut found);
+                    found.truncate(want);
+                }
+            }
+        }
+    }
+    sort_newest_first(&mut found);
+    let mut rows: Vec<LogEntry> = found.into_iter().map(|(r, _, _)| r).collect();
     let more = rows.len() > limit;
     rows.truncate(limit);
     Ok(LogReport { rows, more, limit })

@@ -19,6 +19,7 @@
 //! * [`traffic`]: packets to telemetry addresses per device and minute (`[addresses]`);
 //! * [`retention`]: deleting what is older than `retention_days`;
 //! * [`read`]: the queries `log` and `verify` ask (clients, marks, counts, logged time);
+//! * [`town`]: a made-up town's queries, for the benchmark of a big log;
 //! * [`commands`]: `telesink mark` and `telesink log` and their rendering.
 //! * [`store`]: where the log lives ([`LogLocation`]: SQLite or PostgreSQL) and the questions
 //!   `verify` asks of either;
@@ -32,10 +33,12 @@ pub mod error;
 pub mod postgres;
 pub mod read;
 mod retention;
+mod rows;
 pub(crate) mod schema;
 pub mod settings;
 pub mod sink;
 pub mod store;
+pub mod town;
 pub mod traffic;
 mod writer;
 

@@ -6,44 +6,24 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::error::{CommandError, QueryLogError};
+use super::rows::{id_list, sets_of, text_ids, Kind};
 use super::settings::{LatestMark, RUN_STALE_MS};
 use super::sink::anonymize_addr;
 use super::store::DeviceLookup;
 use crate::timespec::{self, MarkRef};
 
+/// Every category some row matched (or once matched: retention leaves the sets).
 pub(crate) fn all_categories(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn.prepare_cached(
-        "WITH RECURSIVE c(x) AS ( \
-           SELECT (SELECT min(category) FROM query_categories) \
-           UNION ALL \
-           SELECT (SELECT min(category) FROM query_categories WHERE category > c.x) FROM c \
-           WHERE c.x IS NOT NULL) \
-         SELECT x FROM c WHERE x IS NOT NULL",
-    )?;
+    let mut st =
+        conn.prepare_cached("SELECT DISTINCT category FROM category_sets ORDER BY category")?;
     let rows = st.query_map([], |r| r.get(0))?;
     rows.collect()
 }
 
-/// Every client with rows in `category`, by a loose scan of the primary key.
-pub(crate) fn clients_in_category(
-    conn: &Connection,
-    category: &str,
-) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn.prepare_cached(
-        "WITH RECURSIVE c(x) AS ( \
-           SELECT (SELECT min(client) FROM query_categories WHERE category = ?1) \
-           UNION ALL \
-           SELECT (SELECT min(client) FROM query_categories WHERE category = ?1 AND client > c.x) \
-           FROM c WHERE c.x IS NOT NULL) \
-         SELECT x FROM c WHERE x IS NOT NULL",
-    )?;
-    let rows = st.query_map([category], |r| r.get(0))?;
-    rows.collect()
-}
 pub(crate) fn latest_marks(conn: &Connection) -> rusqlite::Result<Vec<LatestMark>> {
     let mut st = conn.prepare_cached(
         "SELECT m.client, m.id, m.ts_ms, m.note FROM marks m \
@@ -309,24 +289,20 @@ pub(crate) fn category_counts(
     split: i64,
     to: i64,
 ) -> rusqlite::Result<CategoryCounts> {
+    let clients = text_ids(conn, &sel.keys)?;
+    let sets = sets_of(conn, category)?;
+    // One range of the primary key per client key; `+` keeps the category index out of it.
     let sql = format!(
-        "SELECT name, sum(ts_ms < ?2), sum(ts_ms >= ?2), max(ts_ms) FROM query_categories \
-         WHERE category = ?1 AND client IN ({}) AND ts_ms >= ?3 AND ts_ms < ?4 GROUP BY name",
-        (0..sel.keys.len())
-            .map(|i| format!("?{}", i + 5))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "SELECT n.text, sum(r.ts_ms < ?1), sum(r.ts_ms >= ?1), max(r.ts_ms) \
+         FROM query_rows r JOIN texts n ON n.id = r.name \
+         WHERE r.client IN ({}) AND r.ts_ms >= ?2 AND r.ts_ms < ?3 AND +r.cats IN ({}) \
+         GROUP BY r.name",
+        id_list(&clients),
+        id_list(&sets)
     );
-    let mut params: Vec<rusqlite::types::Value> = vec![
-        category.to_string().into(),
-        split.into(),
-        from.into(),
-        to.into(),
-    ];
-    params.extend(sel.keys.iter().map(|k| k.clone().into()));
     let mut st = conn.prepare(&sql)?;
     let domains = st
-        .query_map(params_from_iter(params.iter()), |r| {
+        .query_map(params![split, from, to], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 (
@@ -338,22 +314,24 @@ pub(crate) fn category_counts(
         })?
         .collect::<Result<BTreeMap<_, _>, _>>()?;
     let sql = format!(
-        "SELECT coalesce(action, 'unknown'), count(*) FROM query_categories \
-         WHERE category = ?1 AND client IN ({}) AND ts_ms >= ?2 AND ts_ms < ?3 GROUP BY action",
-        (0..sel.keys.len())
-            .map(|i| format!("?{}", i + 4))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "SELECT (r.kind >> 3) & 3, count(*) FROM query_rows r \
+         WHERE r.client IN ({}) AND r.ts_ms >= ?1 AND r.ts_ms < ?2 AND +r.cats IN ({}) \
+         GROUP BY 1",
+        id_list(&clients),
+        id_list(&sets)
     );
-    let mut params: Vec<rusqlite::types::Value> =
-        vec![category.to_string().into(), split.into(), to.into()];
-    params.extend(sel.keys.iter().map(|k| k.clone().into()));
     let mut st = conn.prepare(&sql)?;
-    let after_actions = st
-        .query_map(params_from_iter(params.iter()), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-        })?
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let mut after_actions = BTreeMap::new();
+    for row in st.query_map(params![split, to], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+    })? {
+        let (code, n) = row?;
+        let action = Kind(code << 3)
+            .action()
+            .map_or("unknown", |a| a.as_str())
+            .to_string();
+        *after_actions.entry(action).or_insert(0) += n;
+    }
     Ok(CategoryCounts {
         domains,
         after_actions,
@@ -365,19 +343,16 @@ pub(crate) fn client_categories(
     conn: &Connection,
     sel: &ClientSelector,
 ) -> rusqlite::Result<Vec<String>> {
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM query_categories WHERE category = ?1 AND client IN ({}))",
-        (0..sel.keys.len())
-            .map(|i| format!("?{}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut st = conn.prepare(&sql)?;
+    let clients = text_ids(conn, &sel.keys)?;
     let mut out = Vec::new();
     for c in all_categories(conn)? {
-        let mut p: Vec<rusqlite::types::Value> = vec![c.clone().into()];
-        p.extend(sel.keys.iter().map(|k| k.clone().into()));
-        if st.query_row(params_from_iter(p), |r| r.get::<_, bool>(0))? {
+        let sets = sets_of(conn, &c)?;
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM query_rows WHERE client IN ({}) AND +cats IN ({}))",
+            id_list(&clients),
+            id_list(&sets)
+        );
+        if conn.query_row(&sql, [], |r| r.get::<_, bool>(0))? {
             out.push(c);
         }
     }

@@ -4,21 +4,30 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::{DbErrorKind, QueryLogError};
+use super::rows::{insert_row, qtype_number, rcode_number, Kind, RowFields, TextIds};
+use crate::observe::events::QueryResult;
+use crate::policy::category::Action;
 
 /// 2: without the `(category, ts_ms)` index of 1, which cost the writer about a third of its
 /// time per row; its questions are served by the primary key, client by client.
 /// 3: per-device activity (`activity`, `devices`, `device_addresses`), filled from the rows of
 /// older schemas by [`BACKFILL_3`].
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// 4: a query is a row of small integers in `query_rows` (WITHOUT ROWID, keyed by client and
+/// time), its strings once each in `texts`; `queries` and `query_categories` are gone, their
+/// rows moved over by [`move_rows_3_to_4`]. A tenth of the bytes per query.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Every table of the query log; another application's SQLite file is not taken over.
 const TABLES: &str = "'queries', 'query_categories', 'marks', 'runs', 'activity', 'devices', \
-                      'device_addresses'";
+                      'device_addresses', 'texts', 'query_rows', 'category_sets'";
 
-pub(crate) const SCHEMA: &str = "
+/// The tables of schema 3 that schema 4 replaced (to migrate a log of schema 1 or 2 through 3).
+const QUERIES_3: &str = "
 CREATE TABLE IF NOT EXISTS queries (
     id          INTEGER PRIMARY KEY,
     ts_ms       INTEGER NOT NULL,      -- milliseconds since the Unix epoch
@@ -50,24 +59,48 @@ CREATE TABLE IF NOT EXISTS query_categories (
     PRIMARY KEY (category, client, ts_ms, query_id)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS marks (
-    id     INTEGER PRIMARY KEY,
-    ts_ms  INTEGER NOT NULL,
-    client TEXT NOT NULL,
-    note   TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS marks_client_ts ON marks (client, ts_ms);
+";
 
--- When the log was written: verify counts only time that was logged.
-CREATE TABLE IF NOT EXISTS runs (
-    id        INTEGER PRIMARY KEY,
-    start_ms  INTEGER NOT NULL,
-    alive_ms  INTEGER NOT NULL,
-    end_ms    INTEGER,
-    mode      TEXT NOT NULL,
-    anonymize INTEGER NOT NULL
+/// Schema 4's queries. A row is about 25–35 bytes: the client, name, address, group, list and
+/// categories are ids into `texts`; qtype, result, action and rcode are packed into `kind`
+/// (see `rows.rs`). Keyed by (client, ts_ms): `log --client` and `verify` read one range per
+/// client key, retention deletes a range per client.
+const QUERIES_4: &str = "
+CREATE TABLE IF NOT EXISTS texts (
+    id   INTEGER PRIMARY KEY,
+    text TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS query_rows (
+    client      INTEGER NOT NULL,     -- texts: configured name, else address; network when anonymized
+    ts_ms       INTEGER NOT NULL,     -- milliseconds since the Unix epoch
+    seq         INTEGER NOT NULL,     -- 0; 1, 2.. for more queries of the client in that ms
+    addr        INTEGER,              -- texts: the address of a named client; NULL: the client key
+    name        INTEGER NOT NULL,     -- texts
+    kind        INTEGER NOT NULL,     -- result | action << 3 | qtype << 5 | rcode << 21
+    grp         INTEGER,              -- texts; NULL: [default]
+    cats        INTEGER,              -- texts: matched categories, comma-separated; NULL: none
+    list        INTEGER,              -- texts
+    upstream_ms INTEGER,
+    PRIMARY KEY (client, ts_ms, seq)
+) WITHOUT ROWID;
+-- `log --category` without --client; only matched rows are in it.
+CREATE INDEX IF NOT EXISTS query_rows_cats ON query_rows (cats, ts_ms) WHERE cats IS NOT NULL;
+-- Which categories each `cats` text holds.
+CREATE TABLE IF NOT EXISTS category_sets (
+    category TEXT NOT NULL,
+    cats     INTEGER NOT NULL,
+    PRIMARY KEY (category, cats)
+) WITHOUT ROWID;
+";
 
+/// Schema 3 as a whole (tests make old logs with it).
+#[cfg(test)]
+pub(crate) fn schema_3() -> String {
+    format!("{QUERIES_3} {COMMON} {ACTIVITY_3}")
+}
+
+/// Schema 3's device activity, keyed by the device's name.
+const ACTIVITY_3: &str = "
 -- Per device and minute, in every mode that keeps a database: all its queries and the ordinary
 -- ones (no category matched), with the first and last of each within the minute and the seconds
 -- that had an ordinary query, so that verify can tell on which side of T a minute's queries
@@ -85,6 +118,95 @@ CREATE TABLE IF NOT EXISTS activity (
     ord_seconds  INTEGER NOT NULL,     -- bit s set: an ordinary query in second s of the minute
     PRIMARY KEY (device, minute)
 ) WITHOUT ROWID;
+
+";
+
+/// Schema 4's device activity: the device is an id into `texts`, the times are milliseconds
+/// into the minute (two or three bytes, not six). The view `activity` shows it as schema 3 had
+/// it, and is what the readers ask.
+const ACTIVITY_4: &str = "
+CREATE TABLE IF NOT EXISTS device_minutes (
+    device        INTEGER NOT NULL,    -- texts: the device's name, else its address (network)
+    minute        INTEGER NOT NULL,    -- ts_ms / 60000
+    total         INTEGER NOT NULL,
+    first_off     INTEGER NOT NULL,    -- ms into the minute
+    last_off      INTEGER NOT NULL,
+    ordinary      INTEGER NOT NULL,
+    ord_first_off INTEGER,             -- NULL when ordinary = 0
+    ord_last_off  INTEGER,
+    ord_seconds   INTEGER NOT NULL,    -- bit s set: an ordinary query in second s of the minute
+    PRIMARY KEY (device, minute)
+) WITHOUT ROWID;
+";
+
+/// Schema 4 seen as schema 3 had it, read-only: for `sqlite3` by hand, and tests.
+const VIEWS_4: &str = "
+CREATE VIEW IF NOT EXISTS activity AS
+SELECT t.text AS device, m.minute AS minute, m.total AS total,
+       m.minute * 60000 + m.first_off AS first_ms, m.minute * 60000 + m.last_off AS last_ms,
+       m.ordinary AS ordinary,
+       m.minute * 60000 + m.ord_first_off AS ord_first_ms,
+       m.minute * 60000 + m.ord_last_off AS ord_last_ms,
+       m.ord_seconds AS ord_seconds
+FROM device_minutes m JOIN texts t ON t.id = m.device;
+CREATE VIEW IF NOT EXISTS queries AS
+SELECT r.ts_ms AS ts_ms, c.text AS client, coalesce(a.text, c.text) AS client_addr,
+       CASE WHEN r.addr IS NOT NULL THEN c.text END AS client_name, g.text AS grp,
+       n.text AS name,
+       CASE (r.kind >> 5) & 65535 WHEN 1 THEN 'A' WHEN 2 THEN 'NS' WHEN 5 THEN 'CNAME'
+            WHEN 6 THEN 'SOA' WHEN 12 THEN 'PTR' WHEN 15 THEN 'MX' WHEN 16 THEN 'TXT'
+            WHEN 28 THEN 'AAAA' WHEN 33 THEN 'SRV' WHEN 64 THEN 'SVCB' WHEN 65 THEN 'HTTPS'
+            WHEN 255 THEN 'ANY' ELSE 'TYPE' || ((r.kind >> 5) & 65535) END AS qtype,
+       CASE r.kind & 7 WHEN 0 THEN 'cached' WHEN 1 THEN 'forwarded' WHEN 2 THEN 'blocked'
+            WHEN 3 THEN 'local' WHEN 4 THEN 'refused' ELSE 'failed' END AS result,
+       s.text AS categories, l.text AS list,
+       CASE (r.kind >> 3) & 3 WHEN 1 THEN 'blocked' WHEN 2 THEN 'observed'
+            WHEN 3 THEN 'allowed' END AS action,
+       CASE r.kind >> 21 WHEN 0 THEN 'NOERROR' WHEN 1 THEN 'FORMERR' WHEN 2 THEN 'SERVFAIL'
+            WHEN 3 THEN 'NXDOMAIN' WHEN 4 THEN 'NOTIMP' WHEN 5 THEN 'REFUSED'
+            ELSE 'RCODE' || (r.kind >> 21) END AS rcode,
+       r.upstream_ms AS upstream_ms
+FROM query_rows r JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name
+LEFT JOIN texts a ON a.id = r.addr LEFT JOIN texts g ON g.id = r.grp
+LEFT JOIN texts s ON s.id = r.cats LEFT JOIN texts l ON l.id = r.list;
+CREATE VIEW IF NOT EXISTS query_categories AS
+SELECT cs.category AS category, c.text AS client, r.ts_ms AS ts_ms, n.text AS name,
+       CASE (r.kind >> 3) & 3 WHEN 1 THEN 'blocked' WHEN 2 THEN 'observed'
+            WHEN 3 THEN 'allowed' END AS action
+FROM query_rows r JOIN category_sets cs ON cs.cats = r.cats
+JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name;
+";
+
+/// Schema 3's activity into schema 4's.
+const MOVE_ACTIVITY_3_TO_4: &str = "
+INSERT OR IGNORE INTO texts (text) SELECT DISTINCT device FROM activity;
+INSERT INTO device_minutes
+SELECT t.id, a.minute, a.total, a.first_ms - a.minute * 60000, a.last_ms - a.minute * 60000,
+       a.ordinary, a.ord_first_ms - a.minute * 60000, a.ord_last_ms - a.minute * 60000,
+       a.ord_seconds
+FROM activity a JOIN texts t ON t.text = a.device;
+DROP TABLE activity;
+";
+
+/// The tables every schema from 3 on has.
+const COMMON: &str = "
+CREATE TABLE IF NOT EXISTS marks (
+    id     INTEGER PRIMARY KEY,
+    ts_ms  INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    note   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS marks_client_ts ON marks (client, ts_ms);
+
+-- When the log was written: verify counts only time that was logged.
+CREATE TABLE IF NOT EXISTS runs (
+    id        INTEGER PRIMARY KEY,
+    start_ms  INTEGER NOT NULL,
+    alive_ms  INTEGER NOT NULL,
+    end_ms    INTEGER,
+    mode      TEXT NOT NULL,
+    anonymize INTEGER NOT NULL
+);
 
 -- Every device seen: how it was named, its MAC, its first and last query.
 CREATE TABLE IF NOT EXISTS devices (
@@ -193,21 +315,78 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), QueryLogError> {
         }
     }
     if version < SCHEMA_VERSION {
-        let backfill = if (1..3).contains(&version) {
-            BACKFILL_3
-        } else {
-            ""
-        };
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} DROP INDEX IF EXISTS query_categories_ts; {backfill} \
-             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(|err| {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(e)?;
+        let steps = (|| {
+            if (1..3).contains(&version) {
+                conn.execute_batch(&format!(
+                    "{QUERIES_3} {COMMON} {ACTIVITY_3} DROP INDEX IF EXISTS query_categories_ts; \
+                     {BACKFILL_3}"
+                ))?;
+            }
+            conn.execute_batch(&format!("{QUERIES_4} {COMMON} {ACTIVITY_4}"))?;
+            if (1..4).contains(&version) {
+                move_rows_3_to_4(conn)?;
+                conn.execute_batch(MOVE_ACTIVITY_3_TO_4)?;
+            }
+            conn.execute_batch(VIEWS_4)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT"))
+        })();
+        if let Err(err) = steps {
             let _ = conn.execute_batch("ROLLBACK");
-            e(err)
-        })?;
+            return Err(e(err));
+        }
     }
     Ok(())
+}
+
+/// Moves schema 3's rows into schema 4's tables and drops the old ones. One pass in id order:
+/// a log of a few million rows takes some seconds, once, at the first start (or first read)
+/// with this version.
+fn move_rows_3_to_4(conn: &Connection) -> rusqlite::Result<()> {
+    let mut texts = TextIds::default();
+    {
+        let mut st = conn.prepare(
+            "SELECT ts_ms, client, client_addr, client_name, grp, name, qtype, result, \
+             categories, list, action, rcode, upstream_ms FROM queries ORDER BY id",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let get = |i: usize| r.get_ref(i).map(|v| v.as_str_or_null().ok().flatten());
+            let result = get(7)?.unwrap_or_default();
+            let result = QueryResult::ALL
+                .into_iter()
+                .find(|q| q.as_str() == result)
+                .unwrap_or(QueryResult::Failed);
+            let action = match get(10)? {
+                Some("blocked") => Some(Action::Blocked),
+                Some("observed") => Some(Action::Observed),
+                Some("allowed") => Some(Action::Allowed),
+                _ => None,
+            };
+            insert_row(
+                conn,
+                &mut texts,
+                &RowFields {
+                    ts_ms: r.get(0)?,
+                    client: get(1)?.unwrap_or_default(),
+                    addr: get(2)?.unwrap_or_default(),
+                    client_name: get(3)?,
+                    group: get(4)?,
+                    name: get(5)?.unwrap_or_default(),
+                    kind: Kind::new(
+                        qtype_number(get(6)?.unwrap_or_default()),
+                        result,
+                        action,
+                        rcode_number(get(11)?.unwrap_or_default()),
+                    ),
+                    categories: get(8)?.map(Cow::Borrowed),
+                    list: get(9)?,
+                    upstream_ms: r.get(12)?,
+                },
+            )?;
+        }
+    }
+    conn.execute_batch("DROP TABLE query_categories; DROP TABLE queries;")
 }
 
 pub(crate) fn not_a_query_log(path: &Path) -> QueryLogError {

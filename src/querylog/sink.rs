@@ -318,6 +318,7 @@ impl QueryLog {
             activity: Pending::default(),
             batch: Vec::new(),
             stopping: false,
+            texts: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("querylog-writer".into())

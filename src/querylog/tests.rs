@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use rusqlite::{params, Connection};
 
 use super::read::logged_ms;
-use super::schema::{open_existing, open_rw, SCHEMA, SCHEMA_VERSION};
+use super::schema::{open_existing, open_rw, schema_3, SCHEMA_VERSION};
 use super::*;
 use crate::observe::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
 use crate::policy::category::{Action, CategorySet, CategoryTable};
@@ -134,10 +134,14 @@ fn schema_is_created_in_wal_mode_with_indexes() {
         .map(Result::unwrap)
         .collect();
     for want in [
+        "texts",
+        "query_rows",
+        "query_rows_cats",
+        "category_sets",
+        "device_minutes",
         "queries",
-        "queries_client_ts",
-        "queries_ts",
         "query_categories",
+        "activity",
         "marks",
         "marks_client_ts",
         "runs",
@@ -150,18 +154,15 @@ fn schema_is_created_in_wal_mode_with_indexes() {
     // verify's question is one index range scan.
     let conn = open_existing(&path).unwrap();
     let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT name, count(*) FROM query_categories \
-                 WHERE category = 'telemetry' AND client IN ('a', 'b') AND ts_ms >= 0 AND ts_ms < 10 \
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT name, count(*) FROM query_rows \
+                 WHERE client IN (1, 2) AND ts_ms >= 0 AND ts_ms < 10 AND +cats IN (3, 4) \
                  GROUP BY name",
-                [],
-                |r| r.get(3),
-            )
-            .unwrap();
-    assert!(
-        plan.contains("PRIMARY KEY") || plan.contains("INDEX"),
-        "{plan}"
-    );
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("PRIMARY KEY"), "{plan}");
 }
 
 /// A schema-1 log (with the `(category, ts_ms)` index) opens as schema 2: rows kept, the
@@ -172,10 +173,11 @@ fn schema_1_is_migrated() {
     let path = dir.path().join("q.db");
     {
         let conn = Connection::open(&path).unwrap();
+        let schema = schema_3();
         conn.execute_batch(&format!(
-                "{SCHEMA} CREATE INDEX query_categories_ts ON query_categories (category, ts_ms); \
-                 INSERT INTO queries (ts_ms, client, client_addr, name, qtype, result, rcode) \
-                 VALUES (1, 'a', '10.0.0.1', 'x.example', 'A', 'blocked', 'NOERROR'); \
+                "{schema} CREATE INDEX query_categories_ts ON query_categories (category, ts_ms); \
+                 INSERT INTO queries (ts_ms, client, client_addr, name, qtype, result, rcode, categories) \
+                 VALUES (1, 'a', '10.0.0.1', 'x.example', 'A', 'blocked', 'NOERROR', 'telemetry'); \
                  INSERT INTO query_categories VALUES ('telemetry', 'a', 1, 1, 'x.example', 'blocked'); \
                  PRAGMA user_version = 1;"
             ))
@@ -409,25 +411,30 @@ fn shutdown_during_retention_returns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
     {
-        // 20000 hourly rows, years old: retention needs one slice per hour of rows.
+        // 20000 rows, years old, of 400 clients: retention needs a transaction per 50 clients.
         let mut conn = open_rw(&path).unwrap();
         let tx = conn.transaction().unwrap();
         let old = now_ms() - 5 * 365 * 86_400_000;
-        for i in 0..20_000i64 {
-            let ts = old + i * 3_600_000;
+        tx.execute_batch(
+            "INSERT INTO texts (id, text) VALUES (1, 'x.example'), (2, 'telemetry'); \
+             INSERT INTO category_sets VALUES ('telemetry', 2);",
+        )
+        .unwrap();
+        for c in 0..400i64 {
             tx.execute(
-                "INSERT INTO queries (ts_ms, client, client_addr, name, qtype, result, rcode, \
-                     categories) VALUES (?1, 'c', '10.0.0.1', 'x.example', 'A', 'blocked', \
-                     'NOERROR', 'telemetry')",
-                [ts],
+                "INSERT INTO texts (id, text) VALUES (?1, ?2)",
+                params![c + 10, format!("10.0.{}.{}", c / 256, c % 256)],
             )
             .unwrap();
-            let id = tx.last_insert_rowid();
-            tx.execute(
-                    "INSERT INTO query_categories VALUES ('telemetry', 'c', ?1, ?2, 'x.example', 'blocked')",
-                    params![ts, id],
+            for i in 0..50i64 {
+                // blocked, action blocked, type A, NOERROR
+                tx.execute(
+                    "INSERT INTO query_rows (client, ts_ms, seq, name, kind, cats) \
+                     VALUES (?1, ?2, 0, 1, 2 | 1 << 3 | 1 << 5, 2)",
+                    params![c + 10, old + i * 3_600_000],
                 )
                 .unwrap();
+            }
         }
         tx.commit().unwrap();
     }
@@ -571,7 +578,7 @@ fn write_errors_at_runtime_are_counted_not_fatal() {
         QueryLog::open_with(settings(&path, LogMode::All), fast(), dropped.clone(), None).unwrap();
     // Break the table under the writer.
     let other = Connection::open(&path).unwrap();
-    other.execute_batch("DROP TABLE query_categories").unwrap();
+    other.execute_batch("DROP TABLE query_rows").unwrap();
     for _ in 0..10 {
         log.record(&fx.event(&c, "t.example", fx.telemetry, SystemTime::now()));
     }
@@ -998,7 +1005,7 @@ fn schema_2_is_migrated_with_activity() {
 #[cfg(test)]
 mod cost {
     use super::super::sink::{Msg, Row};
-    use super::super::writer::write_rows;
+    use super::super::writer::{write_rows, TextIds};
     use super::*;
 
     /// CPU time of the writer per row (`write_rows`, batches of 2000, every row matched, on
@@ -1039,10 +1046,11 @@ mod cost {
                 Row::from_event(&ev)
             })
             .collect();
+        let mut texts = TextIds::default();
         let t0 = Instant::now();
         for chunk in rows.chunks(2000) {
             let tx = conn.transaction().unwrap();
-            write_rows(&tx, chunk, false).unwrap();
+            write_rows(&tx, &mut texts, chunk, false).unwrap();
             tx.commit().unwrap();
         }
         let took = t0.elapsed();

@@ -1,6 +1,7 @@
 //! The writer thread: takes what the DNS path queued, writes rows and device activity in
 //! batches (one transaction each), records that the log runs, and reports the newest marks.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -15,9 +16,10 @@ use super::activity::Pending;
 use super::error::QueryLogError;
 use super::now_ms;
 use super::read::latest_marks;
+pub(super) use super::rows::TextIds;
+use super::rows::{insert_row, Kind, RowFields};
 use super::settings::{LatestMark, MarksCallback, QueryLogTuning};
-use super::sink::{anonymize_addr, qtype_text, rcode_name, Msg, Row, Stats};
-use crate::policy::category::Action;
+use super::sink::{anonymize_addr, Msg, Row, Stats};
 
 /// Logs a repeating error at most once a minute, with how many were left out.
 #[derive(Default)]
@@ -69,13 +71,9 @@ pub(super) struct Writer {
     pub(super) activity: Pending,
     /// A `Stop` was taken: finish what is queued and end.
     pub(super) stopping: bool,
+    /// Ids of the strings the rows refer to.
+    pub(super) texts: TextIds,
 }
-
-const INSERT_QUERY: &str = "INSERT INTO queries (ts_ms, client, client_addr, client_name, grp, \
-    name, qtype, result, categories, list, action, rcode, upstream_ms) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-const INSERT_CATEGORY: &str = "INSERT OR IGNORE INTO query_categories \
-    (category, client, ts_ms, query_id, name, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 impl Writer {
     pub(super) fn run(&mut self) {
@@ -194,12 +192,7 @@ impl Writer {
         let counted = self.activity.queries();
         let (conn, batch, activity, anonymize) =
             (&mut self.conn, &self.batch, &self.activity, self.anonymize);
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            write_rows(&tx, batch, anonymize)?;
-            activity.write(&tx)?;
-            tx.commit()
-        })();
+        let result = write_batch(conn, &mut self.texts, batch, activity, anonymize);
         match result {
             Ok(()) => {
                 self.stats.rows_written.fetch_add(n, Ordering::Relaxed);
@@ -249,76 +242,88 @@ impl Writer {
     }
 }
 
+/// Writes rows and the activity counted with them in one transaction: the server's writer and
+/// the benchmark's town ([`super::town`]) both write through here.
+pub(super) fn write_batch(
+    conn: &mut Connection,
+    texts: &mut TextIds,
+    rows: &[Row],
+    activity: &Pending,
+    anonymize: bool,
+) -> rusqlite::Result<()> {
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        write_rows(&tx, texts, rows, anonymize)?;
+        activity.write(&tx, texts)?;
+        tx.commit()
+    })();
+    if result.is_err() {
+        // Ids handed out in a transaction that rolled back are gone.
+        texts.clear();
+    }
+    result
+}
+
 /// Rows inserted between two `sched_yield`s (about 0.1–0.2 ms of work).
 const YIELD_EVERY: usize = 32;
 
 pub(super) fn write_rows(
     tx: &Transaction<'_>,
+    texts: &mut TextIds,
     rows: &[Row],
     anonymize: bool,
 ) -> rusqlite::Result<()> {
-    {
-        let mut ins = tx.prepare_cached(INSERT_QUERY)?;
-        let mut ins_cat = tx.prepare_cached(INSERT_CATEGORY)?;
-        let mut addr_text: HashMap<IpAddr, String> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            // Give the core back often: on a busy core a DNS thread that woke up waits for the
-            // writer otherwise (p99 at 20k qps on one shared core: 3.5 ms without, 0.15 ms with;
-            // even in SCHED_IDLE, the kernel here did not preempt the writer at once).
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                crate::sched::yield_now();
-            }
-            // A batch comes from few clients: format each address once.
-            let addr: &str = addr_text.entry(r.seen.addr).or_insert_with(|| {
-                if anonymize {
-                    anonymize_addr(r.seen.addr).to_string()
-                } else {
-                    r.seen.addr.to_string()
-                }
-            });
-            let (client, name): (&str, Option<&str>) = match r.seen.client_name.as_deref() {
-                Some(n) if !anonymize => (n, Some(n)),
-                _ => (addr, None),
-            };
-            let categories = if r.categories.is_empty() {
-                None
+    let mut addr_text: HashMap<IpAddr, String> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        // Give the core back often: on a busy core a DNS thread that woke up waits for the
+        // writer otherwise (p99 at 20k qps on one shared core: 3.5 ms without, 0.15 ms with;
+        // even in SCHED_IDLE, the kernel here did not preempt the writer at once).
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            crate::sched::yield_now();
+        }
+        // A batch comes from few clients: format each address once.
+        let addr: &str = addr_text.entry(r.seen.addr).or_insert_with(|| {
+            if anonymize {
+                anonymize_addr(r.seen.addr).to_string()
             } else {
-                Some(
+                r.seen.addr.to_string()
+            }
+        });
+        let (client, client_name): (&str, Option<&str>) = match r.seen.client_name.as_deref() {
+            Some(n) if !anonymize => (n, Some(n)),
+            _ => (addr, None),
+        };
+        let categories = if r.categories.is_empty() {
+            None
+        } else {
+            let mut names = r.category_table.names(r.categories);
+            match (names.next(), names.next()) {
+                (Some(one), None) => Some(Cow::Borrowed(&**one)),
+                _ => Some(Cow::Owned(
                     r.category_table
                         .names(r.categories)
                         .map(|c| &**c)
                         .collect::<Vec<_>>()
                         .join(","),
-                )
-            };
-            let action = r.action.map(Action::as_str);
-            ins.execute(params![
-                r.seen.ts_ms,
-                client,
-                addr,
-                name,
-                r.group.as_deref(),
-                r.name.as_str(),
-                qtype_text(r.qtype),
-                r.result.as_str(),
-                categories,
-                r.list.as_deref(),
-                action,
-                rcode_name(r.rcode),
-                r.upstream_ms,
-            ])?;
-            let id = tx.last_insert_rowid();
-            for c in r.category_table.names(r.categories) {
-                ins_cat.execute(params![
-                    &**c,
-                    client,
-                    r.seen.ts_ms,
-                    id,
-                    r.name.as_str(),
-                    action
-                ])?;
+                )),
             }
-        }
+        };
+        insert_row(
+            tx,
+            texts,
+            &RowFields {
+                client,
+                ts_ms: r.seen.ts_ms,
+                addr,
+                client_name,
+                group: r.group.as_deref(),
+                name: r.name.as_str(),
+                kind: Kind::new(r.qtype.into(), r.result, r.action, r.rcode.into()),
+                categories,
+                list: r.list.as_deref(),
+                upstream_ms: r.upstream_ms.map(i64::from),
+            },
+        )?;
     }
     Ok(())
 }
