@@ -258,8 +258,12 @@ pub(crate) fn table<const N: usize>(
 }
 
 /// Newest first; rows of the same millisecond by client and then in the order written.
+/// Newest first; queries of the same millisecond by client (byte order, as PostgreSQL's
+/// `COLLATE "C"`), then the client's own order: both back ends list ties alike.
 fn sort_newest_first(rows: &mut [(LogEntry, i64, i64)]) {
-    rows.sort_by_key(|r| Reverse((r.0.time_ms, r.1, r.2)));
+    rows.sort_by(|a, b| {
+        (b.0.time_ms, b.0.client.as_bytes(), b.2).cmp(&(a.0.time_ms, a.0.client.as_bytes(), a.2))
+    });
 }
 
 /// Searches the log, newest first.
@@ -373,7 +377,7 @@ pub fn log_at(
             sql.push_str("WHERE ");
             sql.push_str(&all.join(" AND "));
         }
-        sql.push_str(" ORDER BY r.ts_ms DESC, r.seq DESC LIMIT ?");
+        sql.push_str(" ORDER BY r.ts_ms DESC, c.text DESC, r.seq DESC LIMIT ?");
         sql
     };
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(LogEntry, i64, i64)> {

@@ -120,7 +120,10 @@ pub fn log_at(
         sql.push_str(&conds.join(" AND "));
     }
     let lim = bind(Box::new(limit as i64 + 1));
-    sql.push_str(&format!(" ORDER BY ts_ms DESC, id DESC LIMIT {lim}"));
+    // Ties in one millisecond ordered as the SQLite log orders them (by client, byte order).
+    sql.push_str(&format!(
+        " ORDER BY ts_ms DESC, client COLLATE \"C\" DESC, id DESC LIMIT {lim}"
+    ));
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|b| &**b).collect();
     let rows = store.run("searching the log", store.client.query(&sql, &refs))?;
     let mut rows: Vec<LogEntry> = rows
