@@ -14,6 +14,7 @@ use super::rows::{action_code, all_clients, id_list, result_code, sets_of, text_
 use super::schema::{open_existing, open_rw};
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
+use crate::timespec::MarkRef;
 use crate::timespec::{self, TimeSpec};
 
 // ---------------------------------------------------------------------------------------------
@@ -258,6 +259,61 @@ pub(crate) fn table<const N: usize>(
 }
 
 /// Newest first; rows of the same millisecond by client and then in the order written.
+/// `log --result`: a result, or an action (observed, allowed; "blocked" is the result).
+#[derive(Clone, Copy)]
+pub(crate) enum LogFilter {
+    Result(QueryResult),
+    Action(Action),
+}
+
+/// `log --limit`, checked (both back ends).
+pub(crate) fn log_limit(args: &LogArgs) -> Result<usize, CommandError> {
+    let limit = args.limit.unwrap_or(LogArgs::DEFAULT_LIMIT);
+    if limit == 0 {
+        return Err(CommandError::Usage("--limit must be at least 1".into()));
+    }
+    Ok(limit)
+}
+
+/// `log --result`, parsed (both back ends).
+pub(crate) fn log_filter(args: &LogArgs) -> Result<Option<LogFilter>, CommandError> {
+    let Some(r) = args.result.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let r = r.to_ascii_lowercase();
+    if let Some(q) = QueryResult::ALL.iter().find(|q| q.as_str() == r) {
+        Ok(Some(LogFilter::Result(*q)))
+    } else if r == "observed" || r == "allowed" {
+        Ok(Some(LogFilter::Action(if r == "observed" {
+            Action::Observed
+        } else {
+            Action::Allowed
+        })))
+    } else {
+        Err(CommandError::Usage(format!(
+            "unknown --result {r:?}: use blocked, cached, forwarded, local, refused, failed, \
+             or an action: observed, allowed"
+        )))
+    }
+}
+
+/// `log --since` in ms, a mark looked up by `find_mark` (both back ends).
+pub(crate) fn log_since(
+    args: &LogArgs,
+    now: jiff::Timestamp,
+    find_mark: impl FnOnce(MarkRef) -> Result<i64, CommandError>,
+) -> Result<Option<i64>, CommandError> {
+    match &args.since {
+        None => Ok(None),
+        Some(TimeSpec::Mark(m)) => find_mark(*m).map(Some),
+        Some(t) => Ok(Some(
+            t.resolve(now)
+                .ok_or_else(|| CommandError::Usage(format!("cannot resolve --since {t}")))?
+                .as_millisecond(),
+        )),
+    }
+}
+
 /// Newest first; queries of the same millisecond by client (byte order, as PostgreSQL's
 /// `COLLATE "C"`), then the client's own order: both back ends list ties alike.
 fn sort_newest_first(rows: &mut [(LogEntry, i64, i64)]) {
@@ -284,43 +340,11 @@ pub fn log_at(
         .as_deref()
         .map(|c| ClientSelector::resolve_in(c, clients, Some(&conn)))
         .transpose()?;
-    let limit = args.limit.unwrap_or(LogArgs::DEFAULT_LIMIT);
-    if limit == 0 {
-        return Err(CommandError::Usage("--limit must be at least 1".into()));
-    }
-    enum Filter {
-        Result(QueryResult),
-        Action(Action),
-    }
-    let filter = match args.result.as_deref().map(str::trim) {
-        None => None,
-        Some(r) => {
-            let r = r.to_ascii_lowercase();
-            if let Some(q) = QueryResult::ALL.iter().find(|q| q.as_str() == r) {
-                Some(Filter::Result(*q))
-            } else if r == "observed" || r == "allowed" {
-                Some(Filter::Action(if r == "observed" {
-                    Action::Observed
-                } else {
-                    Action::Allowed
-                }))
-            } else {
-                return Err(CommandError::Usage(format!(
-                    "unknown --result {r:?}: use blocked, cached, forwarded, local, refused, failed, \
-                     or an action: observed, allowed"
-                )));
-            }
-        }
-    };
-    let since_ms = match &args.since {
-        None => None,
-        Some(TimeSpec::Mark(m)) => Some(find_mark(&conn, db, *m, sel.as_ref())?.time_ms),
-        Some(t) => Some(
-            t.resolve(now)
-                .ok_or_else(|| CommandError::Usage(format!("cannot resolve --since {t}")))?
-                .as_millisecond(),
-        ),
-    };
+    let limit = log_limit(args)?;
+    let filter = log_filter(args)?;
+    let since_ms = log_since(args, now, |m| {
+        Ok(find_mark(&conn, db, m, sel.as_ref())?.time_ms)
+    })?;
 
     let e = |err: rusqlite::Error| CommandError::Db(QueryLogError::from_sqlite(db, &err));
     let mut conds: Vec<String> = Vec::new();
@@ -355,10 +379,10 @@ pub fn log_at(
         params.push(s.into());
     }
     match filter {
-        Some(Filter::Result(r)) => {
+        Some(LogFilter::Result(r)) => {
             conds.push(format!("(r.kind & 7) = {}", result_code(r)));
         }
-        Some(Filter::Action(a)) => {
+        Some(LogFilter::Action(a)) => {
             conds.push(format!("((r.kind >> 3) & 3) = {}", action_code(Some(a))));
         }
         None => {}

@@ -29,14 +29,6 @@ pub(crate) fn result_text(code: i16) -> Cow<'static, str> {
     }
 }
 
-/// The result named by `log --result`.
-pub(crate) fn result_of(name: &str) -> Option<i16> {
-    QueryResult::ALL
-        .iter()
-        .find(|q| q.as_str() == name)
-        .map(|q| result_code(*q))
-}
-
 const ACTIONS: [Action; 3] = [Action::Blocked, Action::Observed, Action::Allowed];
 
 pub(crate) fn action_code(a: Action) -> i16 {
@@ -48,14 +40,6 @@ pub(crate) fn action_text(code: i16) -> String {
         Some(a) => a.as_str().to_string(),
         None => "unknown".to_string(),
     }
-}
-
-/// The action named by `log --result observed|allowed`.
-pub(crate) fn action_of(name: &str) -> Option<i16> {
-    ACTIONS
-        .iter()
-        .find(|a| a.as_str() == name)
-        .map(|a| action_code(*a))
 }
 
 pub(crate) fn qtype_name(code: i32) -> String {
@@ -225,13 +209,11 @@ mod tests {
     fn codes_read_back_as_the_sqlite_log_writes_them() {
         for r in QueryResult::ALL {
             assert_eq!(result_text(result_code(r)), r.as_str());
-            assert_eq!(result_of(r.as_str()), Some(result_code(r)));
         }
         for a in ACTIONS {
             assert_eq!(action_text(action_code(a)), a.as_str());
         }
-        assert_eq!(action_of("observed"), Some(1));
-        assert_eq!(action_of("forwarded"), None);
+        assert_eq!(action_code(Action::Observed), 1);
         assert_eq!(qtype_name(i32::from(u16::from(RecordType::AAAA))), "AAAA");
         assert_eq!(qtype_name(65280), "TYPE65280");
         assert_eq!(

@@ -3,14 +3,16 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::batch::{action_of, action_text, qtype_name, rcode_text, result_of, result_text};
+use super::batch::{action_code, action_text, qtype_name, rcode_text, result_code, result_text};
 use super::{PgStore, PgUrl};
 use crate::querylog::activity::{named_by_of, DeviceAddress, DeviceRecord};
-use crate::querylog::commands::{LogArgs, LogEntry, LogReport, MarkArgs, MarkReport};
+use crate::querylog::commands::{
+    log_filter, log_limit, log_since, LogArgs, LogEntry, LogFilter, LogReport, MarkArgs, MarkReport,
+};
 use crate::querylog::error::CommandError;
 use crate::querylog::read::{ClientList, ClientSelector};
 use crate::querylog::store::{DeviceLookup, LogRead};
-use crate::timespec::{self, TimeSpec};
+use crate::timespec;
 
 /// `telesink mark` at `ts_ms` (creates the tables if needed).
 pub fn mark_at(
@@ -53,39 +55,9 @@ pub fn log_at(
         .as_deref()
         .map(|c| ClientSelector::resolve_in(c, clients, Some(&store as &dyn DeviceLookup)))
         .transpose()?;
-    let limit = args.limit.unwrap_or(LogArgs::DEFAULT_LIMIT);
-    if limit == 0 {
-        return Err(CommandError::Usage("--limit must be at least 1".into()));
-    }
-    enum Filter {
-        Result(i16),
-        Action(i16),
-    }
-    let filter = match args.result.as_deref().map(str::trim) {
-        None => None,
-        Some(r) => {
-            let r = r.to_ascii_lowercase();
-            if let Some(code) = result_of(&r) {
-                Some(Filter::Result(code))
-            } else if let Some(code) = action_of(&r).filter(|_| r != "blocked") {
-                Some(Filter::Action(code))
-            } else {
-                return Err(CommandError::Usage(format!(
-                    "unknown --result {r:?}: use blocked, cached, forwarded, local, refused, failed, \
-                     or an action: observed, allowed"
-                )));
-            }
-        }
-    };
-    let since_ms = match &args.since {
-        None => None,
-        Some(TimeSpec::Mark(m)) => Some(store.find_mark(*m, sel.as_ref())?.time_ms),
-        Some(t) => Some(
-            t.resolve(now)
-                .ok_or_else(|| CommandError::Usage(format!("cannot resolve --since {t}")))?
-                .as_millisecond(),
-        ),
-    };
+    let limit = log_limit(args)?;
+    let filter = log_filter(args)?;
+    let since_ms = log_since(args, now, |m| Ok(store.find_mark(m, sel.as_ref())?.time_ms))?;
 
     let category = args.category.as_deref().map(|c| c.trim().to_string());
     let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
@@ -107,8 +79,12 @@ pub fn log_at(
         conds.push(format!("ts_ms >= {}", bind(Box::new(s))));
     }
     match filter {
-        Some(Filter::Result(r)) => conds.push(format!("result = {}", bind(Box::new(r)))),
-        Some(Filter::Action(a)) => conds.push(format!("action = {}", bind(Box::new(a)))),
+        Some(LogFilter::Result(r)) => {
+            conds.push(format!("result = {}", bind(Box::new(result_code(r)))))
+        }
+        Some(LogFilter::Action(a)) => {
+            conds.push(format!("action = {}", bind(Box::new(action_code(a)))))
+        }
         None => {}
     }
     let mut sql = String::from(
