@@ -75,58 +75,104 @@ pub(super) struct Writer {
     pub(super) texts: TextIds,
 }
 
+/// The part of a query-log writer that the batching loop drives (SQLite's [`Writer`], and
+/// PostgreSQL's).
+pub(super) trait Batches {
+    fn queue(&self) -> &Receiver<Msg>;
+    fn tuning(&self) -> &QueryLogTuning;
+    /// A `Stop` was taken.
+    fn stopping(&self) -> bool;
+    /// One message; false: end now.
+    fn take(&mut self, msg: Msg) -> bool;
+    /// Everything queued; how many messages.
+    fn drain(&mut self) -> usize;
+    fn write(&mut self);
+    fn heartbeat(&mut self);
+    fn retention(&mut self);
+}
+
+/// The writer's loop, for either back end: heartbeat and retention on time, the queue parked on
+/// while idle and drained in batches while rows flow; at the end, what is left written.
+pub(super) fn serve(w: &mut impl Batches) {
+    let mut next_heartbeat = Instant::now();
+    let mut next_retention = Instant::now();
+    while !w.stopping() {
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            w.heartbeat();
+            next_heartbeat = now + w.tuning().heartbeat;
+        }
+        if now >= next_retention {
+            w.retention();
+            next_retention = now + w.tuning().retention_every;
+            if w.stopping() {
+                break;
+            }
+        }
+        let wait = next_heartbeat
+            .min(next_retention)
+            .saturating_duration_since(Instant::now());
+        // Park on the queue only while it is idle: a parked writer costs every sender a
+        // wake-up (a system call on the DNS path). Once rows flow, sleep between batches
+        // instead and take everything that arrived in the meantime.
+        match w.queue().recv_timeout(wait) {
+            Ok(msg) => {
+                if !w.take(msg) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+        }
+        loop {
+            std::thread::sleep(w.tuning().batch_wait);
+            let took = w.drain();
+            w.write();
+            if w.stopping() || took == 0 || Instant::now() >= next_heartbeat.min(next_retention) {
+                break;
+            }
+        }
+    }
+    // Stop is behind every accepted message, but take anything left all the same.
+    while let Ok(msg) = w.queue().try_recv() {
+        w.take(msg);
+    }
+    w.write();
+}
+
+impl Batches for Writer {
+    fn queue(&self) -> &Receiver<Msg> {
+        &self.rx
+    }
+    fn tuning(&self) -> &QueryLogTuning {
+        &self.tuning
+    }
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+    fn take(&mut self, msg: Msg) -> bool {
+        Writer::take(self, msg)
+    }
+    fn drain(&mut self) -> usize {
+        Writer::drain(self)
+    }
+    fn write(&mut self) {
+        Writer::write(self)
+    }
+    fn heartbeat(&mut self) {
+        Writer::heartbeat(self)
+    }
+    fn retention(&mut self) {
+        Writer::retention(self)
+    }
+}
+
 impl Writer {
     pub(super) fn run(&mut self) {
         // Answers come first: on a busy core rows wait in the queue (or, when it is full, are
         // dropped and counted) rather than queries waiting for the writer.
         crate::sched::background("query-log writer");
-        let mut next_heartbeat = Instant::now();
-        let mut next_retention = Instant::now();
-        while !self.stopping {
-            let now = Instant::now();
-            if now >= next_heartbeat {
-                self.heartbeat();
-                next_heartbeat = now + self.tuning.heartbeat;
-            }
-            if now >= next_retention {
-                self.retention();
-                next_retention = now + self.tuning.retention_every;
-                if self.stopping {
-                    break;
-                }
-            }
-            let wait = next_heartbeat
-                .min(next_retention)
-                .saturating_duration_since(Instant::now());
-            // Park on the queue only while it is idle: a parked writer costs every sender a
-            // wake-up (a system call on the DNS path). Once rows flow, sleep between batches
-            // instead and take everything that arrived in the meantime.
-            match self.rx.recv_timeout(wait) {
-                Ok(msg) => {
-                    if !self.take(msg) {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => continue,
-            }
-            loop {
-                std::thread::sleep(self.tuning.batch_wait);
-                let took = self.drain();
-                self.write();
-                if self.stopping
-                    || took == 0
-                    || Instant::now() >= next_heartbeat.min(next_retention)
-                {
-                    break;
-                }
-            }
-        }
-        // Stop is behind every accepted message, but take anything left all the same.
-        while let Ok(msg) = self.rx.try_recv() {
-            self.take(msg);
-        }
-        self.write();
+        serve(self);
         let end = now_ms();
         if let Err(e) = self.conn.execute(
             "UPDATE runs SET alive_ms = ?1, end_ms = ?1 WHERE id = ?2",

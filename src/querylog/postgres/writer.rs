@@ -4,7 +4,7 @@
 //! most every [`RECONNECT_EVERY`].
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,33 @@ pub(in crate::querylog) struct PgWriter {
     stopping: bool,
 }
 
+impl crate::querylog::writer::Batches for PgWriter {
+    fn queue(&self) -> &Receiver<Msg> {
+        &self.rx
+    }
+    fn tuning(&self) -> &QueryLogTuning {
+        &self.tuning
+    }
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+    fn take(&mut self, msg: Msg) -> bool {
+        PgWriter::take(self, msg)
+    }
+    fn drain(&mut self) -> usize {
+        PgWriter::drain(self)
+    }
+    fn write(&mut self) {
+        PgWriter::write(self)
+    }
+    fn heartbeat(&mut self) {
+        PgWriter::heartbeat(self)
+    }
+    fn retention(&mut self) {
+        PgWriter::retention(self)
+    }
+}
+
 impl PgWriter {
     #[allow(clippy::too_many_arguments)]
     pub(in crate::querylog) fn new(
@@ -84,46 +111,7 @@ impl PgWriter {
     pub(in crate::querylog) fn run(&mut self) {
         crate::sched::background("query-log writer");
         self.connect();
-        let mut next_heartbeat = Instant::now();
-        let mut next_retention = Instant::now();
-        while !self.stopping {
-            let now = Instant::now();
-            if now >= next_heartbeat {
-                self.heartbeat();
-                next_heartbeat = now + self.tuning.heartbeat;
-            }
-            if now >= next_retention {
-                self.retention();
-                next_retention = now + self.tuning.retention_every;
-            }
-            let wait = next_heartbeat
-                .min(next_retention)
-                .saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(msg) => {
-                    if !self.take(msg) {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => continue,
-            }
-            loop {
-                std::thread::sleep(self.tuning.batch_wait);
-                let took = self.drain();
-                self.write();
-                if self.stopping
-                    || took == 0
-                    || Instant::now() >= next_heartbeat.min(next_retention)
-                {
-                    break;
-                }
-            }
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            self.take(msg);
-        }
-        self.write();
+        crate::querylog::writer::serve(self);
         if let Some(live) = self.live.take() {
             if let Err(e) = live.store.end_run(live.run_id, now_ms()) {
                 self.errors.report(&e, "closing");
