@@ -4,6 +4,10 @@ retention delete of a day under 2,000 logged queries per second. See bench/READM
 
     python3 bench/townlog.py --telesink target/release/telesink \
         --filllog target/release/examples/filllog --db /big/town.db --rows 100000000
+    python3 bench/townlog.py --pg-url postgres://postgres@127.0.0.1:5433/town --rows 100000000
+
+With --pg-url the log is a PostgreSQL database (it must exist; psql on PATH reads its size
+and rows; a password goes in PGPASSWORD).
 
 The log is filled once (examples/filllog.rs, through the server's writer code) and reused when
 it exists (--reuse, the default): the fill of 100 M rows takes a long while. Each retention run
@@ -44,7 +48,20 @@ def timed(argv, ok=(0,)):
     return took, r.stdout
 
 
-def write_config(work, db, dns_port, metrics_port, retention_days):
+def querylog_location(a):
+    """The [querylog] line that points at the log."""
+    if a.pg_url:
+        return f'url = "{a.pg_url}"'
+    return f'path = "{os.path.abspath(a.db)}"'
+
+
+def psql(a, sql):
+    r = subprocess.run(["psql", "-X", "-A", "-t", "-d", a.pg_url, "-c", sql],
+                       capture_output=True, text=True, check=True)
+    return r.stdout.strip()
+
+
+def write_config(work, location, dns_port, metrics_port, retention_days):
     with open(os.path.join(work, "list.txt"), "w") as f:
         f.write("tracking.example\n")
     path = os.path.join(work, "telesink.toml")
@@ -73,7 +90,7 @@ block = ["telemetry"]
 listen = "127.0.0.1:{metrics_port}"
 
 [querylog]
-path = "{db}"
+{location}
 log = "all"
 retention_days = {retention_days}
 """)
@@ -96,12 +113,12 @@ def metric(port, name):
 
 def retention_run(a, work, retention_days):
     dns, mport = free_port(), free_port()
-    cfg = write_config(work, os.path.abspath(a.db), dns, mport, retention_days)
+    cfg = write_config(work, querylog_location(a), dns, mport, retention_days)
     qfile = os.path.join(work, "queries.txt")
     with open(qfile, "w") as f:
         for i in range(10000):
             f.write(f"t{i}.tracking.example A\n")
-    rows_before = count_rows(a.db)
+    rows_before = count_rows(a)
     log_path = os.path.join(work, "server.log")
     srv = subprocess.Popen([a.telesink, "run", "-c", cfg], stdout=subprocess.DEVNULL,
                            stderr=open(log_path, "w"))
@@ -132,14 +149,40 @@ def retention_run(a, work, retention_days):
         "dropped": dropped,
         "queries_completed": completed,
         "rows_before": rows_before,
-        "rows_after": count_rows(a.db),
+        "rows_after": count_rows(a),
     }
 
 
-def count_rows(db):
-    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+def count_rows(a):
+    if a.pg_url:
+        return int(psql(a, "SELECT count(*) FROM queries"))
+    c = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True, timeout=30)
     try:
         return c.execute("SELECT count(*) FROM query_rows").fetchone()[0]
+    finally:
+        c.close()
+
+
+def size_bytes(a):
+    """The log's bytes on disk: the SQLite file and its WAL, or every telesink table of the
+    PostgreSQL database with its indexes and TOAST."""
+    if a.pg_url:
+        return int(psql(a, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                           "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                           "WHERE c.relkind = 'r' AND n.nspname = current_schema()"))
+    wal = a.db + "-wal"
+    return os.path.getsize(a.db) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+
+
+def pick_device(a):
+    """A device with a lease name (telemetry and ordinary queries): the usual verify."""
+    sql = ("SELECT device FROM devices WHERE named_by = 'lease' ORDER BY device "
+           "LIMIT 1 OFFSET 100")
+    if a.pg_url:
+        return psql(a, sql)
+    c = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True)
+    try:
+        return c.execute(sql).fetchone()[0]
     finally:
         c.close()
 
@@ -148,7 +191,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--telesink", default="target/release/telesink")
     p.add_argument("--filllog", default="target/release/examples/filllog")
-    p.add_argument("--db", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="the SQLite log")
+    where.add_argument("--pg-url", help="the PostgreSQL log (postgres://…)")
     p.add_argument("--rows", type=int, default=100_000_000)
     p.add_argument("--devices", type=int, default=10_000)
     p.add_argument("--days", type=int, default=30)
@@ -160,27 +205,32 @@ def main():
     p.add_argument("--json", default="bench/townlog.json")
     a = p.parse_args()
 
-    res = {"rows_requested": a.rows, "devices": a.devices, "days": a.days}
-    if a.fresh and os.path.exists(a.db):
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(a.db + suffix):
-                os.remove(a.db + suffix)
-    if not os.path.exists(a.db):
+    res = {"rows_requested": a.rows, "devices": a.devices, "days": a.days,
+           "backend": "postgresql" if a.pg_url else "sqlite"}
+    if a.pg_url:
+        filled = psql(a, "SELECT to_regclass('queries') IS NOT NULL") == "t"
+        if a.fresh and filled:
+            sys.exit("--fresh with --pg-url: drop and create the database yourself")
+        target = ["--url", a.pg_url]
+    else:
+        if a.fresh and os.path.exists(a.db):
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(a.db + suffix):
+                    os.remove(a.db + suffix)
+        filled = os.path.exists(a.db)
+        target = ["--path", a.db]
+    if not filled:
         t = time.perf_counter()
-        subprocess.run(["nice", a.filllog, "--path", a.db, "--rows", str(a.rows),
+        subprocess.run(["nice", a.filllog, *target, "--rows", str(a.rows),
                         "--devices", str(a.devices), "--days", str(a.days)], check=True)
         res["fill_s"] = time.perf_counter() - t
-    rows = count_rows(a.db)
-    size = os.path.getsize(a.db) + (os.path.getsize(a.db + "-wal") if os.path.exists(a.db + "-wal") else 0)
+    rows = count_rows(a)
+    size = size_bytes(a)
     res.update(rows=rows, bytes=size, bytes_per_row=size / rows)
 
     work = tempfile.mkdtemp(prefix="townlog-")
-    cfg = write_config(work, os.path.abspath(a.db), free_port(), free_port(), 3650)
-    c = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True)
-    # A device with a lease name, its telemetry and ordinary queries: the usual verify.
-    device = c.execute("SELECT device FROM devices WHERE named_by = 'lease' ORDER BY device "
-                       "LIMIT 1 OFFSET 100").fetchone()[0]
-    c.close()
+    cfg = write_config(work, querylog_location(a), free_port(), free_port(), 3650)
+    device = pick_device(a)
     res["device"] = device
     verify = [timed([a.telesink, "verify", "-c", cfg, "--client", device, "--category",
                      "telemetry", "--since", "7d"], ok=(0, 1, 2, 3))[0] for _ in range(a.runs)]
@@ -199,10 +249,10 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     with open(a.json, "w") as f:
         json.dump(res, f, indent=2)
-    print(f"| rows | B/row | verify 7d s | log --client 1d s | log 1d (all clients) s | retention of a day s | dropped |")
-    print(f"|---|---|---|---|---|---|---|")
+    print(f"| log | rows | B/row | verify 7d s | log --client 1d s | log 1d (all clients) s | retention of a day s | dropped |")
+    print(f"|---|---|---|---|---|---|---|---|")
     ret = res.get("retention_s")
-    print(f"| {rows:,} | {res['bytes_per_row']:.1f} | {res['verify_s']:.3f} | {res['log_client_s']:.3f} | "
+    print(f"| {res['backend']} | {rows:,} | {res['bytes_per_row']:.1f} | {res['verify_s']:.3f} | {res['log_client_s']:.3f} | "
           f"{res['log_all_s']:.3f} | {'n/a' if ret is None else f'{ret:.1f}'} | {res.get('dropped', 'n/a')} |")
 
 

@@ -164,17 +164,27 @@ impl Pending {
         }
         let mut minute = tx.prepare_cached(
             "INSERT INTO device_minutes (device, minute, total, first_off, last_off, ordinary, \
-             ord_first_off, ord_last_off, ord_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ord_first_after, ord_last_before, ord_seconds) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (device, minute) DO UPDATE SET \
                total = total + excluded.total, \
                first_off = min(first_off, excluded.first_off), \
                last_off = max(last_off, excluded.last_off), \
                ordinary = ordinary + excluded.ordinary, \
-               ord_first_off = CASE WHEN excluded.ord_first_off IS NULL THEN ord_first_off \
-                 ELSE min(coalesce(ord_first_off, excluded.ord_first_off), excluded.ord_first_off) END, \
-               ord_last_off = CASE WHEN excluded.ord_last_off IS NULL THEN ord_last_off \
-                 ELSE max(coalesce(ord_last_off, excluded.ord_last_off), excluded.ord_last_off) END, \
-               ord_seconds = ord_seconds | excluded.ord_seconds",
+               ord_first_after = CASE \
+                   WHEN ord_first_after IS NULL THEN excluded.first_off + excluded.ord_first_after \
+                   WHEN excluded.ord_first_after IS NULL THEN first_off + ord_first_after \
+                   ELSE min(first_off + ord_first_after, \
+                            excluded.first_off + excluded.ord_first_after) END \
+                 - min(first_off, excluded.first_off), \
+               ord_last_before = max(last_off, excluded.last_off) - CASE \
+                   WHEN ord_last_before IS NULL THEN excluded.last_off - excluded.ord_last_before \
+                   WHEN excluded.ord_last_before IS NULL THEN last_off - ord_last_before \
+                   ELSE max(last_off - ord_last_before, \
+                            excluded.last_off - excluded.ord_last_before) END, \
+               ord_seconds = ((ord_seconds << (first_off / 1000)) \
+                   | (excluded.ord_seconds << (excluded.first_off / 1000))) \
+                 >> (min(first_off, excluded.first_off) / 1000)",
         )?;
         // Keys are formatted once per device, not per minute.
         let mut text: HashMap<&DeviceKey, String> = HashMap::new();
@@ -190,11 +200,18 @@ impl Pending {
                 }
             };
             let base = m * MINUTE_MS;
+            // The ordinary queries' first and last as distances from the minute's first and
+            // last (0, which costs no byte, when they are the same query), their seconds
+            // counted from the first query's second (a burst's few bits, not up to 60).
             let (of, ol) = if c.ordinary > 0 {
-                (Some(c.ord_first_ms - base), Some(c.ord_last_ms - base))
+                (
+                    Some(c.ord_first_ms - c.first_ms),
+                    Some(c.last_ms - c.ord_last_ms),
+                )
             } else {
                 (None, None)
             };
+            let first_second = (c.first_ms - base) / 1000;
             minute.execute(params![
                 id,
                 m,
@@ -204,7 +221,7 @@ impl Pending {
                 c.ordinary as i64,
                 of,
                 ol,
-                c.ord_seconds as i64
+                (c.ord_seconds >> first_second) as i64
             ])?;
         }
         let mut device = tx.prepare_cached(
@@ -445,7 +462,7 @@ pub(crate) fn ordinary_counts(
             &format!(
                 "SELECT coalesce(sum(ts_ms < ?1), 0), coalesce(sum(ts_ms >= ?1), 0) \
                  FROM query_rows WHERE client IN ({clients}) AND ts_ms >= ?2 AND ts_ms < ?3 \
-                 AND cats IS NULL"
+                 AND matched IS NULL"
             ),
             params![split, from, to],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -467,8 +484,9 @@ pub(crate) fn ordinary_counts(
     }
 
     let sql = format!(
-        "SELECT minute, ordinary, minute * 60000 + ord_first_off, minute * 60000 + ord_last_off, \
-         ord_seconds FROM device_minutes \
+        "SELECT minute, ordinary, minute * 60000 + first_off + ord_first_after, \
+         minute * 60000 + last_off - ord_last_before, ord_seconds << (first_off / 1000) \
+         FROM device_minutes \
          WHERE device IN ({}) AND minute >= ?1 AND minute <= ?2 AND ordinary > 0",
         id_list(&devices)
     );

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::error::{CommandError, QueryLogError};
 use super::now_ms;
 use super::read::{find_mark, ClientList, ClientSelector, MarkInfo};
-use super::rows::{action_code, all_clients, id_list, result_code, sets_of, text_ids, Kind};
+use super::rows::{
+    action_code, all_clients, id_list, result_code, sets_of, split_pair, text_ids, Kind,
+};
 use super::schema::{open_existing, open_rw};
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
@@ -350,7 +352,7 @@ pub fn log_at(
     let mut conds: Vec<String> = Vec::new();
     let mut params: Vec<rusqlite::types::Value> = Vec::new();
     // Each query below reads one range: one client (or a client's keys), or one set of
-    // categories (the `query_rows_cats` index); without either, the newest rows of every
+    // categories (the `query_rows_matched` index); without either, the newest rows of every
     // client are merged.
     enum Parts {
         One,
@@ -367,7 +369,7 @@ pub fn log_at(
         conds.push(format!("r.client IN ({})", id_list(&ids)));
         if let Some(sets) = &cat_sets {
             // `+`: the client's range, not the category index.
-            conds.push(format!("+r.cats IN ({})", id_list(sets)));
+            conds.push(format!("+r.matched IN ({})", id_list(sets)));
         }
     } else if let Some(sets) = cat_sets {
         parts = Parts::Sets(sets);
@@ -389,11 +391,10 @@ pub fn log_at(
     }
     let sql = |part: Option<&str>| {
         let mut sql = String::from(
-            "SELECT r.ts_ms, c.text, coalesce(a.text, c.text), r.addr IS NOT NULL, g.text, \
-             n.text, r.kind, s.text, l.text, r.upstream_ms, r.client, r.seq \
-             FROM query_rows r JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name \
-             LEFT JOIN texts a ON a.id = r.addr LEFT JOIN texts g ON g.id = r.grp \
-             LEFT JOIN texts s ON s.id = r.cats LEFT JOIN texts l ON l.id = r.list ",
+            "SELECT r.ts_ms, c.text, o.text, n.text, r.kind, m.text, r.upstream_ms, r.client, \
+             r.seq FROM query_rows r JOIN texts c ON c.id = r.client \
+             JOIN texts n ON n.id = r.name LEFT JOIN texts o ON o.id = r.origin \
+             LEFT JOIN texts m ON m.id = r.matched ",
         );
         let mut all: Vec<&str> = conds.iter().map(String::as_str).collect();
         all.extend(part);
@@ -406,31 +407,33 @@ pub fn log_at(
     };
     let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(LogEntry, i64, i64)> {
         let ts: i64 = r.get(0)?;
-        let cats: Option<String> = r.get(7)?;
         let client: String = r.get(1)?;
-        let named: bool = r.get(3)?;
-        let kind = Kind(r.get(6)?);
+        let origin: Option<String> = r.get(2)?;
+        let (addr, group) = split_pair(origin.as_deref());
+        let matched: Option<String> = r.get(5)?;
+        let (cats, list) = split_pair(matched.as_deref());
+        let kind = Kind(r.get(4)?);
         Ok((
             LogEntry {
                 time: timespec::rfc3339_ms(ts),
                 time_ms: ts,
-                client_name: named.then(|| client.clone()),
+                client_name: addr.is_some().then(|| client.clone()),
+                client_address: addr.map_or_else(|| client.clone(), str::to_string),
                 client,
-                client_address: r.get(2)?,
-                group: r.get(4)?,
-                name: r.get(5)?,
+                group: group.map(str::to_string),
+                name: r.get(3)?,
                 qtype: kind.qtype().into_owned(),
                 result: kind.result().as_str().to_string(),
                 categories: cats
                     .map(|c| c.split(',').map(str::to_string).collect())
                     .unwrap_or_default(),
-                list: r.get(8)?,
+                list: list.map(str::to_string),
                 action: kind.action().map(|a| a.as_str().to_string()),
                 rcode: kind.rcode().into_owned(),
-                upstream_ms: r.get(9)?,
+                upstream_ms: r.get(6)?,
             },
-            r.get(10)?,
-            r.get(11)?,
+            r.get(7)?,
+            r.get(8)?,
         ))
     };
     let want = limit + 1;
@@ -446,7 +449,7 @@ pub fn log_at(
         }
         Parts::Clients(ids) | Parts::Sets(ids) => {
             let col = if args.category.is_some() {
-                "r.cats = ?"
+                "r.matched = ?"
             } else {
                 "r.client = ?"
             };

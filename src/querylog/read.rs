@@ -295,7 +295,7 @@ pub(crate) fn category_counts(
     let sql = format!(
         "SELECT n.text, sum(r.ts_ms < ?1), sum(r.ts_ms >= ?1), max(r.ts_ms) \
          FROM query_rows r JOIN texts n ON n.id = r.name \
-         WHERE r.client IN ({}) AND r.ts_ms >= ?2 AND r.ts_ms < ?3 AND +r.cats IN ({}) \
+         WHERE r.client IN ({}) AND r.ts_ms >= ?2 AND r.ts_ms < ?3 AND +r.matched IN ({}) \
          GROUP BY r.name",
         id_list(&clients),
         id_list(&sets)
@@ -315,7 +315,7 @@ pub(crate) fn category_counts(
         .collect::<Result<BTreeMap<_, _>, _>>()?;
     let sql = format!(
         "SELECT (r.kind >> 3) & 3, count(*) FROM query_rows r \
-         WHERE r.client IN ({}) AND r.ts_ms >= ?1 AND r.ts_ms < ?2 AND +r.cats IN ({}) \
+         WHERE r.client IN ({}) AND r.ts_ms >= ?1 AND r.ts_ms < ?2 AND +r.matched IN ({}) \
          GROUP BY 1",
         id_list(&clients),
         id_list(&sets)
@@ -348,7 +348,7 @@ pub(crate) fn client_categories(
     for c in all_categories(conn)? {
         let sets = sets_of(conn, &c)?;
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM query_rows WHERE client IN ({}) AND +cats IN ({}))",
+            "SELECT EXISTS (SELECT 1 FROM query_rows WHERE client IN ({}) AND +matched IN ({}))",
             id_list(&clients),
             id_list(&sets)
         );

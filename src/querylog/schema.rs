@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::{DbErrorKind, QueryLogError};
-use super::rows::{insert_row, qtype_number, rcode_number, Kind, RowFields, TextIds};
+use super::rows::{insert_row, qtype_number, rcode_number, Kind, RowFields, TextIds, QTYPE_SQL};
 use crate::observe::events::QueryResult;
 use crate::policy::category::Action;
 
@@ -19,12 +19,17 @@ use crate::policy::category::Action;
 /// older schemas by [`BACKFILL_3`].
 /// 4: a query is a row of small integers in `query_rows` (WITHOUT ROWID, keyed by client and
 /// time), its strings once each in `texts`; `queries` and `query_categories` are gone, their
-/// rows moved over by [`move_rows_3_to_4`]. A tenth of the bytes per query.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// rows moved over by [`move_rows_3`]. A tenth of the bytes per query.
+/// 5: a row's address and group are one `origin`, its categories and list one `matched`, the
+/// usual `kind` costs no byte, and a device minute's ordinary first, last and seconds are
+/// stored relative to the minute's first and last query: a fifth fewer bytes per query
+/// ([`move_rows_4`]).
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Every table of the query log; another application's SQLite file is not taken over.
 const TABLES: &str = "'queries', 'query_categories', 'marks', 'runs', 'activity', 'devices', \
-                      'device_addresses', 'texts', 'query_rows', 'category_sets'";
+                      'device_addresses', 'texts', 'query_rows', 'category_sets', \
+                      'device_minutes'";
 
 /// The tables of schema 3 that schema 4 replaced (to migrate a log of schema 1 or 2 through 3).
 const QUERIES_3: &str = "
@@ -61,10 +66,52 @@ CREATE TABLE IF NOT EXISTS query_categories (
 
 ";
 
-/// Schema 4's queries. A row is about 25–35 bytes: the client, name, address, group, list and
-/// categories are ids into `texts`; qtype, result, action and rcode are packed into `kind`
-/// (see `rows.rs`). Keyed by (client, ts_ms): `log --client` and `verify` read one range per
-/// client key, retention deletes a range per client.
+/// Schema 5's queries. A row is about 20–30 bytes: the client, name, origin (a named device's
+/// address and the group) and matched (categories and list) are ids into `texts`; qtype, result,
+/// action and rcode are packed into `kind` (see `rows.rs`). Keyed by (client, ts_ms):
+/// `log --client` and `verify` read one range per client key, retention deletes a range per
+/// client.
+const QUERIES_5: &str = "
+CREATE TABLE IF NOT EXISTS texts (
+    id   INTEGER PRIMARY KEY,
+    text TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS query_rows (
+    client      INTEGER NOT NULL,     -- texts: configured name, else address; network when anonymized
+    ts_ms       INTEGER NOT NULL,     -- milliseconds since the Unix epoch
+    seq         INTEGER NOT NULL,     -- 0; 1, 2.. for more queries of the client in that ms
+    name        INTEGER NOT NULL,     -- texts
+    kind        INTEGER NOT NULL,     -- result | action << 3 | qtype code << 5 | rcode << 7 ...
+    origin      INTEGER,              -- texts: 'address<US>group' of a named device or a group
+    matched     INTEGER,              -- texts: 'categories<US>list'; NULL: nothing matched
+    upstream_ms INTEGER,
+    PRIMARY KEY (client, ts_ms, seq)
+) WITHOUT ROWID;
+-- `log --category` without --client; only matched rows are in it.
+CREATE INDEX IF NOT EXISTS query_rows_matched ON query_rows (matched, ts_ms)
+    WHERE matched IS NOT NULL;
+-- Which categories each `matched` text holds.
+CREATE TABLE IF NOT EXISTS category_sets (
+    category TEXT NOT NULL,
+    matched  INTEGER NOT NULL,
+    PRIMARY KEY (category, matched)
+) WITHOUT ROWID;
+";
+
+/// Schema 3 as a whole (tests make old logs with it).
+#[cfg(test)]
+pub(crate) fn schema_3() -> String {
+    format!("{QUERIES_3} {COMMON} {ACTIVITY_3}")
+}
+
+/// Schema 4 as a whole, without its views (tests make old logs with it).
+#[cfg(test)]
+pub(crate) fn schema_4() -> String {
+    format!("{QUERIES_4} {COMMON} {ACTIVITY_4}")
+}
+
+/// Schema 4's queries (for [`schema_4`]).
+#[cfg(test)]
 const QUERIES_4: &str = "
 CREATE TABLE IF NOT EXISTS texts (
     id   INTEGER PRIMARY KEY,
@@ -93,11 +140,22 @@ CREATE TABLE IF NOT EXISTS category_sets (
 ) WITHOUT ROWID;
 ";
 
-/// Schema 3 as a whole (tests make old logs with it).
+/// Schema 4's device activity (for [`schema_4`]).
 #[cfg(test)]
-pub(crate) fn schema_3() -> String {
-    format!("{QUERIES_3} {COMMON} {ACTIVITY_3}")
-}
+const ACTIVITY_4: &str = "
+CREATE TABLE IF NOT EXISTS device_minutes (
+    device        INTEGER NOT NULL,    -- texts: the device's name, else its address (network)
+    minute        INTEGER NOT NULL,    -- ts_ms / 60000
+    total         INTEGER NOT NULL,
+    first_off     INTEGER NOT NULL,    -- ms into the minute
+    last_off      INTEGER NOT NULL,
+    ordinary      INTEGER NOT NULL,
+    ord_first_off INTEGER,             -- NULL when ordinary = 0
+    ord_last_off  INTEGER,
+    ord_seconds   INTEGER NOT NULL,    -- bit s set: an ordinary query in second s of the minute
+    PRIMARY KEY (device, minute)
+) WITHOUT ROWID;
+";
 
 /// Schema 3's device activity, keyed by the device's name.
 const ACTIVITY_3: &str = "
@@ -121,71 +179,96 @@ CREATE TABLE IF NOT EXISTS activity (
 
 ";
 
-/// Schema 4's device activity: the device is an id into `texts`, the times are milliseconds
-/// into the minute (two or three bytes, not six). The view `activity` shows it as schema 3 had
-/// it, and is what the readers ask.
-const ACTIVITY_4: &str = "
+/// Schema 5's device activity: the device is an id into `texts`, the times are milliseconds
+/// into the minute, the ordinary queries' first and last are distances from the minute's first
+/// and last (0, no byte, when the same query), their seconds counted from the first query's
+/// second. The view `activity` shows it as schema 3 had it.
+const ACTIVITY_5: &str = "
 CREATE TABLE IF NOT EXISTS device_minutes (
-    device        INTEGER NOT NULL,    -- texts: the device's name, else its address (network)
-    minute        INTEGER NOT NULL,    -- ts_ms / 60000
-    total         INTEGER NOT NULL,
-    first_off     INTEGER NOT NULL,    -- ms into the minute
-    last_off      INTEGER NOT NULL,
-    ordinary      INTEGER NOT NULL,
-    ord_first_off INTEGER,             -- NULL when ordinary = 0
-    ord_last_off  INTEGER,
-    ord_seconds   INTEGER NOT NULL,    -- bit s set: an ordinary query in second s of the minute
+    device          INTEGER NOT NULL,  -- texts: the device's name, else its address (network)
+    minute          INTEGER NOT NULL,  -- ts_ms / 60000
+    total           INTEGER NOT NULL,
+    first_off       INTEGER NOT NULL,  -- ms into the minute
+    last_off        INTEGER NOT NULL,
+    ordinary        INTEGER NOT NULL,
+    ord_first_after INTEGER,           -- ms after first_off; NULL when ordinary = 0
+    ord_last_before INTEGER,           -- ms before last_off
+    ord_seconds     INTEGER NOT NULL,  -- bit s: an ordinary query in second first_off/1000 + s
     PRIMARY KEY (device, minute)
 ) WITHOUT ROWID;
 ";
 
-/// Schema 4 seen as schema 3 had it, read-only: for `sqlite3` by hand, and tests.
-const VIEWS_4: &str = "
+/// Schema 5 seen as schema 3 had it, read-only: for `sqlite3` by hand, and tests.
+fn views_5() -> String {
+    let before = |t: &str| format!("nullif(substr({t}, 1, instr({t}, char(31)) - 1), '')");
+    let after = |t: &str| format!("nullif(substr({t}, instr({t}, char(31)) + 1), '')");
+    format!(
+        "
 CREATE VIEW IF NOT EXISTS activity AS
 SELECT t.text AS device, m.minute AS minute, m.total AS total,
        m.minute * 60000 + m.first_off AS first_ms, m.minute * 60000 + m.last_off AS last_ms,
        m.ordinary AS ordinary,
-       m.minute * 60000 + m.ord_first_off AS ord_first_ms,
-       m.minute * 60000 + m.ord_last_off AS ord_last_ms,
-       m.ord_seconds AS ord_seconds
+       m.minute * 60000 + m.first_off + m.ord_first_after AS ord_first_ms,
+       m.minute * 60000 + m.last_off - m.ord_last_before AS ord_last_ms,
+       m.ord_seconds << (m.first_off / 1000) AS ord_seconds
 FROM device_minutes m JOIN texts t ON t.id = m.device;
 CREATE VIEW IF NOT EXISTS queries AS
-SELECT r.ts_ms AS ts_ms, c.text AS client, coalesce(a.text, c.text) AS client_addr,
-       CASE WHEN r.addr IS NOT NULL THEN c.text END AS client_name, g.text AS grp,
-       n.text AS name,
-       CASE (r.kind >> 5) & 65535 WHEN 1 THEN 'A' WHEN 2 THEN 'NS' WHEN 5 THEN 'CNAME'
-            WHEN 6 THEN 'SOA' WHEN 12 THEN 'PTR' WHEN 15 THEN 'MX' WHEN 16 THEN 'TXT'
-            WHEN 28 THEN 'AAAA' WHEN 33 THEN 'SRV' WHEN 64 THEN 'SVCB' WHEN 65 THEN 'HTTPS'
-            WHEN 255 THEN 'ANY' ELSE 'TYPE' || ((r.kind >> 5) & 65535) END AS qtype,
+SELECT r.ts_ms AS ts_ms, c.text AS client, coalesce({addr}, c.text) AS client_addr,
+       CASE WHEN {addr} IS NOT NULL THEN c.text END AS client_name, {grp} AS grp,
+       n.text AS name, {qtype} AS qtype,
        CASE r.kind & 7 WHEN 0 THEN 'cached' WHEN 1 THEN 'forwarded' WHEN 2 THEN 'blocked'
             WHEN 3 THEN 'local' WHEN 4 THEN 'refused' ELSE 'failed' END AS result,
-       s.text AS categories, l.text AS list,
+       {cats} AS categories, {list} AS list,
        CASE (r.kind >> 3) & 3 WHEN 1 THEN 'blocked' WHEN 2 THEN 'observed'
             WHEN 3 THEN 'allowed' END AS action,
-       CASE r.kind >> 21 WHEN 0 THEN 'NOERROR' WHEN 1 THEN 'FORMERR' WHEN 2 THEN 'SERVFAIL'
-            WHEN 3 THEN 'NXDOMAIN' WHEN 4 THEN 'NOTIMP' WHEN 5 THEN 'REFUSED'
-            ELSE 'RCODE' || (r.kind >> 21) END AS rcode,
+       CASE (r.kind >> 7) & 4095 WHEN 0 THEN 'NOERROR' WHEN 1 THEN 'FORMERR'
+            WHEN 2 THEN 'SERVFAIL' WHEN 3 THEN 'NXDOMAIN' WHEN 4 THEN 'NOTIMP' WHEN 5 THEN 'REFUSED'
+            ELSE 'RCODE' || ((r.kind >> 7) & 4095) END AS rcode,
        r.upstream_ms AS upstream_ms
 FROM query_rows r JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name
-LEFT JOIN texts a ON a.id = r.addr LEFT JOIN texts g ON g.id = r.grp
-LEFT JOIN texts s ON s.id = r.cats LEFT JOIN texts l ON l.id = r.list;
+LEFT JOIN texts o ON o.id = r.origin LEFT JOIN texts m ON m.id = r.matched;
 CREATE VIEW IF NOT EXISTS query_categories AS
 SELECT cs.category AS category, c.text AS client, r.ts_ms AS ts_ms, n.text AS name,
        CASE (r.kind >> 3) & 3 WHEN 1 THEN 'blocked' WHEN 2 THEN 'observed'
             WHEN 3 THEN 'allowed' END AS action
-FROM query_rows r JOIN category_sets cs ON cs.cats = r.cats
+FROM query_rows r JOIN category_sets cs ON cs.matched = r.matched
 JOIN texts c ON c.id = r.client JOIN texts n ON n.id = r.name;
-";
+",
+        addr = before("o.text"),
+        grp = after("o.text"),
+        cats = before("m.text"),
+        list = after("m.text"),
+        qtype = QTYPE_SQL,
+    )
+}
 
-/// Schema 3's activity into schema 4's.
-const MOVE_ACTIVITY_3_TO_4: &str = "
+/// Schema 3's activity into schema 5's.
+const MOVE_ACTIVITY_3_TO_5: &str = "
 INSERT OR IGNORE INTO texts (text) SELECT DISTINCT device FROM activity;
 INSERT INTO device_minutes
 SELECT t.id, a.minute, a.total, a.first_ms - a.minute * 60000, a.last_ms - a.minute * 60000,
-       a.ordinary, a.ord_first_ms - a.minute * 60000, a.ord_last_ms - a.minute * 60000,
-       a.ord_seconds
+       a.ordinary, a.ord_first_ms - a.first_ms, a.last_ms - a.ord_last_ms,
+       a.ord_seconds >> ((a.first_ms - a.minute * 60000) / 1000)
 FROM activity a JOIN texts t ON t.text = a.device;
 DROP TABLE activity;
+";
+
+/// Schema 4's tables that schema 5 replaces, set aside (views first: they name them).
+const SET_ASIDE_4: &str = "
+DROP VIEW IF EXISTS activity; DROP VIEW IF EXISTS queries; DROP VIEW IF EXISTS query_categories;
+DROP INDEX IF EXISTS query_rows_cats;
+ALTER TABLE query_rows RENAME TO query_rows_4;
+ALTER TABLE category_sets RENAME TO category_sets_4;
+ALTER TABLE device_minutes RENAME TO device_minutes_4;
+";
+
+/// Schema 4's activity into schema 5's.
+const MOVE_ACTIVITY_4_TO_5: &str = "
+INSERT INTO device_minutes
+SELECT device, minute, total, first_off, last_off, ordinary, ord_first_off - first_off,
+       last_off - ord_last_off, ord_seconds >> (first_off / 1000)
+FROM device_minutes_4;
+DROP TABLE device_minutes_4;
 ";
 
 /// The tables every schema from 3 on has.
@@ -323,12 +406,19 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), QueryLogError> {
                      {BACKFILL_3}"
                 ))?;
             }
-            conn.execute_batch(&format!("{QUERIES_4} {COMMON} {ACTIVITY_4}"))?;
-            if (1..4).contains(&version) {
-                move_rows_3_to_4(conn)?;
-                conn.execute_batch(MOVE_ACTIVITY_3_TO_4)?;
+            if version == 4 {
+                conn.execute_batch(SET_ASIDE_4)?;
             }
-            conn.execute_batch(VIEWS_4)?;
+            conn.execute_batch(&format!("{QUERIES_5} {COMMON} {ACTIVITY_5}"))?;
+            if (1..4).contains(&version) {
+                move_rows_3(conn)?;
+                conn.execute_batch(MOVE_ACTIVITY_3_TO_5)?;
+            }
+            if version == 4 {
+                move_rows_4(conn)?;
+                conn.execute_batch(MOVE_ACTIVITY_4_TO_5)?;
+            }
+            conn.execute_batch(&views_5())?;
             conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT"))
         })();
         if let Err(err) = steps {
@@ -339,10 +429,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), QueryLogError> {
     Ok(())
 }
 
-/// Moves schema 3's rows into schema 4's tables and drops the old ones. One pass in id order:
+/// Moves schema 3's rows into schema 5's tables and drops the old ones. One pass in id order:
 /// a log of a few million rows takes some seconds, once, at the first start (or first read)
 /// with this version.
-fn move_rows_3_to_4(conn: &Connection) -> rusqlite::Result<()> {
+fn move_rows_3(conn: &Connection) -> rusqlite::Result<()> {
     let mut texts = TextIds::default();
     {
         let mut st = conn.prepare(
@@ -387,6 +477,45 @@ fn move_rows_3_to_4(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     conn.execute_batch("DROP TABLE query_categories; DROP TABLE queries;")
+}
+
+/// Moves schema 4's rows (set aside as `query_rows_4`) into schema 5's table and drops the old
+/// ones. One pass in key order, through the writer's own insert; the texts keep their ids.
+fn move_rows_4(conn: &Connection) -> rusqlite::Result<()> {
+    let mut texts = TextIds::default();
+    {
+        let mut st = conn.prepare(
+            "SELECT r.ts_ms, c.text, a.text, n.text, r.kind, g.text, s.text, l.text, \
+             r.upstream_ms FROM query_rows_4 r JOIN texts c ON c.id = r.client \
+             JOIN texts n ON n.id = r.name LEFT JOIN texts a ON a.id = r.addr \
+             LEFT JOIN texts g ON g.id = r.grp LEFT JOIN texts s ON s.id = r.cats \
+             LEFT JOIN texts l ON l.id = r.list ORDER BY r.client, r.ts_ms, r.seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let get = |i: usize| r.get_ref(i).map(|v| v.as_str_or_null().ok().flatten());
+            let client = get(1)?.unwrap_or_default();
+            let addr = get(2)?;
+            insert_row(
+                conn,
+                &mut texts,
+                &RowFields {
+                    ts_ms: r.get(0)?,
+                    client,
+                    // A row with an address was a named device's.
+                    addr: addr.unwrap_or(client),
+                    client_name: addr.map(|_| client),
+                    group: get(5)?,
+                    name: get(3)?.unwrap_or_default(),
+                    kind: Kind::from_schema_4(r.get(4)?),
+                    categories: get(6)?.map(Cow::Borrowed),
+                    list: get(7)?,
+                    upstream_ms: r.get(8)?,
+                },
+            )?;
+        }
+    }
+    conn.execute_batch("DROP TABLE query_rows_4; DROP TABLE category_sets_4;")
 }
 
 pub(crate) fn not_a_query_log(path: &Path) -> QueryLogError {

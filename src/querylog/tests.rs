@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use rusqlite::{params, Connection};
 
 use super::read::logged_ms;
-use super::schema::{open_existing, open_rw, schema_3, SCHEMA_VERSION};
+use super::schema::{open_existing, open_rw, schema_3, schema_4, SCHEMA_VERSION};
 use super::*;
 use crate::observe::events::{ClientInfo, QueryEvent, QueryResult, QuerySink};
 use crate::policy::category::{Action, CategorySet, CategoryTable};
@@ -136,7 +136,7 @@ fn schema_is_created_in_wal_mode_with_indexes() {
     for want in [
         "texts",
         "query_rows",
-        "query_rows_cats",
+        "query_rows_matched",
         "category_sets",
         "device_minutes",
         "queries",
@@ -156,7 +156,7 @@ fn schema_is_created_in_wal_mode_with_indexes() {
     let plan: String = conn
         .query_row(
             "EXPLAIN QUERY PLAN SELECT name, count(*) FROM query_rows \
-                 WHERE client IN (1, 2) AND ts_ms >= 0 AND ts_ms < 10 AND +cats IN (3, 4) \
+                 WHERE client IN (1, 2) AND ts_ms >= 0 AND ts_ms < 10 AND +matched IN (3, 4) \
                  GROUP BY name",
             [],
             |r| r.get(3),
@@ -416,7 +416,7 @@ fn shutdown_during_retention_returns() {
         let tx = conn.transaction().unwrap();
         let old = now_ms() - 5 * 365 * 86_400_000;
         tx.execute_batch(
-            "INSERT INTO texts (id, text) VALUES (1, 'x.example'), (2, 'telemetry'); \
+            "INSERT INTO texts (id, text) VALUES (1, 'x.example'), (2, 'telemetry' || char(31)); \
              INSERT INTO category_sets VALUES ('telemetry', 2);",
         )
         .unwrap();
@@ -429,8 +429,8 @@ fn shutdown_during_retention_returns() {
             for i in 0..50i64 {
                 // blocked, action blocked, type A, NOERROR
                 tx.execute(
-                    "INSERT INTO query_rows (client, ts_ms, seq, name, kind, cats) \
-                     VALUES (?1, ?2, 0, 1, 2 | 1 << 3 | 1 << 5, 2)",
+                    "INSERT INTO query_rows (client, ts_ms, seq, name, kind, matched) \
+                     VALUES (?1, ?2, 0, 1, 2 | (1 << 3), 2)",
                     params![c + 10, old + i * 3_600_000],
                 )
                 .unwrap();
@@ -950,6 +950,119 @@ fn mark_by_address_names_the_device() {
 
 /// A schema-2 log (before device activity) opens as schema 3 with activity and devices
 /// filled from its rows.
+/// A schema-4 log (addresses, groups, categories and lists as ids of their own, the old
+/// `kind` packing, absolute device-minute offsets) reads the same after the move to schema 5.
+#[test]
+fn schema_4_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "{} \
+             INSERT INTO texts (id, text) VALUES (1, 'tv'), (2, '10.0.0.7'), (3, 'kids'), \
+               (4, 'a.example'), (5, 't.lgtvsdp.com'), (6, 'lg,telemetry'), (7, 'lg-list'), \
+               (8, '10.0.0.9'); \
+             INSERT INTO category_sets VALUES ('lg', 6), ('telemetry', 6); \
+             -- forwarded AAAA NXDOMAIN in 12 ms, of the named tv in group kids
+             INSERT INTO query_rows (client, ts_ms, seq, addr, name, kind, grp, cats, list, upstream_ms) \
+               VALUES (1, 60500, 0, 2, 4, 1 | (28 << 5) | (3 << 21), 3, NULL, NULL, 12); \
+             -- blocked TXT, action blocked, categories lg and telemetry from lg-list
+             INSERT INTO query_rows (client, ts_ms, seq, addr, name, kind, grp, cats, list, upstream_ms) \
+               VALUES (1, 61000, 0, 2, 5, 2 | (1 << 3) | (16 << 5), 3, 6, 7, NULL); \
+             -- cached A of an unnamed client
+             INSERT INTO query_rows (client, ts_ms, seq, addr, name, kind, grp, cats, list, upstream_ms) \
+               VALUES (8, 62000, 0, NULL, 4, 1 << 5, NULL, NULL, NULL, NULL); \
+             -- the tv's minute 1: queries at 0.5 s (ordinary) and 1 s; ordinary in second 0
+             INSERT INTO device_minutes VALUES (1, 1, 2, 500, 1000, 1, 500, 500, 1); \
+             PRAGMA user_version = 4;",
+            schema_4()
+        ))
+        .unwrap();
+    }
+    let conn = open_existing(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let rows: Vec<String> = conn
+        .prepare(
+            "SELECT ts_ms || ' ' || client || ' ' || client_addr || ' ' || \
+               coalesce(client_name, '-') || ' ' || coalesce(grp, '-') || ' ' || name || ' ' || \
+               qtype || ' ' || result || ' ' || coalesce(categories, '-') || ' ' || \
+               coalesce(list, '-') || ' ' || coalesce(action, '-') || ' ' || rcode || ' ' || \
+               coalesce(upstream_ms, '-') FROM queries ORDER BY ts_ms",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "60500 tv 10.0.0.7 tv kids a.example AAAA forwarded - - - NXDOMAIN 12",
+            "61000 tv 10.0.0.7 tv kids t.lgtvsdp.com TXT blocked lg,telemetry lg-list blocked NOERROR -",
+            "62000 10.0.0.9 10.0.0.9 - - a.example A cached - - - NOERROR -",
+        ]
+    );
+    let cats: Vec<String> = conn
+        .prepare("SELECT category || ' ' || name FROM query_categories ORDER BY category")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(cats, ["lg t.lgtvsdp.com", "telemetry t.lgtvsdp.com"]);
+    let minute: (i64, i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT first_ms, last_ms, ord_first_ms, ord_last_ms, ord_seconds FROM activity",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(minute, (60500, 61000, 60500, 60500, 1));
+    for old in ["query_rows_4", "category_sets_4", "device_minutes_4"] {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = ?1",
+                [old],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0, "{old} left behind");
+    }
+    drop(conn);
+    // And the log command reads it (the rows are from 1970: no --since).
+    let clients = vec![("tv".to_string(), vec!["10.0.0.7/32".parse().unwrap()])];
+    let args = LogArgs {
+        category: Some("telemetry".into()),
+        ..Default::default()
+    };
+    let r = log_at(&args, &path, &clients, jiff::Timestamp::now()).unwrap();
+    assert_eq!(r.rows.len(), 1);
+    let e = &r.rows[0];
+    assert_eq!(
+        (
+            e.client.as_str(),
+            e.client_name.as_deref(),
+            e.client_address.as_str(),
+            e.group.as_deref(),
+            e.qtype.as_str(),
+            e.list.as_deref(),
+        ),
+        (
+            "tv",
+            Some("tv"),
+            "10.0.0.7",
+            Some("kids"),
+            "TXT",
+            Some("lg-list")
+        )
+    );
+    assert_eq!(e.categories, ["lg", "telemetry"]);
+}
+
 #[test]
 fn schema_2_is_migrated_with_activity() {
     let dir = tempfile::tempdir().unwrap();

@@ -289,6 +289,8 @@ impl PgWriter {
         }
         self.connect();
         let cutoff = now_ms() - self.retention_ms;
+        let started = std::time::Instant::now();
+        let deleted_before = self.stats.retention_deleted.load(Ordering::Relaxed);
         // An hour of rows per statement, the queue written in between.
         loop {
             let Some(live) = &self.live else { return };
@@ -322,6 +324,14 @@ impl PgWriter {
             if let Err(e) = live.store.delete_activity_before(cutoff) {
                 self.errors.report(&e, "deleting old device activity");
             }
+        }
+        let deleted = self.stats.retention_deleted.load(Ordering::Relaxed) - deleted_before;
+        if deleted > 0 {
+            tracing::info!(
+                "query log retention: deleted {deleted} rows older than {} days in {:.3} s",
+                self.retention_ms / 86_400_000,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 }
