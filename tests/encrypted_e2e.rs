@@ -345,7 +345,7 @@ fn doh_answers_many_streams_on_one_http2_connection_each_on_its_own() {
         .unwrap();
     // A stall would hang the test: the guard turns it into a failure (a generous bound, not a
     // timing assertion).
-    let stalled = rt.block_on(tokio::time::timeout(Duration::from_secs(30), async {
+    let exchange = async {
         let mut c = H2Client::connect(&ca, enc.doh, TLS_NAME).await;
         // A POST whose body stops half-way, and a query the upstream answers slowly.
         let post_query = query_with_id(7000, "metrics.vendor.example.");
@@ -404,7 +404,9 @@ fn doh_answers_many_streams_on_one_http2_connection_each_on_its_own() {
         let m = hickory_proto::op::Message::from_vec(&body).unwrap();
         assert_eq!(m.metadata.id, 7001);
         assert_eq!(a_of(&m), vec![Ipv4Addr::new(93, 184, 216, 99)]);
-    }));
+    };
+    let stalled =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), exchange).await });
     assert!(stalled.is_ok(), "a stream stalled\n{}", enc.ts.logs());
     let m = enc.ts.scrape();
     let text = enc.ts.metrics().1;
