@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use support::tls::{query_bytes, DohResponse, DotClient, TestCa};
+use support::tls::{h2_response, query_bytes, DohResponse, DotClient, H2Client, TestCa};
 use support::upstream::{Reply, TestUpstream};
 use support::{free_port_tcp, Telesink, TelesinkProcess};
 
@@ -305,6 +305,119 @@ fn doh_answers_get_and_post_over_http2_and_http1_with_the_path_id() {
     assert!(rows
         .iter()
         .any(|r| r["name"] == "tracking.vendor.example" && r["result"] == "blocked"));
+}
+
+/// A query for `name` (A) with DNS id `id`.
+fn query_with_id(id: u16, name: &str) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    m.to_vec().unwrap()
+}
+
+/// Many streams at once on one HTTP/2 connection: every answer comes back on the stream that
+/// asked for it (its DNS id and name are that stream's), blocked names are answered while a
+/// forwarded query waits on a slow upstream and while a POST's body has not fully arrived, and
+/// malformed requests get their 400 on their own stream without holding up the others.
+#[test]
+fn doh_answers_many_streams_on_one_http2_connection_each_on_its_own() {
+    let ca = TestCa::new();
+    let up = TestUpstream::start();
+    up.set(
+        "slow.example.org",
+        Reply::delayed(
+            Duration::from_millis(1500),
+            Reply::a(Ipv4Addr::new(93, 184, 216, 99)),
+        ),
+    );
+    let enc = start_encrypted(&ca, &up, "");
+    let b64 = |q: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A stall would hang the test: the guard turns it into a failure (a generous bound, not a
+    // timing assertion).
+    let exchange = async {
+        let mut c = H2Client::connect(&ca, enc.doh, TLS_NAME).await;
+        // A POST whose body stops half-way, and a query the upstream answers slowly.
+        let post_query = query_with_id(7000, "metrics.vendor.example.");
+        let (post, mut post_body) = c
+            .post("/dns-query/kids-tablet", "application/dns-message")
+            .await;
+        post_body
+            .send_data(post_query[..5].to_vec().into(), false)
+            .unwrap();
+        let slow_query = query_with_id(7001, "slow.example.org.");
+        let (_, slow) = c.get(&format!("/dns-query?dns={}", b64(&slow_query))).await;
+
+        // Blocked names, each stream its own DNS id, with malformed requests among them.
+        let mut asked = Vec::new();
+        let mut malformed = Vec::new();
+        for i in 0..60u16 {
+            let name = ["tracking.vendor.example.", "a.b.tracking.vendor.example."][i as usize % 2];
+            let q = query_with_id(100 + i, name);
+            let (stream, response) = c
+                .get(&format!("/dns-query/kids-tablet?dns={}", b64(&q)))
+                .await;
+            asked.push((stream, 100 + i, name, response));
+            if i % 10 == 5 {
+                malformed.push(c.get("/dns-query?dns=!!!!").await.1);
+                malformed.push(c.get(&format!("/dns-query?dns={}", b64(b"short"))).await.1);
+            }
+        }
+        let mut streams = std::collections::HashSet::new();
+        for (stream, id, name, response) in asked {
+            assert!(streams.insert(stream), "stream {stream} used twice");
+            let (status, body) = h2_response(response).await;
+            assert_eq!(status, 200, "stream {stream}");
+            let m = hickory_proto::op::Message::from_vec(&body).unwrap();
+            assert_eq!(
+                m.metadata.id, id,
+                "stream {stream} got another stream's answer"
+            );
+            assert_eq!(m.queries[0].name().to_ascii(), name);
+            assert_eq!(a_of(&m), vec![Ipv4Addr::UNSPECIFIED]);
+        }
+        for response in malformed {
+            assert_eq!(h2_response(response).await.0, 400);
+        }
+
+        // All that while the POST's body was incomplete: it is answered once the body is in.
+        post_body
+            .send_data(post_query[5..].to_vec().into(), true)
+            .unwrap();
+        let (status, body) = h2_response(post).await;
+        assert_eq!(status, 200);
+        let m = hickory_proto::op::Message::from_vec(&body).unwrap();
+        assert_eq!(m.metadata.id, 7000);
+        assert_eq!(a_of(&m), vec![Ipv4Addr::UNSPECIFIED]);
+        let (status, body) = h2_response(slow).await;
+        assert_eq!(status, 200);
+        let m = hickory_proto::op::Message::from_vec(&body).unwrap();
+        assert_eq!(m.metadata.id, 7001);
+        assert_eq!(a_of(&m), vec![Ipv4Addr::new(93, 184, 216, 99)]);
+    };
+    let stalled =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), exchange).await });
+    assert!(stalled.is_ok(), "a stream stalled\n{}", enc.ts.logs());
+    let m = enc.ts.scrape();
+    let text = enc.ts.metrics().1;
+    assert_eq!(
+        m.value(
+            "telesink_queries_total",
+            &[("client", "kids-tablet"), ("result", "blocked")]
+        ),
+        Some(61.0),
+        "{text}"
+    );
 }
 
 /// Writes `tls/<name>` as a renewal does: a new file renamed into place.

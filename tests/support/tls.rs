@@ -232,3 +232,85 @@ pub fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     m.to_vec().unwrap()
 }
+
+/// One HTTP/2 DoH connection (the `h2` crate over tokio-rustls, ALPN `h2`), for sending many
+/// requests at once on one connection.
+pub struct H2Client {
+    send: h2::client::SendRequest<hyper::body::Bytes>,
+    authority: String,
+}
+
+impl H2Client {
+    /// Connects to `addr` as `host` (SNI and `:authority`); the connection runs in a task of the
+    /// current runtime.
+    pub async fn connect(ca: &TestCa, addr: SocketAddr, host: &str) -> H2Client {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"h2"]))
+            .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        H2Client {
+            send,
+            authority: format!("{host}:{}", addr.port()),
+        }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        content_type: Option<&str>,
+    ) -> hyper::Request<()> {
+        let mut r = hyper::Request::builder()
+            .method(method)
+            .uri(format!("https://{}{path_and_query}", self.authority));
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        r.body(()).unwrap()
+    }
+
+    /// Sends a GET (not waiting for the response); the stream's id and its response.
+    pub async fn get(&mut self, path_and_query: &str) -> (u32, h2::client::ResponseFuture) {
+        self.send = self.send.clone().ready().await.unwrap();
+        let (response, _) = self
+            .send
+            .send_request(self.request("GET", path_and_query, None), true)
+            .unwrap();
+        (response.stream_id().as_u32(), response)
+    }
+
+    /// Starts a POST whose body is sent later, through the returned stream.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+    ) -> (
+        h2::client::ResponseFuture,
+        h2::SendStream<hyper::body::Bytes>,
+    ) {
+        self.send = self.send.clone().ready().await.unwrap();
+        self.send
+            .send_request(self.request("POST", path, Some(content_type)), false)
+            .unwrap()
+    }
+}
+
+/// A response's status and whole body.
+pub async fn h2_response(response: h2::client::ResponseFuture) -> (u16, Vec<u8>) {
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, out)
+}
