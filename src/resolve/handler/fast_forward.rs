@@ -39,8 +39,8 @@ pub enum Fast {
 }
 
 impl Handler {
-    /// Sends a query the direct path passed on (`pending`, decided for `bytes` from `src`) to
-    /// its first upstream through `fwd`, when the fast path can take it: a forward to
+    /// Queues a query the direct path passed on (`pending`, decided for `bytes` from `src`) for
+    /// its first upstream on `fwd` (it leaves at the batch's flush), when the fast path can take it: a forward to
     /// `[upstream] servers` whose plan starts with a plain DNS upstream. Otherwise `pending`
     /// comes back for the general path (rate-limited already, if it was).
     pub fn forward_fast(
@@ -87,7 +87,7 @@ impl Handler {
             asked: first.started,
             deadline: first.deadline,
         };
-        match fwd.send(first.addr, q.question(), first.give_up, flight) {
+        match fwd.queue(first.addr, q.question(), first.give_up, flight) {
             Ok(()) => {
                 // Counted as the general path counts its queries: shutdown waits for it.
                 self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -228,6 +228,17 @@ impl Handler {
             query,
             src,
             pending,
+        }
+    }
+
+    /// `flight` could not be sent (the kernel refused it): the general path takes it from the
+    /// start, as if the fast path had never had it.
+    pub fn fast_unsent(&self, flight: Flight) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        Fast::General {
+            query: flight.query,
+            src: flight.src,
+            pending: flight.pending,
         }
     }
 
