@@ -11,8 +11,9 @@
 //! (hickory's encoder truncates it).
 
 use super::*;
-use crate::resolve::cache::sections;
+use crate::resolve::cache::{sections, QName};
 use crate::resolve::forward_udp::ForwardUdp;
+use crate::resolve::wire::MAX_NAME;
 use hickory_proto::rr::Name;
 
 /// A query waiting for its first upstream's answer on the fast path.
@@ -133,15 +134,16 @@ impl Handler {
         let upstream_time = asked.elapsed();
         // The datagram parsed when it came (the direct path passed it on); parsed again here
         // rather than kept, since it borrows the bytes.
-        let parsed = WireQuery::parse(&query)
-            .and_then(|q| Some((LowerName::new(&Name::from_labels(q.labels()).ok()?), q)));
-        let Some((name, q)) = parsed else {
+        let Some(q) = WireQuery::parse(&query) else {
             return Fast::General {
                 query,
                 src,
                 pending,
             };
         };
+        // The cache key as the datagram has it; hickory's name only if an encoder needs it.
+        let mut buf = [0u8; MAX_NAME];
+        let name = QName::from_wire(q.lower_name(&mut buf));
         let Pending {
             live,
             client,
@@ -170,10 +172,10 @@ impl Handler {
         let start = out.len();
         let b = policy.blocking;
         let written = match &judged {
-            Judged::Fresh(answer, entry) => match entry.as_ref().and_then(|e| e.wire.as_ref()) {
+            Judged::Fresh(fresh) => match fresh.wire() {
                 Some(wire) => wire.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out),
                 // Not cached (caching off, TTL 0): encoded for this answer only.
-                None => CachedWire::encode(&name, q.qtype, sections(answer))
+                None => CachedWire::encode(name.name(), q.qtype, sections(fresh.answer()))
                     .and_then(|w| w.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out)),
             },
             Judged::Blocked => {
@@ -210,7 +212,7 @@ impl Handler {
         // Too large for the direct encoder within the client's size: hickory's encoder writes
         // (and truncates) what was settled.
         out.truncate(start);
-        let reply = reply_for(policy, &name, q.qtype, judged, &report, Instant::now());
+        let reply = reply_for(policy, name.name(), q.qtype, judged, &report, Instant::now());
         let decision = Decision {
             answer: Answer::Forward { stale: None, route },
             report,
@@ -284,3 +286,4 @@ impl Handler {
         }
     }
 }
+
