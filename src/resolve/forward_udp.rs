@@ -30,6 +30,7 @@ mod mmsg;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -49,6 +50,35 @@ const EDNS_PAYLOAD: u16 = 1232;
 /// `recvmmsg` calls on one socket per wake-up, so one busy upstream cannot starve the clients.
 const RECVS_PER_WAKE: usize = 2;
 
+/// Hashes a query ID for a socket's flights. The IDs are ours, from a CSPRNG: nobody outside
+/// chooses the keys inserted (a forged answer's ID only looks one up), so SipHash's defence
+/// against chosen keys buys nothing, and a multiply spreads random IDs well.
+#[derive(Default)]
+struct IdHasher(u64);
+
+/// 2^64 / the golden ratio, odd: multiplying by it fills the high bits (which hashbrown's
+/// control bytes use) from every bit of the ID.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u16` keys are hashed (`write_u16`); this is the general fallback.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id).wrapping_mul(FIBONACCI);
+    }
+}
+
+type Flights<T> = HashMap<u16, Flight<T>, BuildHasherDefault<IdHasher>>;
+
 struct Sock<T> {
     socket: UdpSocket,
     /// Queries sent on it so far (queued ones included).
@@ -56,7 +86,7 @@ struct Sock<T> {
     /// No new queries: it waits only for the answers still in flight, then closes.
     retiring: bool,
     /// Queries in flight on this socket, by ID.
-    flights: HashMap<u16, Flight<T>>,
+    flights: Flights<T>,
     /// IDs of the flights queued but not sent yet, in order.
     queued: Vec<u16>,
 }
@@ -281,7 +311,7 @@ impl<T> ForwardUdp<T> {
                         socket,
                         sent: 0,
                         retiring: false,
-                        flights: HashMap::new(),
+                        flights: Flights::default(),
                         queued: Vec::new(),
                     };
                     let slot = match self.socks.iter().position(Option::is_none) {

@@ -212,7 +212,14 @@ impl Handler {
         // Too large for the direct encoder within the client's size: hickory's encoder writes
         // (and truncates) what was settled.
         out.truncate(start);
-        let reply = reply_for(policy, name.name(), q.qtype, judged, &report, Instant::now());
+        let reply = reply_for(
+            policy,
+            name.name(),
+            q.qtype,
+            judged,
+            &report,
+            Instant::now(),
+        );
         let decision = Decision {
             answer: Answer::Forward { stale: None, route },
             report,
@@ -286,4 +293,3 @@ impl Handler {
         }
     }
 }
-
