@@ -75,11 +75,15 @@ Q=${Q:-bench/data/q-blocked-$SIZE.txt}
 # needs names of its own, or the later runs are cache hits:
 #   for t in warm cg st; do awk -v t=$t 'BEGIN{for(i=0;i<100000;i++) print "q" i "." t ".fwd.bench A"}' \
 #     >bench/data/q-fwd-$t.txt; done
+#   awk 'BEGIN{for(i=0;i<1000000;i++) print "q" i ".perf.fwd.bench A"}' >bench/data/q-fwd-perf.txt
 #   SIZE=100k Q=bench/data/q-fwd-cg.txt WARM_Q=bench/data/q-fwd-warm.txt \
-#     STRACE_Q=bench/data/q-fwd-st.txt bash bench/profile.sh
+#     STRACE_Q=bench/data/q-fwd-st.txt PERF_Q=bench/data/q-fwd-perf.txt bash bench/profile.sh
 # (the responder upstream answers every name.)
 WARM_Q=${WARM_Q:-$Q}
 STRACE_Q=${STRACE_Q:-$Q}
+# perf's full-load run (8 s recorded, after 2 s of WARM_Q) sends 8 s x the server's qps: for
+# the forwarded path a file of ~1M names of its own (PERF_Q), or most of that run is cache hits.
+PERF_Q=${PERF_Q:-$Q}
 PROBE="probe.$(awk '!/^#/ {print; exit}' "bench/data/list-$SIZE.txt")"
 
 pids=()
@@ -132,11 +136,11 @@ fi
 echo "== 2. perf record -e cpu-clock ($SIZE list, full load)"
 taskset -c 0 "$BIN" run -c "$WORK/telesink.toml" 2>"$OUT/telesink.log" & TS=$!; pids+=($TS)
 wait_blocked 120
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 2 >/dev/null 2>&1   # warm-up
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$WARM_Q" -l 2 >/dev/null 2>&1   # warm-up
 perf record -e cpu-clock -F 2000 --call-graph dwarf,16384 -p "$TS" -o "$OUT/perf.data" -- sleep 8 \
     >"$OUT/perf-record.log" 2>&1 &
 PR=$!
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$Q" -l 8 >"$OUT/perf-dnsperf.txt" 2>&1
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$PERF_Q" -l 8 >"$OUT/perf-dnsperf.txt" 2>&1
 wait "$PR" || true
 perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none --percent-limit 0.5 \
     >"$OUT/perf-self.txt" 2>/dev/null || true

@@ -51,6 +51,56 @@ impl Equivalent<Key> for KeyRef<'_> {
     }
 }
 
+/// A question's name as the cache and the encoders take it: hickory's, or the lower-case wire
+/// form the UDP fast path has from the datagram, with hickory's made only when something asks
+/// for it (building it cost ~7 % of a forwarded query, and the cache key is the wire form).
+pub enum QName<'a> {
+    Name(&'a LowerName),
+    Wire {
+        /// Lower case, wire format, as [`wire_name`] writes it.
+        wire: &'a [u8],
+        name: std::cell::OnceCell<LowerName>,
+    },
+}
+
+impl<'a> QName<'a> {
+    /// `wire`: a lower-case name in wire format, without compression.
+    pub fn from_wire(wire: &'a [u8]) -> QName<'a> {
+        QName::Wire {
+            wire,
+            name: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// hickory's form.
+    pub fn name(&self) -> &LowerName {
+        match self {
+            QName::Name(name) => name,
+            QName::Wire { wire, name } => name.get_or_init(|| {
+                use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+                // Wire form written by `wire_name`/`WireQuery::lower_name`: label lengths and
+                // total length checked when the query was read, so it decodes.
+                let decoded = Name::read(&mut BinDecoder::new(wire));
+                LowerName::new(&decoded.expect("a checked wire name decodes"))
+            }),
+        }
+    }
+
+    /// The lower-case wire form (the cache key), in `buf` when it must be written.
+    pub fn wire<'b>(&'b self, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
+        match self {
+            QName::Name(name) => wire_name(name, buf),
+            QName::Wire { wire, .. } => wire,
+        }
+    }
+}
+
+impl std::fmt::Display for QName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.name().fmt(f)
+    }
+}
+
 /// `name` in lower-case wire format, written into `buf`.
 pub fn wire_name<'b>(name: &LowerName, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
     super::wire::write_name(name.iter(), buf)
@@ -164,26 +214,29 @@ impl AnswerCache {
         qtype: RecordType,
         answer: UpstreamAnswer,
     ) -> Option<Arc<Entry>> {
-        self.insert_with_wire(name, qtype, answer, None)
+        self.insert_with_wire(&QName::Name(name), qtype, answer, None)
+            .ok()
     }
 
     /// [`insert`](Self::insert) with the answer's wire form made already (`wire`, from the
-    /// upstream's bytes), if it was.
+    /// upstream's bytes), if it was. The answer moves into the entry (no copy for the caller to
+    /// keep); when it is not stored, it comes back as `Err`.
     pub fn insert_with_wire(
         &self,
-        name: &LowerName,
+        name: &QName<'_>,
         qtype: RecordType,
         answer: UpstreamAnswer,
         wire: Option<CachedWire>,
-    ) -> Option<Arc<Entry>> {
-        let cache = self.cache.as_ref()?;
-        let ttl = cache_ttl(&answer)?;
-        if ttl == 0 {
-            return None;
-        }
+    ) -> Result<Arc<Entry>, UpstreamAnswer> {
+        let Some(cache) = self.cache.as_ref() else {
+            return Err(answer);
+        };
+        let Some(ttl) = cache_ttl(&answer).filter(|&t| t > 0) else {
+            return Err(answer);
+        };
         let mut buf = [0u8; MAX_NAME];
         let key = Key {
-            name: wire_name(name, &mut buf).into(),
+            name: name.wire(&mut buf).into(),
             qtype: u16::from(qtype),
         };
         let entry = Arc::new(Entry {
@@ -192,7 +245,7 @@ impl AnswerCache {
             wire: if answer.validation.is_secure() {
                 None
             } else {
-                wire.or_else(|| CachedWire::encode(name, qtype, sections(&answer)))
+                wire.or_else(|| CachedWire::encode(name.name(), qtype, sections(&answer)))
             },
             targets: super::cloaking::targets(&answer.answers),
             private: super::rebind::holds_private(&answer.answers),
@@ -201,7 +254,7 @@ impl AnswerCache {
             ttl,
         });
         cache.insert(key, entry.clone());
-        Some(entry)
+        Ok(entry)
     }
 
     pub fn clear(&self) {

@@ -23,7 +23,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 
 use super::answer::{ede, Reply};
-use super::cache::{AnswerCache, CacheStep, Entry};
+use super::cache::{AnswerCache, CacheStep, Entry, QName};
 use super::cloaking;
 use super::decision::{
     decide, rebind_applies, sinkhole, Answer, BlockReason, Decision, Question, Refusal, Report,
@@ -661,7 +661,15 @@ impl Handler {
             .await;
         report.upstream_time = Some(asked.elapsed());
         let (judged, report) = self.judge(
-            live, client, name, qtype, stale, route, forwarded, None, report,
+            live,
+            client,
+            &QName::Name(name),
+            qtype,
+            stale,
+            route,
+            forwarded,
+            None,
+            report,
         );
         let reply = reply_for(&live.policy, name, qtype, judged, &report, now);
         (reply, report)
@@ -676,7 +684,7 @@ impl Handler {
         &self,
         live: &Live,
         client: &Identity,
-        name: &LowerName,
+        name: &QName<'_>,
         qtype: RecordType,
         stale: Option<Arc<Entry>>,
         route: Route,
@@ -688,19 +696,26 @@ impl Handler {
         let mut fresh = None;
         let (judged, targets, private) = match forwarded {
             Ok(answer) => {
-                let private = rebind::holds_private(&answer.answers);
+                // Cached, the answer is the entry's (which has its targets and rebinding flag
+                // found already); else it is kept as it is.
+                let answer = match self.inner.cache.insert_with_wire(name, qtype, answer, wire) {
+                    Ok(entry) => Fresh::Cached(entry),
+                    Err(answer) => Fresh::Uncached(answer),
+                };
+                let (targets, private) = match &answer {
+                    Fresh::Cached(entry) => (entry.targets.clone(), entry.private),
+                    Fresh::Uncached(answer) => (
+                        cloaking::targets(&answer.answers),
+                        rebind::holds_private(&answer.answers),
+                    ),
+                };
                 // Private addresses never join a telemetry set: in nftables drop mode they
                 // would cut devices off from the LAN.
                 if self.inner.answers.is_some() && !private {
-                    fresh = Some(answer.answers.clone());
+                    fresh = Some(answer.answer().answers.clone());
                 }
-                let entry = self
-                    .inner
-                    .cache
-                    .insert_with_wire(name, qtype, answer.clone(), wire);
                 report.result = QueryResult::Forwarded;
-                let targets = cloaking::targets(&answer.answers);
-                (Judged::Fresh(answer, entry), targets, private)
+                (Judged::Fresh(answer), targets, private)
             }
             Err(e) => {
                 tracing::debug!(name = %name, error = %e, "forwarding failed");
@@ -743,8 +758,8 @@ impl Handler {
 
 /// What a forwarded query's answer is, before either encoder writes it.
 enum Judged {
-    /// The upstream's answer, and its cache entry (when it was cached).
-    Fresh(UpstreamAnswer, Option<Arc<Entry>>),
+    /// The upstream's answer.
+    Fresh(Fresh),
     /// Every upstream failed; the stale entry is served.
     Stale(Arc<Entry>),
     /// Every upstream failed, and nothing stale: SERVFAIL.
@@ -753,6 +768,30 @@ enum Judged {
     Blocked,
     /// Rebinding protection: a private address for a public name.
     Rebind,
+}
+
+/// An upstream's fresh answer, in its cache entry when it was cached.
+enum Fresh {
+    Cached(Arc<Entry>),
+    /// Not cached (caching off, TTL 0, ...).
+    Uncached(UpstreamAnswer),
+}
+
+impl Fresh {
+    fn answer(&self) -> &UpstreamAnswer {
+        match self {
+            Fresh::Cached(entry) => &entry.answer,
+            Fresh::Uncached(answer) => answer,
+        }
+    }
+
+    /// The cache entry's wire form (the direct encoder's), when there is one.
+    fn wire(&self) -> Option<&CachedWire> {
+        match self {
+            Fresh::Cached(entry) => entry.wire.as_ref(),
+            Fresh::Uncached(_) => None,
+        }
+    }
 }
 
 /// The general encoder's reply for what [`Handler::judge`] decided.
@@ -765,7 +804,8 @@ fn reply_for(
     now: Instant,
 ) -> Reply {
     match judged {
-        Judged::Fresh(answer, _) => hickory::forwarded(answer),
+        Judged::Fresh(Fresh::Cached(entry)) => hickory::forwarded(entry.answer.clone()),
+        Judged::Fresh(Fresh::Uncached(answer)) => hickory::forwarded(answer),
         Judged::Stale(entry) => hickory::cached(&entry, now, true),
         Judged::Failed(e) => hickory::servfail(&e),
         Judged::Blocked => hickory::blocked(policy, name, qtype, &report.verdict),

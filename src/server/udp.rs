@@ -14,9 +14,9 @@
 //! clients over the threads.
 //!
 //! Forwarded queries whose first upstream is plain DNS take the fast path (issue 17): the
-//! thread sends them on upstream sockets of its own ([`ForwardUdp`]) and, while any is in
-//! flight, waits on those and the client socket together, so the answer is handled and sent
-//! from this thread too. What the fast path hands back (timeouts, truncation, ...) goes on along
+//! thread sends them on upstream sockets of its own ([`ForwardUdp`]), a batch's together, and,
+//! while any is in flight, waits on those and the client socket together, so the answer is
+//! handled and sent from this thread too. What the fast path hands back (timeouts, truncation, ...) goes on along
 //! the general path as above.
 
 use std::cell::RefCell;
@@ -230,21 +230,7 @@ fn serve(
         } else {
             !stopping
         };
-        for fast in general.drain(..) {
-            if let Fast::General {
-                query,
-                src,
-                pending,
-            } = fast
-            {
-                let responder = UdpResponder {
-                    socket: socket.clone(),
-                    dst: src,
-                };
-                let fut = request_future(&query, src, handler.clone(), responder, Some(pending));
-                poll_or_spawn(fut, &runtime, waker);
-            }
-        }
+        hand_on(&mut general, &socket, &handler, &runtime, waker);
         let n = if client_ready {
             match batch.recv(fd, polled) {
                 Ok(n) => n,
@@ -298,6 +284,10 @@ fn serve(
             let fut = request_future(bytes, src, handler.clone(), responder, pending);
             poll_or_spawn(fut, &runtime, waker);
         }
+        // The batch's forwarded queries leave first (one sendmmsg per upstream socket), so
+        // that the upstream works on them while the answers go out.
+        fwd.flush(|flight| general.push(handler.fast_unsent(flight)));
+        hand_on(&mut general, &socket, &handler, &runtime, waker);
         OUTBOX.with(|o| {
             if let Some(outbox) = o.borrow_mut().as_mut() {
                 if !outbox.answers.is_empty() {
@@ -307,6 +297,31 @@ fn serve(
                 }
             }
         });
+    }
+}
+
+/// Fast-path queries the general path takes over, started on it.
+fn hand_on(
+    general: &mut Vec<Fast>,
+    socket: &Arc<UdpSocket>,
+    handler: &Handler,
+    runtime: &tokio::runtime::Handle,
+    waker: &Waker,
+) {
+    for fast in general.drain(..) {
+        if let Fast::General {
+            query,
+            src,
+            pending,
+        } = fast
+        {
+            let responder = UdpResponder {
+                socket: socket.clone(),
+                dst: src,
+            };
+            let fut = request_future(&query, src, handler.clone(), responder, Some(pending));
+            poll_or_spawn(fut, runtime, waker);
+        }
     }
 }
 

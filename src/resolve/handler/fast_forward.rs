@@ -11,8 +11,9 @@
 //! (hickory's encoder truncates it).
 
 use super::*;
-use crate::resolve::cache::sections;
+use crate::resolve::cache::{sections, QName};
 use crate::resolve::forward_udp::ForwardUdp;
+use crate::resolve::wire::MAX_NAME;
 use hickory_proto::rr::Name;
 
 /// A query waiting for its first upstream's answer on the fast path.
@@ -39,8 +40,8 @@ pub enum Fast {
 }
 
 impl Handler {
-    /// Sends a query the direct path passed on (`pending`, decided for `bytes` from `src`) to
-    /// its first upstream through `fwd`, when the fast path can take it: a forward to
+    /// Queues a query the direct path passed on (`pending`, decided for `bytes` from `src`) for
+    /// its first upstream on `fwd` (it leaves at the batch's flush), when the fast path can take it: a forward to
     /// `[upstream] servers` whose plan starts with a plain DNS upstream. Otherwise `pending`
     /// comes back for the general path (rate-limited already, if it was).
     pub fn forward_fast(
@@ -87,7 +88,7 @@ impl Handler {
             asked: first.started,
             deadline: first.deadline,
         };
-        match fwd.send(first.addr, q.question(), first.give_up, flight) {
+        match fwd.queue(first.addr, q.question(), first.give_up, flight) {
             Ok(()) => {
                 // Counted as the general path counts its queries: shutdown waits for it.
                 self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -133,15 +134,16 @@ impl Handler {
         let upstream_time = asked.elapsed();
         // The datagram parsed when it came (the direct path passed it on); parsed again here
         // rather than kept, since it borrows the bytes.
-        let parsed = WireQuery::parse(&query)
-            .and_then(|q| Some((LowerName::new(&Name::from_labels(q.labels()).ok()?), q)));
-        let Some((name, q)) = parsed else {
+        let Some(q) = WireQuery::parse(&query) else {
             return Fast::General {
                 query,
                 src,
                 pending,
             };
         };
+        // The cache key as the datagram has it; hickory's name only if an encoder needs it.
+        let mut buf = [0u8; MAX_NAME];
+        let name = QName::from_wire(q.lower_name(&mut buf));
         let Pending {
             live,
             client,
@@ -170,10 +172,10 @@ impl Handler {
         let start = out.len();
         let b = policy.blocking;
         let written = match &judged {
-            Judged::Fresh(answer, entry) => match entry.as_ref().and_then(|e| e.wire.as_ref()) {
+            Judged::Fresh(fresh) => match fresh.wire() {
                 Some(wire) => wire.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out),
                 // Not cached (caching off, TTL 0): encoded for this answer only.
-                None => CachedWire::encode(&name, q.qtype, sections(answer))
+                None => CachedWire::encode(name.name(), q.qtype, sections(fresh.answer()))
                     .and_then(|w| w.answer(&q, 0, limit, MAX_UDP_PAYLOAD, out)),
             },
             Judged::Blocked => {
@@ -210,7 +212,14 @@ impl Handler {
         // Too large for the direct encoder within the client's size: hickory's encoder writes
         // (and truncates) what was settled.
         out.truncate(start);
-        let reply = reply_for(policy, &name, q.qtype, judged, &report, Instant::now());
+        let reply = reply_for(
+            policy,
+            name.name(),
+            q.qtype,
+            judged,
+            &report,
+            Instant::now(),
+        );
         let decision = Decision {
             answer: Answer::Forward { stale: None, route },
             report,
@@ -228,6 +237,17 @@ impl Handler {
             query,
             src,
             pending,
+        }
+    }
+
+    /// `flight` could not be sent (the kernel refused it): the general path takes it from the
+    /// start, as if the fast path had never had it.
+    pub fn fast_unsent(&self, flight: Flight) -> Fast {
+        self.inner.in_flight.fetch_sub(1, Ordering::Release);
+        Fast::General {
+            query: flight.query,
+            src: flight.src,
+            pending: flight.pending,
         }
     }
 

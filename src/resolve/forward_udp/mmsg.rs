@@ -1,0 +1,138 @@
+//! `sendmmsg`/`recvmmsg` on the fast path's connected upstream sockets: one system call for the
+//! queries of a client batch that go to one socket, and one for the answers queued on it, where
+//! a `send`/`recv` each cost about as much kernel time as the rest of a forwarded query's work.
+//! The sockets are connected, so no addresses: the kernel fills in and checks the peer.
+
+use std::os::fd::RawFd;
+
+/// Datagrams per call.
+pub const BATCH: usize = 32;
+/// Largest upstream datagram read.
+const SIZE: usize = 4096;
+
+/// The buffers one `recvmmsg` reads into, kept from call to call.
+pub struct RecvMany {
+    bufs: Box<[u8]>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// The raw pointers only point into the struct's own heap buffers, which move with it.
+unsafe impl Send for RecvMany {}
+
+impl Default for RecvMany {
+    fn default() -> Self {
+        let mut r = RecvMany {
+            bufs: vec![0u8; BATCH * SIZE].into_boxed_slice(),
+            // SAFETY: all-zero is a valid iovec and mmsghdr.
+            iovs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+        };
+        for i in 0..BATCH {
+            r.iovs[i].iov_base = r.bufs[i * SIZE..].as_mut_ptr().cast();
+            r.iovs[i].iov_len = SIZE;
+            let h = &mut r.hdrs[i].msg_hdr;
+            h.msg_iov = &mut r.iovs[i];
+            h.msg_iovlen = 1;
+        }
+        r
+    }
+}
+
+impl RecvMany {
+    /// Takes what is queued on `fd` now, up to [`BATCH`] datagrams, without waiting.
+    pub fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
+        for h in &mut self.hdrs {
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the sizes given.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Datagram `i` of the last [`recv`](Self::recv) (cut at the buffer's size, as `recv`
+    /// would cut it).
+    pub fn get(&self, i: usize) -> &[u8] {
+        let len = (self.hdrs[i].msg_len as usize).min(SIZE);
+        &self.bufs[i * SIZE..i * SIZE + len]
+    }
+}
+
+/// What `sendmmsg` reads, kept from call to call.
+#[derive(Default)]
+pub struct SendMany {
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// The raw pointers are set and used within one `send_all` call; between calls they are stale
+// and never read.
+unsafe impl Send for SendMany {}
+
+impl SendMany {
+    /// Sends every datagram of `datagrams` on the connected socket `fd`, in as few `sendmmsg`
+    /// calls as the kernel allows. Each one the kernel refused goes to `refused` by its index,
+    /// with the error.
+    pub fn send_all(
+        &mut self,
+        fd: RawFd,
+        datagrams: &[&[u8]],
+        mut refused: impl FnMut(usize, std::io::Error),
+    ) {
+        for (c, chunk) in datagrams.chunks(BATCH).enumerate() {
+            self.iovs.clear();
+            self.hdrs.clear();
+            for d in chunk {
+                self.iovs.push(libc::iovec {
+                    iov_base: d.as_ptr() as *mut libc::c_void,
+                    iov_len: d.len(),
+                });
+            }
+            for iov in &mut self.iovs {
+                // SAFETY: all-zero is a valid mmsghdr (no address: the socket is connected);
+                // the fields set point at live data.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                self.hdrs.push(h);
+            }
+            let mut sent = 0;
+            while sent < self.hdrs.len() {
+                // SAFETY: the headers point into `iovs` and `datagrams`, neither of which
+                // changes during this call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        self.hdrs[sent..].as_mut_ptr(),
+                        (self.hdrs.len() - sent) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n <= 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // The first datagram left failed (a full socket buffer, an ICMP error
+                    // reported now): that one is refused, the rest are tried.
+                    refused(c * BATCH + sent, e);
+                    sent += 1;
+                } else {
+                    sent += n as usize;
+                }
+            }
+        }
+    }
+}
