@@ -83,6 +83,8 @@ stop_telesink() {
 
 show_log_and_fail() {
   sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -30
+  # Under strace, its last lines say how the process ended (exit status or signal).
+  if [ -n "${trace:-}" ] && [ -f "$trace" ]; then tail -5 "$trace"; fi
   fail "$*"
 }
 
@@ -115,7 +117,7 @@ ns_systemd() {
     || show_log_and_fail "editing a list did not reload"
   local n
   n=$("$py" "$helper" metric "http://127.0.0.1:9153/metrics" 'telesink_reloads_total{outcome="success"}')
-  kill -HUP "$tpid"
+  kill -HUP "$tpid" || show_log_and_fail "telesink (pid $tpid) was gone before SIGHUP"
   "$py" "$helper" wait-metric "http://127.0.0.1:9153/metrics" 'telesink_reloads_total{outcome="success"}' $((n + 1)) 30 \
     || show_log_and_fail "SIGHUP did not reload"
   expect_dns 127.0.0.1 53 deploy-check.example.net A "NOERROR 0.0.0.0"
