@@ -1397,12 +1397,65 @@ def tls_shape(transport, a):
     return a.tls_clients, a.outstanding
 
 
+def doh_get_uri(line):
+    """A dnsperf query line (`name TYPE`) as an RFC 8484 GET URI: the DNS message (ID 0, RD,
+    one question, class IN) in base64url without padding."""
+    import base64
+    name, qtype = (line.split() + ["A"])[:2]
+    types = {"A": 1, "AAAA": 28, "HTTPS": 65, "TXT": 16, "PTR": 12, "MX": 15}
+    wire = bytearray(b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+    for label in name.rstrip(".").split("."):
+        wire += bytes([len(label)]) + label.encode()
+    wire += b"\x00" + types.get(qtype.upper(), 1).to_bytes(2, "big") + b"\x00\x01"
+    dns = base64.urlsafe_b64encode(bytes(wire)).rstrip(b"=").decode()
+    return f"https://127.0.0.1:{DOH_PORT}/dns-query?dns={dns}"
+
+
+def h2load(qfile, a, clients, once=False):
+    """The DoH load from h2load (nghttp2) instead of dnsperf: GET URIs made from the query file,
+    `clients` HTTP/2 connections with one stream in flight each, for --duration seconds. h2load
+    does not lose answers that arrive together (dnsperf's DoH client does, bench/README)."""
+    uris = qfile + ".doh-uris"
+    if not os.path.exists(uris):
+        with open(qfile) as f, open(uris, "w") as out:
+            for line in f:
+                if line.strip():
+                    out.write(doh_get_uri(line) + "\n")
+    with open(uris) as f:
+        count = sum(1 for _ in f)
+    # once: every URI once (a warm-up); else for --duration seconds, round and round.
+    span = ["-n", str(count)] if once else ["-D", str(a.duration)]
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-i", uris, "-c", str(clients), "-m", "1",
+           "-t", "1"] + span
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.duration + 60)
+    text = p.stdout + p.stderr
+    # h2load sees HTTP statuses, not DNS rcodes: the answers themselves are checked before the
+    # runs (doh_ask), and only 2xx count.
+    r = {"rcodes": ""}
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text)
+    if m:
+        done, ok, failed, errored, timeout = (int(m.group(i)) for i in (3, 4, 5, 6, 7))
+        r.update(completed=float(ok), sent=float(done + timeout), lost=float(failed + errored + timeout))
+    m = re.search(r"status codes: (\d+) 2xx", text)
+    r["http200"] = float(m.group(1)) if m else None
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+    r["runtime"], r["qps"] = (float(m.group(1)), float(m.group(2))) if m else (None, None)
+    m = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", text)
+    if m:
+        r["avg_lat"] = float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+    return cmd, r
+
+
 def tls_run(proc, qfile, a, transport):
     mode, port = dnsperf_tls_args(transport, a)
     clients, outstanding = tls_shape(transport, a)
     c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
-    cmd, r = dnsperf(mode + ["-d", qfile, "-l", str(a.duration), "-q", str(outstanding)], port,
-                     clients=clients, limit=a.duration + 30)
+    if transport == "doh" and a.doh_load == "h2load":
+        cmd, r = h2load(qfile, a, clients)
+    else:
+        cmd, r = dnsperf(mode + ["-d", qfile, "-l", str(a.duration), "-q", str(outstanding)], port,
+                         clients=clients, limit=a.duration + 30)
     c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
     ticks = c1 - c0
     r["server_cpu_s"] = ticks / CLK
@@ -1531,10 +1584,13 @@ def bench_encrypted(a, res):
                     mode, port = dnsperf_tls_args(t, a)
                     clients, outstanding = tls_shape(t, a)
                     # Warm-up per transport: dnsdist's packet cache keys UDP and TCP answers apart.
-                    dnsperf(mode + ["-d", cached_q, "-n", "1", "-q", str(min(20, outstanding))], port,
-                            clients=min(20, clients), limit=60)
-                    dnsperf(mode + ["-d", blocked_q, "-l", "2", "-q", str(outstanding)], port, clients=clients,
-                            limit=40)
+                    if t == "doh" and a.doh_load == "h2load":
+                        h2load(cached_q, a, min(20, clients), once=True)
+                    else:
+                        dnsperf(mode + ["-d", cached_q, "-n", "1", "-q", str(min(20, outstanding))], port,
+                                clients=min(20, clients), limit=60)
+                        dnsperf(mode + ["-d", blocked_q, "-l", "2", "-q", str(outstanding)], port,
+                                clients=clients, limit=40)
                     for wl in a.tls_workloads:
                         qfile = cached_q if wl == "cached" else blocked_q
                         runs = []
@@ -1569,9 +1625,13 @@ def report_encrypted(res, a):
     L.append(f"Each server on core {SERVER_CPU} with its blocklist (UDP/TCP 127.0.0.1:{PORT}, DoT :{DOT_PORT}, DoH "
              f":{DOH_PORT}/dns-query) in front of the fast upstream; one self-signed P-256 certificate (openssl, made "
              f"at run time). dnsperf on core {LOAD_CPU}, one thread: `-m dot -c {a.tls_clients} -q {a.outstanding}`; "
-             f"`-m doh -O doh-method={a.doh_method} -c {a.doh_clients} -q {a.doh_outstanding}` (at most one query "
-             "outstanding per connection most of the time: dnsperf's DoH client loses answers that arrive together, "
-             "see bench/README); "
+             + (f"DoH from h2load (nghttp2), not dnsperf: GET URIs made from the query files, `-c {a.doh_clients} -m 1` "
+                "(one stream in flight per connection), only HTTP 2xx counted (the DNS answers are checked before the "
+                "runs); "
+                if a.doh_load == "h2load" else
+                f"`-m doh -O doh-method={a.doh_method} -c {a.doh_clients} -q {a.doh_outstanding}` (at most one query "
+                "outstanding per connection most of the time: dnsperf's DoH client loses answers that arrive "
+                "together, see bench/README); ") +
              f"{a.duration} s per run, "
              f"median of {a.runs}; a warm-up pass over the cached names on each transport first. *µs/q* = the server's "
              "utime+stime (all threads) / answers: completed queries, over DoH the HTTP 200s dnsperf received (it "
@@ -1826,6 +1886,10 @@ def main():
     ap.add_argument("--tls-workloads", default="blocked,cached")
     ap.add_argument("--tls-clients", type=int, default=10,
                     help="dnsperf -c over DoT/DoH: connections (fixed, so that results compare)")
+    ap.add_argument("--doh-load", default="dnsperf", choices=["dnsperf", "h2load"],
+                    help="DoH load generator: dnsperf (-m doh) or h2load from nghttp2-client (GET "
+                         "URIs made from the query file, --doh-clients connections, one stream "
+                         "in flight each; it does not lose answers that arrive together)")
     ap.add_argument("--doh-method", default="GET", choices=["POST", "GET"],
                     help="dnsperf's DoH method. GET: dnsperf 2.10-2.14 writes a POST as two TLS writes (HEADERS, "
                          "DATA) without TCP_NODELAY, so each POST waits on Nagle and the server's delayed ACK (~40 ms)")

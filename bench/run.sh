@@ -15,7 +15,7 @@
 #
 # Steps:
 #   1. cargo build --release (target/release/telesink)
-#   2. apt-get install -y dnsperf unbound dnsmasq nsd dnsdist openssl curl (Debian); cargo install hickory-dns 0.26
+#   2. apt-get install -y dnsperf unbound dnsmasq nsd dnsdist openssl curl nghttp2-client (Debian); cargo install hickory-dns 0.26
 #      (features resolver,blocklist) into bench/.tools, skipped when present; if that install
 #      fails, the reason is in bench/.tools/install.log and the run goes on without hickory-dns
 #   3. rustc -O bench/tools/responder.rs -> bench/.tools/responder (floor + fast upstream)
@@ -49,10 +49,10 @@ cargo build --release --bin telesink
 if [ -z "${SKIP_INSTALL:-}" ]; then
     echo "== 2. install dnsperf, unbound, dnsmasq, nsd, dnsdist, hickory-dns"
     missing=""
-    for t in dnsperf unbound dnsmasq nsd dnsdist taskset openssl curl; do command -v "$t" >/dev/null || missing="$missing $t"; done
+    for t in dnsperf unbound dnsmasq nsd dnsdist taskset openssl curl h2load; do command -v "$t" >/dev/null || missing="$missing $t"; done
     if [ -n "$missing" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq nsd dnsdist util-linux openssl curl
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf unbound dnsmasq nsd dnsdist util-linux openssl curl nghttp2-client
     fi
     # Debian starts packaged daemons on install where allowed; they must not hold port 53/5300.
     for svc in unbound dnsmasq nsd dnsdist; do
