@@ -59,8 +59,10 @@ start_telesink() {
   if [ -n "${trace:-}" ]; then
     strace -f -qq -o "$trace" "${setpriv[@]}" "$bin" "$@" >"$log" 2>&1 &
     spid=$!
+    # The traced child once it is telesink: strace also forks short-lived children of its own
+    # at start (its feature tests), and one of those once took telesink's place here.
     for _ in $(seq 100); do
-      tpid=$(pgrep -P "$spid" || true)
+      tpid=$(pgrep -P "$spid" -x telesink || true)
       [ -n "$tpid" ] && break
       sleep 0.05
     done
