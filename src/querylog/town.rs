@@ -496,28 +496,9 @@ pub fn fill_sqlite(
     )
     .map_err(e)?;
     let mut texts = TextIds::default();
-    let mut rows: Vec<Row> = Vec::with_capacity(batch);
-    let mut activity = Pending::default();
-    let mut written = 0;
-    loop {
-        rows.clear();
-        activity.clear();
-        {
-            let qs = town.batch(batch);
-            if qs.is_empty() {
-                break;
-            }
-            for q in &qs {
-                let ev = q.event();
-                let row = Row::from_event(&ev);
-                activity.add(&row.seen, row.categories.is_empty(), false);
-                rows.push(row);
-            }
-        }
-        write_batch(&mut conn, &mut texts, &rows, &activity, false).map_err(e)?;
-        written += rows.len() as u64;
-        progress(written);
-    }
+    let written = each_batch(town, batch, &mut progress, |rows, activity| {
+        write_batch(&mut conn, &mut texts, rows, activity, false).map_err(e)
+    })?;
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     Ok(FillReport {
         rows: written,
@@ -537,6 +518,24 @@ pub fn fill_postgres(
     let started = std::time::Instant::now();
     let mut store = PgStore::connect(url)?;
     let run = store.begin_run(LogMode::All, false, town.spec().start_ms())?;
+    let written = each_batch(town, batch, &mut progress, |rows, activity| {
+        store.write_batch(&RowBatch::from_rows(rows, false), activity)
+    })?;
+    store.end_run(run, town.spec().end_ms)?;
+    Ok(FillReport {
+        rows: written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The fillers' common loop: the town's queries `batch` at a time, as the writer's rows with
+/// their device activity, handed to `write`; `progress` after each. Returns the rows written.
+fn each_batch(
+    town: &mut Town,
+    batch: usize,
+    progress: &mut impl FnMut(u64),
+    mut write: impl FnMut(&[Row], &Pending) -> Result<(), QueryLogError>,
+) -> Result<u64, QueryLogError> {
     let mut rows: Vec<Row> = Vec::with_capacity(batch);
     let mut activity = Pending::default();
     let mut written = 0;
@@ -546,7 +545,7 @@ pub fn fill_postgres(
         {
             let qs = town.batch(batch);
             if qs.is_empty() {
-                break;
+                return Ok(written);
             }
             for q in &qs {
                 let row = Row::from_event(&q.event());
@@ -554,13 +553,8 @@ pub fn fill_postgres(
                 rows.push(row);
             }
         }
-        store.write_batch(&RowBatch::from_rows(&rows, false), &activity)?;
+        write(&rows, &activity)?;
         written += rows.len() as u64;
         progress(written);
     }
-    store.end_run(run, town.spec().end_ms)?;
-    Ok(FillReport {
-        rows: written,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }
