@@ -136,9 +136,15 @@ def wait_blocked(port, name, proc, limit=300.0, interval=0.01):
 # ------------------------------------------------------------------------------------------
 
 def cpu_ticks(pid):
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid):
+    """(utime, stime) in clock ticks: user space, and the kernel's work charged to the process
+    (system calls, and on loopback the receiving side of every datagram it sends)."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])  # utime, stime (fields 14, 15)
+    return int(rest[11]), int(rest[12])  # utime, stime (fields 14, 15)
 
 
 def status_kb(pid, key):
@@ -1058,13 +1064,16 @@ def wait_answer(port, name, proc, limit=30.0):
 def fwd_run(proc, a, tag, port=PORT):
     """One saturating run over fresh names: each sent once (-n 1), at most DURATION s."""
     qfile = fwd_query_file(a, tag, a.duration * a.fwd_max_qps)
-    c0, b0 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    s0, b0 = cpu_split(proc.pid), core_busy(SERVER_CPU)
     cmd, r = dnsperf(["-d", qfile, "-n", "1", "-l", str(a.duration), "-q", str(a.outstanding)], port)
-    c1, b1 = cpu_ticks(proc.pid), core_busy(SERVER_CPU)
+    s1, b1 = cpu_split(proc.pid), core_busy(SERVER_CPU)
     os.unlink(qfile)
-    ticks = c1 - c0
+    user, system = s1[0] - s0[0], s1[1] - s0[1]
+    ticks = user + system
     r["server_cpu_s"] = ticks / CLK
-    r["cpu_us_per_q"] = (ticks / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    per_q = lambda t: (t / CLK * 1e6 / r["completed"]) if r.get("completed") else None
+    r["cpu_us_per_q"] = per_q(ticks)
+    r["user_us_per_q"], r["sys_us_per_q"] = per_q(user), per_q(system)
     busy, total = b1[0] - b0[0], b1[1] - b0[1]
     r["core0_other_pct"] = round(100.0 * max(0, busy - ticks) / total, 1) if total else None
     r["cmd"] = " ".join(cmd)
@@ -1137,7 +1146,8 @@ def bench_forwarded(a, res):
                 for i in range(a.runs):
                     r = fwd_run(proc, a, f"{kind}-r{i}")
                     entry["runs"].append(r)
-                    log(f"   run {i + 1}: {r['qps'] or 0:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q, "
+                    log(f"   run {i + 1}: {r['qps'] or 0:.0f} qps, {r['cpu_us_per_q'] or 0:.2f} µs/q "
+                        f"(user {r['user_us_per_q'] or 0:.2f}, system {r['sys_us_per_q'] or 0:.2f}), "
                         f"lost {r['lost']}, core0 other {r['core0_other_pct']}%, rcodes {r['rcodes']}")
                     if [c for c in re.findall(r"([A-Z]+) \d+", r["rcodes"]) if c != "NOERROR"]:
                         log(f"   !! {kind} answered something other than NOERROR: {r['rcodes']}")
@@ -1148,6 +1158,8 @@ def bench_forwarded(a, res):
                         f"p99 {1e3 * (lat.get('p99') or 0):.3f} ms, lost {lat.get('lost')}")
                 entry["qps"] = med([r["qps"] for r in entry["runs"]])
                 entry["cpu_us_per_q"] = med([r["cpu_us_per_q"] for r in entry["runs"]])
+                entry["user_us_per_q"] = med([r["user_us_per_q"] for r in entry["runs"]])
+                entry["sys_us_per_q"] = med([r["sys_us_per_q"] for r in entry["runs"]])
                 entry["lost"] = med([r["lost"] for r in entry["runs"]])
                 entry["rcodes"] = [r["rcodes"] for r in entry["runs"]]
                 entry["core0_other_pct"] = med([r["core0_other_pct"] for r in entry["runs"]])
@@ -1175,21 +1187,24 @@ def report_forwarded(res, a):
              f"for `{FWD_ZONE}.` with `*.{FWD_ZONE}. A {FWD_ANSWER}`, response rate limiting "
              f"{'off (rrl-ratelimit: 0)' if nsd.get('rrl_off') else 'not built in'}. Each run sends fresh names "
              f"(`qN.SERVER-rRUN.{FWD_ZONE}`), each once (`dnsperf -n 1 -l {a.duration}`, {a.outstanding} outstanding): "
-             "no query is a cache hit. *µs/q* = the server's utime+stime / completed queries; median of "
+             "no query is a cache hit. *µs/q* = the server's utime+stime / completed queries (*user*, *system*: "
+             "each alone; on loopback the system part includes the receiving side of every datagram the "
+             "server sends, so it is the floor no user-space work removes); median of "
              f"{a.runs} runs. *p50/p99* from runs at a fixed {a.fwd_lat_qps} qps ({a.lat_duration} s, fresh names, median "
              f"of {a.runs}); *p99 added* = that p99 minus NSD's own p99 at the same rate (dnsperf straight at NSD: "
              f"p50 {fmt(nsd.get('p50') and 1e3 * nsd['p50'], '{:.3f}')} ms, p99 {fmt(nsd.get('p99') and 1e3 * nsd['p99'], '{:.3f}')} ms). "
              "Ratios are telesink / that row (qps: >1 means telesink serves more; µs/q: <1 means telesink spends less).\n")
-    L.append("| server | qps | µs/q | lost | p50 ms | p99 ms | p99 added ms | lost at fixed rate | core0 other | qps telesink/x | µs/q telesink/x |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| server | qps | µs/q | user µs/q | system µs/q | lost | p50 ms | p99 ms | p99 added ms | lost at fixed rate | core0 other | qps telesink/x | µs/q telesink/x |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     t = next((e for e in fw["servers"] if e["server"] == "telesink" and not e.get("error")), None)
     for e in fw["servers"]:
         if e.get("error"):
-            L.append(f"| {e['server']} | {e['error']} ||||||||||")
+            L.append(f"| {e['server']} | {e['error']} ||||||||||||")
             continue
         ms = lambda v: fmt(v and 1e3 * v, "{:.3f}")
         L.append("| " + " | ".join([
-            e["server"], fmt(e["qps"]), fmt(e["cpu_us_per_q"], "{:.2f}"), fmt(e["lost"]), ms(e.get("p50")),
+            e["server"], fmt(e["qps"]), fmt(e["cpu_us_per_q"], "{:.2f}"), fmt(e.get("user_us_per_q"), "{:.2f}"),
+            fmt(e.get("sys_us_per_q"), "{:.2f}"), fmt(e["lost"]), ms(e.get("p50")),
             ms(e.get("p99")), ms(e.get("p99_added")), fmt(e.get("lat_lost")), fmt(e["core0_other_pct"], "{:.0f}%"),
             "" if e["server"] == "telesink" else ratio(t and t["qps"], e["qps"]),
             "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], e["cpu_us_per_q"]),

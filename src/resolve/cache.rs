@@ -11,7 +11,7 @@
 //! call for one query.
 
 pub use crate::observe::events::{CacheObserver, CacheStep};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -19,7 +19,8 @@ use hickory_proto::rr::{LowerName, Name, RecordType};
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 
-use super::encode_wire::{CachedWire, Sections};
+use super::dnssec::Validation;
+use super::encode_wire::{AddressAnswer, CachedWire, Sections};
 use super::upstream::UpstreamAnswer;
 use super::wire::MAX_NAME;
 
@@ -109,7 +110,10 @@ pub fn wire_name<'b>(name: &LowerName, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] 
 /// One cached answer.
 #[derive(Debug)]
 pub struct Entry {
-    pub answer: UpstreamAnswer,
+    /// The answer as hickory's records ([`answer`](Entry::answer)): set when the entry is made
+    /// from them; for an address answer the fast path stored as bytes, decoded from `wire` the
+    /// first time something needs them (the general encoder, the addresses learner).
+    answer: OnceLock<UpstreamAnswer>,
     /// The same answer ready to send (the direct path), when it encodes.
     pub wire: Option<CachedWire>,
     /// CNAME, HTTPS and SVCB targets in the answer, lower case: re-checked against the asking
@@ -123,6 +127,25 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The answer as hickory's records.
+    pub fn answer(&self) -> &UpstreamAnswer {
+        self.answer.get_or_init(|| {
+            let bytes = self.wire.as_ref().map_or(&[][..], CachedWire::bytes);
+            decode(bytes).unwrap_or_else(|| {
+                // Not expected: only a checked address answer is stored undecoded.
+                tracing::warn!("a cached answer did not decode; serving SERVFAIL for it");
+                UpstreamAnswer {
+                    rcode: ResponseCode::ServFail,
+                    answers: Vec::new(),
+                    authorities: Vec::new(),
+                    additionals: Vec::new(),
+                    negative_ttl: None,
+                    validation: Validation::Off,
+                }
+            })
+        })
+    }
+
     /// Seconds since the answer was stored: subtract from its records' TTLs.
     pub fn age(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.stored).as_secs() as u32
@@ -249,7 +272,42 @@ impl AnswerCache {
             },
             targets: super::cloaking::targets(&answer.answers),
             private: super::rebind::holds_private(&answer.answers),
-            answer,
+            answer: OnceLock::from(answer),
+            stored: Instant::now(),
+            ttl,
+        });
+        cache.insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    /// Stores an address answer the UDP fast path took as bytes (`wire`, whose `facts` it read
+    /// with [`CachedWire::address_answer`]), without hickory's records: they are decoded if
+    /// ever needed. The wire comes back as `Err` when it is not stored (caching off, TTL 0).
+    pub fn insert_address(
+        &self,
+        name: &QName<'_>,
+        qtype: RecordType,
+        wire: CachedWire,
+        facts: AddressAnswer,
+    ) -> Result<Arc<Entry>, CachedWire> {
+        let Some(cache) = self.cache.as_ref() else {
+            return Err(wire);
+        };
+        let ttl = facts.ttl.min(MAX_TTL);
+        if ttl == 0 {
+            return Err(wire);
+        }
+        let mut buf = [0u8; MAX_NAME];
+        let key = Key {
+            name: name.wire(&mut buf).into(),
+            qtype: u16::from(qtype),
+        };
+        let entry = Arc::new(Entry {
+            answer: OnceLock::new(),
+            wire: Some(wire),
+            // A and AAAA records have no targets.
+            targets: Box::default(),
+            private: facts.private,
             stored: Instant::now(),
             ttl,
         });
@@ -272,6 +330,21 @@ pub fn sections(a: &UpstreamAnswer) -> Sections<'_> {
         authorities: &a.authorities,
         additionals: &a.additionals,
     }
+}
+
+/// A stored response ([`CachedWire::bytes`]) as hickory's records, as the upstream module
+/// makes them from a response (the OPT left out; it was cut off before storing).
+fn decode(bytes: &[u8]) -> Option<UpstreamAnswer> {
+    use hickory_proto::serialize::binary::BinDecodable;
+    let msg = hickory_proto::op::Message::from_bytes(bytes).ok()?;
+    Some(UpstreamAnswer {
+        rcode: msg.metadata.response_code,
+        answers: msg.answers,
+        authorities: msg.authorities,
+        additionals: msg.additionals,
+        negative_ttl: None,
+        validation: Validation::Off,
+    })
 }
 
 /// How long an answer may be cached; `None` when it must not be (errors, truncation).
@@ -318,6 +391,176 @@ mod tests {
             negative_ttl: None,
             validation: crate::resolve::dnssec::Validation::Off,
         }
+    }
+
+    /// An upstream's response to `name` A/AAAA with `answers` (and `authorities`), an OPT at
+    /// the end, as hickory writes it (owners compressed to the question).
+    fn response(name: &str, answers: Vec<Record>, authorities: Vec<Record>) -> Vec<u8> {
+        use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+        use hickory_proto::serialize::binary::BinEncodable;
+        let mut m = Message::new(4242, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.add_answers(answers);
+        m.add_authorities(authorities);
+        m.set_edns(Edns::new());
+        m.to_bytes().unwrap()
+    }
+
+    fn a(name: &str, ttl: u32, ip: &str) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            ttl,
+            RData::A(ip.parse::<std::net::Ipv4Addr>().unwrap().into()),
+        )
+    }
+
+    fn aaaa(name: &str, ttl: u32, ip: &str) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            ttl,
+            RData::AAAA(ip.parse::<std::net::Ipv6Addr>().unwrap().into()),
+        )
+    }
+
+    #[test]
+    fn address_answer_read_from_bytes_as_hickory_reads_it() {
+        let records = vec![
+            a("Host.Example.", 300, "192.0.2.1"),
+            a("Host.Example.", 60, "10.1.2.3"),
+            aaaa("Host.Example.", 120, "2001:db8::1"),
+        ];
+        let bytes = response("Host.Example.", records.clone(), vec![]);
+        let wire = CachedWire::from_upstream(&bytes).expect("plain shape");
+        let facts = wire.address_answer().expect("an address answer");
+        assert_eq!(
+            facts,
+            AddressAnswer {
+                ttl: 60,
+                private: true
+            }
+        );
+        let public = response("h.example.", vec![a("h.example.", 5, "192.0.2.9")], vec![]);
+        let facts = CachedWire::from_upstream(&public).unwrap().address_answer();
+        assert_eq!(
+            facts,
+            Some(AddressAnswer {
+                ttl: 5,
+                private: false
+            })
+        );
+
+        // Stored as bytes, decoded on first use into what the upstream module makes.
+        let c = AnswerCache::new(10, Duration::ZERO);
+        let n = LowerName::from_str("host.example.").unwrap();
+        let entry = c
+            .insert_address(&QName::Name(&n), RecordType::A, wire, facts_of(&bytes))
+            .unwrap();
+        assert!(entry.private);
+        assert!(entry.targets.is_empty());
+        assert!(entry.is_fresh(Instant::now()));
+        let answer = entry.answer();
+        assert_eq!(answer.rcode, ResponseCode::NoError);
+        assert_eq!(answer.answers, records);
+        assert!(answer.authorities.is_empty() && answer.additionals.is_empty());
+        assert!(matches!(
+            c.get(&n, RecordType::A, Instant::now()),
+            Lookup::Fresh(_)
+        ));
+        // Caching off: not stored, the wire comes back.
+        let off = AnswerCache::new(0, Duration::ZERO);
+        let wire = CachedWire::from_upstream(&bytes).unwrap();
+        assert!(off
+            .insert_address(&QName::Name(&n), RecordType::A, wire, facts_of(&bytes))
+            .is_err());
+    }
+
+    #[test]
+    fn an_authoritative_servers_ns_and_glue_are_kept_as_they_came() {
+        use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::rdata::NS;
+        use hickory_proto::serialize::binary::BinEncodable;
+        let q = "q1.Zone.example.";
+        let ns = Record::from_rdata(
+            Name::from_ascii("zone.example.").unwrap(),
+            3600,
+            RData::NS(NS(Name::from_ascii("ns.zone.example.").unwrap())),
+        );
+        let glue = a("ns.zone.example.", 3600, "127.0.0.1");
+        let answer = a(q, 300, "192.0.2.1");
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(q).unwrap(), RecordType::A));
+        m.add_answer(answer.clone());
+        m.add_authority(ns.clone());
+        m.add_additional(glue.clone());
+        m.set_edns(Edns::new());
+        let bytes = m.to_bytes().unwrap();
+        let wire = CachedWire::from_upstream(&bytes).expect("NS and glue kept, OPT cut");
+        // The glue's loopback address is not the answer's: no rebinding block for it.
+        let facts = wire.address_answer().expect("an address answer");
+        assert_eq!(
+            facts,
+            AddressAnswer {
+                ttl: 300,
+                private: false
+            }
+        );
+        let c = AnswerCache::new(10, Duration::ZERO);
+        let n = LowerName::from_str("q1.zone.example.").unwrap();
+        let entry = c
+            .insert_address(&QName::Name(&n), RecordType::A, wire, facts)
+            .unwrap();
+        let decoded = entry.answer();
+        assert_eq!(decoded.answers, vec![answer]);
+        assert_eq!(decoded.authorities, vec![ns]);
+        assert_eq!(
+            decoded.additionals,
+            vec![glue],
+            "the OPT cut off, the glue kept"
+        );
+    }
+
+    fn facts_of(bytes: &[u8]) -> AddressAnswer {
+        CachedWire::from_upstream(bytes)
+            .unwrap()
+            .address_answer()
+            .unwrap()
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_hickory() {
+        use hickory_proto::rr::rdata::CNAME;
+        let q = "h.example.";
+        let cname = Record::from_rdata(
+            Name::from_ascii(q).unwrap(),
+            60,
+            RData::CNAME(CNAME(Name::from_ascii("t.tracker.example.").unwrap())),
+        );
+        let cases = [
+            // A CNAME chain: its target is checked against the policy (cloaking).
+            response(
+                q,
+                vec![cname, a("t.tracker.example.", 60, "192.0.2.1")],
+                vec![],
+            ),
+            // An owner other than the question name.
+            response(q, vec![a("other.example.", 60, "192.0.2.1")], vec![]),
+        ];
+        for bytes in cases {
+            let wire = CachedWire::from_upstream(&bytes).expect("a shape the cache stores");
+            assert_eq!(wire.address_answer(), None);
+        }
+        // An A record whose address is 5 bytes long, and one cut short.
+        let mut bytes = response(q, vec![a(q, 60, "192.0.2.1")], vec![]);
+        let good = CachedWire::from_upstream(&bytes).unwrap();
+        assert!(good.address_answer().is_some());
+        let rdlen = good.bytes().len() - 6;
+        bytes[rdlen + 1] = 5;
+        bytes.insert(rdlen + 6, 0);
+        let wire = CachedWire::from_upstream(&bytes).expect("well framed");
+        assert_eq!(wire.address_answer(), None);
+        let mut short = good.bytes().to_vec();
+        short.pop();
+        assert!(CachedWire::from_upstream(&short).is_none_or(|w| w.address_answer().is_none()));
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn minimal_any(name: &LowerName) -> Reply {
 /// A cached answer, its TTLs lowered by its age; a stale one gets [`STALE_TTL`] and EDE 3.
 pub fn cached(entry: &Entry, now: Instant, stale: bool) -> Reply {
     let age = entry.age(now);
-    let a = &entry.answer;
+    let a = entry.answer();
     let adjust = |records: &[Record]| {
         records
             .iter()

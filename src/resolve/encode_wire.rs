@@ -215,6 +215,19 @@ pub struct CachedWire {
     ttl_offsets: Box<[u16]>,
 }
 
+/// An address answer's facts, read from its bytes ([`CachedWire::address_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressAnswer {
+    /// The smallest TTL of its records (the cache's lifetime for it, before the cache's cap).
+    pub ttl: u32,
+    /// It holds a private, loopback or link-local address (rebinding protection).
+    pub private: bool,
+}
+
+/// Record types the address answer's shape allows.
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+
 impl CachedWire {
     /// `None` when the answer cannot be encoded, or is too large to be worth a direct path
     /// (larger than any UDP answer we send: such answers go through the general path).
@@ -237,48 +250,110 @@ impl CachedWire {
         if bytes.len() > 4096 {
             return None;
         }
-        let (question_end, ttl_offsets) = ttl_offsets(&bytes)?;
+        let (question_end, records) = ttl_offsets(&bytes)?;
         Some(CachedWire {
             bytes: bytes.into_boxed_slice(),
             question_end: question_end as u16,
-            ttl_offsets: ttl_offsets.into_boxed_slice(),
+            ttl_offsets: records.iter().map(|&(_, ttl_at)| ttl_at).collect(),
         })
     }
 
-    /// The upstream's response itself (`m`, decoded fine already) in the cache's form, with no
-    /// re-encoding: the UDP fast path's answers (issue 17), where hickory's encoder cost a
-    /// third of a forwarded query. Only for the plain positive shape: one question, answers, and
-    /// nothing in the additional section but an OPT at the end (dropped, as the general path
-    /// drops it). `None` otherwise: [`encode`](Self::encode) then writes it from the records.
+    /// The upstream's response itself (`m`) in the cache's form, with no re-encoding: the UDP
+    /// fast path's answers (issue 17), where hickory's encoder cost a third of a forwarded
+    /// query. Only for a positive answer (NOERROR with answer records) to one question; its
+    /// authority and additional records are kept as they came (an authoritative server adds
+    /// its NS and their addresses), but for the OPT at the end, which is cut off (as the
+    /// general path drops it: each answer gets the client's own). `None` otherwise (an OPT
+    /// anywhere else, a count that does not match the records, an extended rcode):
+    /// [`encode`](Self::encode) then writes it from hickory's records.
     pub fn from_upstream(m: &[u8]) -> Option<CachedWire> {
         let h = m.get(..HEADER)?;
         let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
         let rcode = h[3] & 0x0F;
-        if count(4) != 1 || count(6) == 0 || count(10) > 1 || rcode != 0 || m.len() > 4096 {
+        if count(4) != 1 || count(6) == 0 || rcode != 0 || m.len() > 4096 {
             return None;
         }
-        let (question_end, mut offsets) = ttl_offsets(m)?;
+        let (question_end, mut records) = ttl_offsets(m)?;
+        let type_at = |ttl_at: u16| {
+            let t = usize::from(ttl_at) - 4;
+            u16::from_be_bytes([m[t], m[t + 1]])
+        };
         let mut bytes = m.to_vec();
-        if count(10) == 1 {
-            // The OPT: root owner (one zero byte), type 41, extended rcode 0; cut off.
-            let ttl_at = usize::from(offsets.pop()?);
-            let start = ttl_at.checked_sub(5)?;
-            if bytes[start] != 0
-                || u16::from_be_bytes([bytes[start + 1], bytes[start + 2]]) != TYPE_OPT
-                || bytes[ttl_at] != 0
-            {
+        let opt = records.len() - 1;
+        if count(10) > 0 && type_at(records[opt].1) == TYPE_OPT {
+            // The OPT: root owner (one zero byte), extended rcode 0; cut off.
+            let (start, ttl_at) = (usize::from(records[opt].0), usize::from(records[opt].1));
+            if ttl_at != start + 5 || bytes[start] != 0 || bytes[ttl_at] != 0 {
                 return None;
             }
+            records.pop();
             bytes.truncate(start);
-            bytes[10..12].copy_from_slice(&[0, 0]);
+            bytes[10..12].copy_from_slice(&(count(10) - 1).to_be_bytes());
+        }
+        // No other OPT may stay (it would reach the client as a second one).
+        if records
+            .iter()
+            .any(|&(_, ttl_at)| type_at(ttl_at) == TYPE_OPT)
+        {
+            return None;
         }
         bytes[..2].copy_from_slice(&[0, 0]);
         bytes[HEADER..question_end - 4].make_ascii_lowercase();
         Some(CachedWire {
             bytes: bytes.into_boxed_slice(),
             question_end: u16::try_from(question_end).ok()?,
-            ttl_offsets: offsets.into_boxed_slice(),
+            ttl_offsets: records.iter().map(|&(_, ttl_at)| ttl_at).collect(),
         })
+    }
+
+    /// The stored response (ID 0, question in lower case, no OPT): what the cache decodes
+    /// into hickory's records when the general path needs them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// What the cache and the checks after it need from an address answer, read from the
+    /// bytes (issue 17: hickory's decoding was a fifth of a forwarded query's instructions).
+    /// Only for the plainest shape, where reading the bytes is as sure as decoding them: every
+    /// answer record an A or AAAA whose owner is the question name itself (a pointer to offset
+    /// 12), class IN, with an address of its type's length. What follows (an authoritative
+    /// server's NS and glue) plays no part in the judgment (cloaking, rebinding and the TTL
+    /// look at the answer records only), and is kept as framed. `None` for anything else
+    /// (CNAME chains, HTTPS, negative answers...): those are decoded and judged from
+    /// hickory's records.
+    pub fn address_answer(&self) -> Option<AddressAnswer> {
+        let b = &self.bytes;
+        let count = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        if count(6) == 0 {
+            return None;
+        }
+        let mut facts = AddressAnswer {
+            ttl: u32::MAX,
+            private: false,
+        };
+        let mut i = usize::from(self.question_end);
+        for _ in 0..count(6) {
+            let record = b.get(i..i + 12)?;
+            let field = |at: usize| u16::from_be_bytes([record[at], record[at + 1]]);
+            if record[..2] != POINTER_TO_QNAME || field(4) != CLASS_IN {
+                return None;
+            }
+            let rdata = b.get(i + 12..i + 12 + usize::from(field(10)))?;
+            let private = match (field(2), rdata.len()) {
+                (TYPE_A, 4) => {
+                    super::rebind::private_v4(Ipv4Addr::from(<[u8; 4]>::try_from(rdata).ok()?))
+                }
+                (TYPE_AAAA, 16) => {
+                    super::rebind::private_v6(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).ok()?))
+                }
+                _ => return None,
+            };
+            let ttl = u32::from_be_bytes([record[6], record[7], record[8], record[9]]);
+            facts.ttl = facts.ttl.min(ttl);
+            facts.private |= private;
+            i += 12 + rdata.len();
+        }
+        Some(facts)
     }
 
     /// Appends the cached answer for `q` to `out`, its TTLs lowered by `age` seconds. `None`,
@@ -322,18 +397,20 @@ impl CachedWire {
     }
 }
 
-/// Walks a response and returns where its question ends and where each record's TTL is.
-fn ttl_offsets(m: &[u8]) -> Option<(usize, Vec<u16>)> {
+/// Walks a response and returns where its question ends and, for each record, where it starts
+/// and where its TTL is. `None` unless the records fill the message exactly.
+fn ttl_offsets(m: &[u8]) -> Option<(usize, Vec<(u16, u16)>)> {
     let count = |i: usize| usize::from(u16::from_be_bytes([m[i], m[i + 1]]));
     let records = count(6) + count(8) + count(10);
     let mut i = skip_name(m, HEADER)? + 4;
     let question_end = i;
     let mut offsets = Vec::with_capacity(records);
     for _ in 0..records {
+        let start = u16::try_from(i).ok()?;
         i = skip_name(m, i)?;
         let ttl_at = i + 4;
         let rdlen = usize::from(u16::from_be_bytes([*m.get(i + 8)?, *m.get(i + 9)?]));
-        offsets.push(u16::try_from(ttl_at).ok()?);
+        offsets.push((start, u16::try_from(ttl_at).ok()?));
         i += 10 + rdlen;
     }
     (i == m.len()).then_some((question_end, offsets))
@@ -524,5 +601,35 @@ mod tests {
         ));
         assert!(CachedWire::from_upstream(&nx.to_vec().unwrap()).is_none());
         assert!(CachedWire::from_upstream(&raw[..raw.len() - 3]).is_none());
+    }
+
+    #[test]
+    fn an_opt_before_other_additional_records_is_left_to_hickory() {
+        let name = Name::from_ascii("q.zone.example.").unwrap();
+        let mut up = Message::new(9, MessageType::Response, OpCode::Query);
+        up.add_query(Query::query(name.clone(), RecordType::A));
+        up.add_answer(Record::from_rdata(
+            name,
+            60,
+            RData::A(Ipv4Addr::new(192, 0, 2, 1).into()),
+        ));
+        up.add_additional(Record::from_rdata(
+            Name::from_ascii("ns.zone.example.").unwrap(),
+            60,
+            RData::A(Ipv4Addr::new(127, 0, 0, 1).into()),
+        ));
+        up.set_edns(hickory_proto::op::Edns::new());
+        let raw = up.to_vec().unwrap();
+        assert!(CachedWire::from_upstream(&raw).is_some());
+        // The same records with the OPT moved before the glue.
+        let (_, records) = ttl_offsets(&raw).unwrap();
+        let (glue, opt) = (usize::from(records[1].0), usize::from(records[2].0));
+        let mut swapped = raw[..glue].to_vec();
+        swapped.extend_from_slice(&raw[opt..]);
+        swapped.extend_from_slice(&raw[glue..opt]);
+        let m = decode(&swapped);
+        assert_eq!(m.additionals.len(), 1, "still the glue and an OPT");
+        assert!(m.edns.is_some());
+        assert!(CachedWire::from_upstream(&swapped).is_none());
     }
 }

@@ -664,11 +664,9 @@ impl Handler {
             live,
             client,
             &QName::Name(name),
-            qtype,
             stale,
             route,
-            forwarded,
-            None,
+            forwarded.map(|answer| self.store(&QName::Name(name), qtype, answer, None)),
             report,
         );
         let reply = reply_for(&live.policy, name, qtype, judged, &report, now);
@@ -679,29 +677,37 @@ impl Handler {
     /// fresh answer cached (with its targets and rebinding flag) and handed to the addresses
     /// learner, else the stale entry, else the failure; then CNAME cloaking and rebinding
     /// protection.
+    /// An upstream's answer to `name`/`qtype`, stored in the cache when it may be: then the
+    /// entry's (which has its targets and rebinding flag found already), else kept as it is.
+    /// `wire`: its direct encoder's form, when the fast path made it from the upstream's bytes.
+    fn store(
+        &self,
+        name: &QName<'_>,
+        qtype: RecordType,
+        answer: UpstreamAnswer,
+        wire: Option<CachedWire>,
+    ) -> Fresh {
+        match self.inner.cache.insert_with_wire(name, qtype, answer, wire) {
+            Ok(entry) => Fresh::Cached(entry),
+            Err(answer) => Fresh::Uncached(answer),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
         live: &Live,
         client: &Identity,
         name: &QName<'_>,
-        qtype: RecordType,
         stale: Option<Arc<Entry>>,
         route: Route,
-        forwarded: Result<UpstreamAnswer, ForwardError>,
-        wire: Option<CachedWire>,
+        forwarded: Result<Fresh, ForwardError>,
         mut report: Report,
     ) -> (Judged, Report) {
         let policy = &live.policy;
         let mut fresh = None;
         let (judged, targets, private) = match forwarded {
             Ok(answer) => {
-                // Cached, the answer is the entry's (which has its targets and rebinding flag
-                // found already); else it is kept as it is.
-                let answer = match self.inner.cache.insert_with_wire(name, qtype, answer, wire) {
-                    Ok(entry) => Fresh::Cached(entry),
-                    Err(answer) => Fresh::Uncached(answer),
-                };
                 let (targets, private) = match &answer {
                     Fresh::Cached(entry) => (entry.targets.clone(), entry.private),
                     Fresh::Uncached(answer) => (
@@ -780,7 +786,7 @@ enum Fresh {
 impl Fresh {
     fn answer(&self) -> &UpstreamAnswer {
         match self {
-            Fresh::Cached(entry) => &entry.answer,
+            Fresh::Cached(entry) => entry.answer(),
             Fresh::Uncached(answer) => answer,
         }
     }
@@ -804,7 +810,7 @@ fn reply_for(
     now: Instant,
 ) -> Reply {
     match judged {
-        Judged::Fresh(Fresh::Cached(entry)) => hickory::forwarded(entry.answer.clone()),
+        Judged::Fresh(Fresh::Cached(entry)) => hickory::forwarded(entry.answer().clone()),
         Judged::Fresh(Fresh::Uncached(answer)) => hickory::forwarded(answer),
         Judged::Stale(entry) => hickory::cached(&entry, now, true),
         Judged::Failed(e) => hickory::servfail(&e),

@@ -28,13 +28,13 @@ pub fn holds_private(answers: &[Record]) -> bool {
 /// RFC 1918, loopback, link local (RFC 3927), "this network" and unspecified (0.0.0.0/8: a
 /// browser connects 0.0.0.0 to the machine itself). Not the shared address space 100.64/10:
 /// VPNs such as Tailscale publish their hosts' addresses there in public DNS on purpose.
-fn private_v4(ip: Ipv4Addr) -> bool {
+pub(crate) fn private_v4(ip: Ipv4Addr) -> bool {
     ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.octets()[0] == 0
 }
 
 /// Loopback, unspecified, unique local (fc00::/7), link local (fe80::/10), and IPv4-mapped
 /// addresses of the private IPv4 ranges.
-fn private_v6(ip: Ipv6Addr) -> bool {
+pub(crate) fn private_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return private_v4(v4);
     }

@@ -348,6 +348,15 @@ impl Upstreams {
         self.shared.conclude(i, Some(response), started).ok()
     }
 
+    /// Upstream `i` answered the attempt started at `started` with a usable answer that the
+    /// fast path judged from its bytes (an address answer): counted as [`answered`] counts one.
+    ///
+    /// [`answered`]: Upstreams::answered
+    pub fn answered_plain(&self, i: usize, started: Instant) {
+        self.shared
+            .account(i, UpstreamOutcome::Ok, started.elapsed(), started);
+    }
+
     /// Upstream `i` refused the attempt started at `started` (a transport error): counted as
     /// an error (and a failure for the back-off).
     pub fn failed(&self, i: usize, error: std::io::Error, started: Instant) {
@@ -431,6 +440,16 @@ impl Shared {
                 None => classify_error(e),
             },
         };
+        self.account(i, outcome, rtt, started);
+        answer.map_err(|e| {
+            tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
+            AskError::Failed(format!("{}: {e}", server.label))
+        })
+    }
+
+    /// One attempt's `outcome` (after `rtt`), to the observer and the scheduler.
+    fn account(&self, i: usize, outcome: UpstreamOutcome, rtt: Duration, started: Instant) {
+        let server = &self.servers[i];
         if let Some(obs) = &self.observer {
             obs.upstream_outcome(&server.label, outcome, rtt);
         }
@@ -446,10 +465,6 @@ impl Shared {
                 "upstream failed; not asked again until the back-off runs out"
             );
         }
-        answer.map_err(|e| {
-            tracing::debug!(upstream = %server.label, error = %e, "upstream failed");
-            AskError::Failed(format!("{}: {e}", server.label))
-        })
     }
 
     /// A DNSSEC-bogus answer: the server answered (its outcome and latency count as such), the

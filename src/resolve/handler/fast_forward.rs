@@ -118,20 +118,6 @@ impl Handler {
                 pending,
             };
         }
-        let upstreams = &self.inner.upstreams;
-        // Judged from hickory's decoding, as the general path does, but cached and sent as the
-        // upstream wrote it: no re-encoding.
-        let wire = CachedWire::from_upstream(bytes);
-        let Some(answer) = upstreams.answered(upstream, bytes.to_vec(), asked) else {
-            // An error code or an undecodable answer (counted as such): the others.
-            pending.tried = Some(Tried { upstream, deadline });
-            return Fast::General {
-                query,
-                src,
-                pending,
-            };
-        };
-        let upstream_time = asked.elapsed();
         // The datagram parsed when it came (the direct path passed it on); parsed again here
         // rather than kept, since it borrows the bytes.
         let Some(q) = WireQuery::parse(&query) else {
@@ -144,6 +130,42 @@ impl Handler {
         // The cache key as the datagram has it; hickory's name only if an encoder needs it.
         let mut buf = [0u8; MAX_NAME];
         let name = QName::from_wire(q.lower_name(&mut buf));
+        let upstreams = &self.inner.upstreams;
+        // Cached and sent as the upstream wrote it: no re-encoding. An address answer (the
+        // common shape) is judged from its bytes, so hickory's decoding is skipped; any other
+        // is judged from hickory's decoding, as the general path judges it.
+        let mut wire = CachedWire::from_upstream(bytes);
+        let facts = wire
+            .as_ref()
+            .and_then(CachedWire::address_answer)
+            .filter(|f| f.ttl > 0);
+        let mut fresh = None;
+        if let (Some(facts), Some(w)) = (facts, wire.take()) {
+            match self.inner.cache.insert_address(&name, q.qtype, w, facts) {
+                Ok(entry) => {
+                    upstreams.answered_plain(upstream, asked);
+                    fresh = Some(Fresh::Cached(entry));
+                }
+                // Caching off: decoded below, for the encoders.
+                Err(w) => wire = Some(w),
+            }
+        }
+        let fresh = match fresh {
+            Some(fresh) => fresh,
+            None => match upstreams.answered(upstream, bytes.to_vec(), asked) {
+                Some(answer) => self.store(&name, q.qtype, answer, wire),
+                None => {
+                    // An error code or an undecodable answer (counted as such): the others.
+                    pending.tried = Some(Tried { upstream, deadline });
+                    return Fast::General {
+                        query,
+                        src,
+                        pending,
+                    };
+                }
+            },
+        };
+        let upstream_time = asked.elapsed();
         let Pending {
             live,
             client,
@@ -156,17 +178,7 @@ impl Handler {
         };
         let mut report = decision.report;
         report.upstream_time = Some(upstream_time);
-        let (judged, report) = self.judge(
-            &live,
-            &client,
-            &name,
-            q.qtype,
-            stale,
-            route,
-            Ok(answer),
-            wire,
-            report,
-        );
+        let (judged, report) = self.judge(&live, &client, &name, stale, route, Ok(fresh), report);
         let policy = &live.policy;
         let limit = q.limit(true, MAX_UDP_PAYLOAD);
         let start = out.len();
