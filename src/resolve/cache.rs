@@ -281,14 +281,15 @@ impl AnswerCache {
     }
 
     /// Stores an address answer the UDP fast path took as bytes (`wire`, whose `facts` it read
-    /// with [`CachedWire::address_answer`]), without hickory's records: they are decoded if
-    /// ever needed. The wire comes back as `Err` when it is not stored (caching off, TTL 0).
+    /// with [`CachedWire::address_answer`]) at `now`, without hickory's records: they are
+    /// decoded if ever needed. The wire comes back as `Err` when it is not stored (caching off, TTL 0).
     pub fn insert_address(
         &self,
         name: &QName<'_>,
         qtype: RecordType,
         wire: CachedWire,
         facts: AddressAnswer,
+        now: Instant,
     ) -> Result<Arc<Entry>, CachedWire> {
         let Some(cache) = self.cache.as_ref() else {
             return Err(wire);
@@ -308,7 +309,7 @@ impl AnswerCache {
             // A and AAAA records have no targets.
             targets: Box::default(),
             private: facts.private,
-            stored: Instant::now(),
+            stored: now,
             ttl,
         });
         cache.insert(key, entry.clone());
@@ -453,7 +454,13 @@ mod tests {
         let c = AnswerCache::new(10, Duration::ZERO);
         let n = LowerName::from_str("host.example.").unwrap();
         let entry = c
-            .insert_address(&QName::Name(&n), RecordType::A, wire, facts_of(&bytes))
+            .insert_address(
+                &QName::Name(&n),
+                RecordType::A,
+                wire,
+                facts_of(&bytes),
+                Instant::now(),
+            )
             .unwrap();
         assert!(entry.private);
         assert!(entry.targets.is_empty());
@@ -470,7 +477,13 @@ mod tests {
         let off = AnswerCache::new(0, Duration::ZERO);
         let wire = CachedWire::from_upstream(&bytes).unwrap();
         assert!(off
-            .insert_address(&QName::Name(&n), RecordType::A, wire, facts_of(&bytes))
+            .insert_address(
+                &QName::Name(&n),
+                RecordType::A,
+                wire,
+                facts_of(&bytes),
+                Instant::now()
+            )
             .is_err());
     }
 
@@ -507,7 +520,7 @@ mod tests {
         let c = AnswerCache::new(10, Duration::ZERO);
         let n = LowerName::from_str("q1.zone.example.").unwrap();
         let entry = c
-            .insert_address(&QName::Name(&n), RecordType::A, wire, facts)
+            .insert_address(&QName::Name(&n), RecordType::A, wire, facts, Instant::now())
             .unwrap();
         let decoded = entry.answer();
         assert_eq!(decoded.answers, vec![answer]);

@@ -348,13 +348,13 @@ impl Upstreams {
         self.shared.conclude(i, Some(response), started).ok()
     }
 
-    /// Upstream `i` answered the attempt started at `started` with a usable answer that the
-    /// fast path judged from its bytes (an address answer): counted as [`answered`] counts one.
+    /// Upstream `i` answered, after `rtt`, the attempt started at `started` with a usable answer
+    /// that the fast path judged from its bytes (an address answer): counted as [`answered`]
+    /// counts one.
     ///
     /// [`answered`]: Upstreams::answered
-    pub fn answered_plain(&self, i: usize, started: Instant) {
-        self.shared
-            .account(i, UpstreamOutcome::Ok, started.elapsed(), started);
+    pub fn answered_plain(&self, i: usize, started: Instant, rtt: Duration) {
+        self.shared.account(i, UpstreamOutcome::Ok, rtt, started);
     }
 
     /// Upstream `i` refused the attempt started at `started` (a transport error): counted as

@@ -139,11 +139,18 @@ impl Handler {
             .as_ref()
             .and_then(CachedWire::address_answer)
             .filter(|f| f.ttl > 0);
+        // One clock reading for the round trip, the upstream time and the entry's age.
+        let now = Instant::now();
+        let upstream_time = now.saturating_duration_since(asked);
         let mut fresh = None;
         if let (Some(facts), Some(w)) = (facts, wire.take()) {
-            match self.inner.cache.insert_address(&name, q.qtype, w, facts) {
+            match self
+                .inner
+                .cache
+                .insert_address(&name, q.qtype, w, facts, now)
+            {
                 Ok(entry) => {
-                    upstreams.answered_plain(upstream, asked);
+                    upstreams.answered_plain(upstream, asked, upstream_time);
                     fresh = Some(Fresh::Cached(entry));
                 }
                 // Caching off: decoded below, for the encoders.
@@ -165,7 +172,6 @@ impl Handler {
                 }
             },
         };
-        let upstream_time = asked.elapsed();
         let Pending {
             live,
             client,
