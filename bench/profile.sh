@@ -89,7 +89,11 @@ PROBE="probe.$(awk '!/^#/ {print; exit}' "bench/data/list-$SIZE.txt")"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-taskset -c 1 bench/.tools/responder upstream 127.0.0.1:$UP & pids+=($!)
+# EXTERNAL_UP=1: an upstream already listens on $UP (the forwarded harness's NSD, whose answers
+# carry NS and glue records as an authoritative server's do); else the responder answers.
+if [ -z "${EXTERNAL_UP:-}" ]; then
+  taskset -c 1 bench/.tools/responder upstream 127.0.0.1:$UP & pids+=($!)
+fi
 
 wait_blocked() { # $1 = seconds limit
     python3 - "$PORT" "$PROBE" "$1" <<'EOF'

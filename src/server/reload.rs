@@ -175,6 +175,8 @@ enum Attempt {
         message: String,
         /// Files the failing config seems to name (a list added before its file exists).
         candidates: Vec<PathBuf>,
+        /// Those of them that did not exist when the attempt failed.
+        missing: Vec<PathBuf>,
     },
     /// A file changed while it was read: read again.
     Reread(String),
@@ -215,6 +217,7 @@ async fn reload(st: &mut State, cause: &str) {
                 break Attempt::Failed {
                     message: format!("{why}, {MAX_REREADS} times in a row"),
                     candidates: Vec::new(),
+                    missing: Vec::new(),
                 }
             }
             Ok(a) => break a,
@@ -222,6 +225,7 @@ async fn reload(st: &mut State, cause: &str) {
                 break Attempt::Failed {
                     message: format!("the reload task failed: {e}"),
                     candidates: Vec::new(),
+                    missing: Vec::new(),
                 }
             }
         }
@@ -274,6 +278,7 @@ async fn reload(st: &mut State, cause: &str) {
         Attempt::Failed {
             message,
             candidates,
+            missing,
         } => {
             tracing::error!(
                 outcome = "failure",
@@ -281,14 +286,34 @@ async fn reload(st: &mut State, cause: &str) {
                 took_ms,
                 "reload failed, keeping the previous policy: {message}"
             );
-            st.metrics.reload_failed(SystemTime::now());
             // Keep watching what the policy in force reads, and whatever the failing config
-            // names, so that creating a missing list file is seen.
+            // names, so that creating a missing list file is seen. Watched before the failure
+            // is published: whoever sees it and then creates the file is seen.
             let mut files = watched_files(&st.config_path, &st.current);
             files.extend(candidates);
             st.watch.update(WatchSet::for_files(&st.root, files));
+            // A file the attempt missed may have appeared before it was watched: its event
+            // went by unheeded, so look once more.
+            if missing.iter().any(|f| f.exists()) {
+                tracing::debug!("a file the failed reload missed exists now; reloading again");
+                st.watch.poke();
+            }
+            st.metrics.reload_failed(SystemTime::now());
         }
         Attempt::Reread(_) => unreachable!("handled above"),
+    }
+}
+
+/// A failed attempt: `message`, and the files the failing config names, with those missing
+/// now (looked at right away: one that appears later is seen by the watch, or by the look
+/// [`reload`] takes once the watch is in place).
+fn failed(message: String, config_path: &Path) -> Attempt {
+    let candidates = candidate_files(config_path);
+    let missing = candidates.iter().filter(|f| !f.exists()).cloned().collect();
+    Attempt::Failed {
+        message,
+        candidates,
+        missing,
     }
 }
 
@@ -304,10 +329,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Arc<Metrics>) -> 
                     config_path.display()
                 ));
             }
-            return Attempt::Failed {
-                message: e.to_string(),
-                candidates: candidate_files(config_path),
-            };
+            return failed(e.to_string(), config_path);
         }
     };
     if stamp(config_path) != before {
@@ -336,10 +358,7 @@ fn attempt(config_path: &Path, live: &ArcSwap<Live>, metrics: &Arc<Metrics>) -> 
                 Some(pe) => with_location(&config, pe),
                 None => format!("{}: {e:#}", config.path.display()),
             };
-            return Attempt::Failed {
-                message,
-                candidates: candidate_files(config_path),
-            };
+            return failed(message, config_path);
         }
     };
 
@@ -567,6 +586,8 @@ impl WatchSet {
 /// The file watcher: one `notify` watcher on the directories of a [`WatchSet`]; the set is
 /// shared with its callback, which forwards only the events that matter.
 struct Watch {
+    /// Where its events go: [`poke`](Watch::poke) sends one of its own.
+    tx: mpsc::UnboundedSender<Trigger>,
     watcher: Option<RecommendedWatcher>,
     set: Arc<Mutex<WatchSet>>,
     watching: BTreeSet<PathBuf>,
@@ -585,6 +606,7 @@ impl Watch {
     fn new(tx: mpsc::UnboundedSender<Trigger>) -> Watch {
         let set = Arc::new(Mutex::new(WatchSet::default()));
         let shared = set.clone();
+        let own = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let relevant = match &res {
                 Ok(ev) => {
@@ -611,10 +633,16 @@ impl Watch {
             }
         };
         Watch {
+            tx: own,
             watcher,
             set,
             watching: BTreeSet::new(),
         }
+    }
+
+    /// A reload, as if a watched file had changed.
+    fn poke(&self) {
+        let _ = self.tx.send(Trigger::Files);
     }
 
     /// Watches the directories of `set` (again: a directory that was removed and made anew
