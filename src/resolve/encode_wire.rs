@@ -212,7 +212,9 @@ pub struct CachedWire {
     bytes: Box<[u8]>,
     /// Where the question section ends.
     question_end: u16,
-    ttl_offsets: Box<[u16]>,
+    /// Where each record's TTL is (a `Vec`, not a box: shrinking it after the OPT is cut would
+    /// cost a reallocation per forwarded answer).
+    ttl_offsets: Vec<u16>,
 }
 
 /// An address answer's facts, read from its bytes ([`CachedWire::address_answer`]).
@@ -250,11 +252,11 @@ impl CachedWire {
         if bytes.len() > 4096 {
             return None;
         }
-        let (question_end, records) = ttl_offsets(&bytes)?;
+        let walked = ttl_offsets(&bytes)?;
         Some(CachedWire {
             bytes: bytes.into_boxed_slice(),
-            question_end: question_end as u16,
-            ttl_offsets: records.iter().map(|&(_, ttl_at)| ttl_at).collect(),
+            question_end: walked.question_end as u16,
+            ttl_offsets: walked.ttl_offsets,
         })
     }
 
@@ -273,36 +275,43 @@ impl CachedWire {
         if count(4) != 1 || count(6) == 0 || rcode != 0 || m.len() > 4096 {
             return None;
         }
-        let (question_end, mut records) = ttl_offsets(m)?;
+        let Walked {
+            question_end,
+            mut ttl_offsets,
+            last_start,
+        } = ttl_offsets(m)?;
         let type_at = |ttl_at: u16| {
             let t = usize::from(ttl_at) - 4;
             u16::from_be_bytes([m[t], m[t + 1]])
         };
-        let mut bytes = m.to_vec();
-        let opt = records.len() - 1;
-        if count(10) > 0 && type_at(records[opt].1) == TYPE_OPT {
+        let mut end = m.len();
+        let mut additionals = count(10);
+        let last = *ttl_offsets.last()?;
+        if additionals > 0 && type_at(last) == TYPE_OPT {
             // The OPT: root owner (one zero byte), extended rcode 0; cut off.
-            let (start, ttl_at) = (usize::from(records[opt].0), usize::from(records[opt].1));
-            if ttl_at != start + 5 || bytes[start] != 0 || bytes[ttl_at] != 0 {
+            let (start, ttl_at) = (usize::from(last_start), usize::from(last));
+            if ttl_at != start + 5 || m[start] != 0 || m[ttl_at] != 0 {
                 return None;
             }
-            records.pop();
-            bytes.truncate(start);
-            bytes[10..12].copy_from_slice(&(count(10) - 1).to_be_bytes());
+            ttl_offsets.pop();
+            end = start;
+            additionals -= 1;
         }
         // No other OPT may stay (it would reach the client as a second one).
-        if records
+        if ttl_offsets
             .iter()
-            .any(|&(_, ttl_at)| type_at(ttl_at) == TYPE_OPT)
+            .any(|&ttl_at| type_at(ttl_at) == TYPE_OPT)
         {
             return None;
         }
+        let mut bytes = m[..end].to_vec().into_boxed_slice();
         bytes[..2].copy_from_slice(&[0, 0]);
+        bytes[10..12].copy_from_slice(&additionals.to_be_bytes());
         bytes[HEADER..question_end - 4].make_ascii_lowercase();
         Some(CachedWire {
-            bytes: bytes.into_boxed_slice(),
+            bytes,
             question_end: u16::try_from(question_end).ok()?,
-            ttl_offsets: records.iter().map(|&(_, ttl_at)| ttl_at).collect(),
+            ttl_offsets,
         })
     }
 
@@ -397,23 +406,38 @@ impl CachedWire {
     }
 }
 
-/// Walks a response and returns where its question ends and, for each record, where it starts
-/// and where its TTL is. `None` unless the records fill the message exactly.
-fn ttl_offsets(m: &[u8]) -> Option<(usize, Vec<(u16, u16)>)> {
+/// What [`ttl_offsets`] found in a response.
+struct Walked {
+    /// Where the question section ends.
+    question_end: usize,
+    /// Where each record's TTL is.
+    ttl_offsets: Vec<u16>,
+    /// Where the last record starts (an OPT to cut off, if it is one).
+    last_start: u16,
+}
+
+/// Walks a response: where its question ends, where each record's TTL is, where the last
+/// record starts. `None` unless the records fill the message exactly.
+fn ttl_offsets(m: &[u8]) -> Option<Walked> {
     let count = |i: usize| usize::from(u16::from_be_bytes([m[i], m[i + 1]]));
     let records = count(6) + count(8) + count(10);
     let mut i = skip_name(m, HEADER)? + 4;
     let question_end = i;
-    let mut offsets = Vec::with_capacity(records);
+    let mut ttl_offsets = Vec::with_capacity(records);
+    let mut last_start = 0;
     for _ in 0..records {
-        let start = u16::try_from(i).ok()?;
+        last_start = u16::try_from(i).ok()?;
         i = skip_name(m, i)?;
         let ttl_at = i + 4;
         let rdlen = usize::from(u16::from_be_bytes([*m.get(i + 8)?, *m.get(i + 9)?]));
-        offsets.push((start, u16::try_from(ttl_at).ok()?));
+        ttl_offsets.push(u16::try_from(ttl_at).ok()?);
         i += 10 + rdlen;
     }
-    (i == m.len()).then_some((question_end, offsets))
+    (i == m.len()).then_some(Walked {
+        question_end,
+        ttl_offsets,
+        last_start,
+    })
 }
 
 /// The offset just past the name at `i` (labels, then a zero or a compression pointer).
@@ -622,8 +646,12 @@ mod tests {
         let raw = up.to_vec().unwrap();
         assert!(CachedWire::from_upstream(&raw).is_some());
         // The same records with the OPT moved before the glue.
-        let (_, records) = ttl_offsets(&raw).unwrap();
-        let (glue, opt) = (usize::from(records[1].0), usize::from(records[2].0));
+        // The OPT is the last record; the glue is the second.
+        let walked = ttl_offsets(&raw).unwrap();
+        let opt = usize::from(walked.last_start);
+        // The glue's owner: "ns" then a pointer (5 bytes), then type and class (4) before its TTL.
+        let glue = usize::from(walked.ttl_offsets[1]) - 4 - 5;
+        assert_eq!(&raw[glue..glue + 3], b"\x02ns");
         let mut swapped = raw[..glue].to_vec();
         swapped.extend_from_slice(&raw[opt..]);
         swapped.extend_from_slice(&raw[glue..opt]);

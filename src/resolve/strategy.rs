@@ -140,6 +140,36 @@ impl Scheduler {
         }
     }
 
+    /// The plan's first upstream and its probe, as [`plan`](Self::plan) gives them, without
+    /// building the order: the UDP fast path asks this for every forwarded query, and needs
+    /// the first upstream only. `fastest` with two healthy upstreams or more takes the plan
+    /// (its probe comes from the sorted order).
+    pub fn first(&self, strategy: Strategy, now: Instant) -> Option<(usize, Option<usize>)> {
+        let at = self.nanos(now);
+        let down_until = |i: usize| self.health[i].down_until.load(Ordering::Relaxed);
+        let latency = |i: usize| self.health[i].latency_us.load(Ordering::Relaxed);
+        let mut up = (0..self.health.len()).filter(|&i| down_until(i) <= at);
+        let first_up = match strategy {
+            Strategy::Ordered => up.next(),
+            Strategy::Fastest
+                if self
+                    .health
+                    .iter()
+                    .filter(|h| h.down_until.load(Ordering::Relaxed) <= at)
+                    .count()
+                    > 1 =>
+            {
+                let plan = self.plan(strategy, now);
+                return plan.order.first().map(|&f| (f, plan.probe));
+            }
+            // Stable: ties keep the configured order, as the plan's sort does.
+            Strategy::Fastest | Strategy::Parallel => up.min_by_key(|&i| latency(i)),
+        };
+        first_up
+            .or_else(|| (0..self.health.len()).min_by_key(|&i| down_until(i)))
+            .map(|f| (f, None))
+    }
+
     /// What an attempt to upstream `i`, started at `started`, came to. Returns the back-off
     /// when this report started or lengthened one.
     pub fn report(&self, i: usize, attempt: Attempt, started: Instant) -> Option<Duration> {
@@ -179,6 +209,40 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_is_the_plans_first() {
+        let now = Instant::now();
+        let s = Scheduler::new(4);
+        let check = |s: &Scheduler, at: Instant| {
+            for strategy in Strategy::ALL {
+                let plan = s.plan(strategy, at);
+                // `fastest` probes advance a counter: compare the first only.
+                let (first, _) = s.first(strategy, at).unwrap();
+                assert_eq!(first, plan.order[0], "{strategy:?}");
+            }
+        };
+        check(&s, now);
+        s.report(2, Attempt::Answered(Duration::from_millis(1)), now);
+        s.report(0, Attempt::Answered(Duration::from_millis(50)), now);
+        s.report(3, Attempt::Answered(Duration::from_millis(1)), now);
+        check(&s, now);
+        s.report(2, Attempt::Failed, now);
+        s.report(1, Attempt::Failed, now);
+        check(&s, Instant::now());
+        for i in 0..4 {
+            s.report(i, Attempt::Failed, now);
+        }
+        // All backed off: the soonest back first.
+        check(&s, Instant::now());
+        let one = Scheduler::new(1);
+        one.report(0, Attempt::Failed, now);
+        assert_eq!(
+            one.first(Strategy::Fastest, Instant::now()),
+            Some((0, None))
+        );
+        assert_eq!(Scheduler::new(0).first(Strategy::Ordered, now), None);
+    }
 
     #[test]
     fn ordered_keeps_the_configured_order_until_one_fails() {

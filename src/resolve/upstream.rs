@@ -318,16 +318,15 @@ impl Upstreams {
             return None;
         }
         let started = Instant::now();
-        let plan = shared.scheduler.plan(strategy, started);
-        let upstream = *plan.order.first()?;
+        let (upstream, probe) = shared.scheduler.first(strategy, started)?;
         let addr = shared.servers[upstream].plain?;
-        if let Some(p) = plan.probe {
+        if let Some(p) = probe {
             let (shared, query) = (self.shared.clone(), query());
             tokio::spawn(async move {
                 let _ = shared.ask(p, query, shared.timeout).await;
             });
         }
-        let n = plan.order.len() as u32;
+        let n = shared.servers.len() as u32;
         Some(FirstAttempt {
             upstream,
             addr,
