@@ -3,7 +3,9 @@
 //! These tests drive it through the real binary: many clients' pipelined queries each get their
 //! own answer, with their ID and question case; the upstream sees several source ports and
 //! random IDs (RFC 5452); what the fast path hands on (a timeout, an error code, a truncated
-//! answer) reaches the other upstream, SERVFAIL or TCP without asking the first one twice.
+//! answer) reaches the other upstream, SERVFAIL or TCP without asking the first one twice; an
+//! authoritative server's answer (NS and glue after the A record), judged from its bytes, reaches
+//! the client as the general path would send it.
 //! Forged answers on this path: `tests/forward_spoofing.rs` (its queries take this path).
 
 mod support;
@@ -396,4 +398,85 @@ fn a_first_upstream_with_nothing_listening_gives_way_to_the_next() {
         r.summary()
     );
     assert_eq!(good.count("down.example"), 1);
+}
+
+/// The sections of an answer with the question's own name written as `QNAME` and TTLs left
+/// out: what two answers to different names of the same shape must share.
+fn shape(r: &Response, qname: &str) -> Vec<String> {
+    let m = &r.msg;
+    let show = |section: &str, records: &[Record]| {
+        records
+            .iter()
+            .map(|rec| {
+                let owner = rec.name.to_ascii().to_lowercase().replace(qname, "QNAME");
+                format!("{section} {owner} {} {}", rec.record_type(), rec.data)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut out = show("answer", &m.answers);
+    out.extend(show("authority", &m.authorities));
+    out.extend(show("additional", &m.additionals));
+    out.push(format!(
+        "edns {:?}",
+        m.edns.as_ref().map(|e| e.max_payload())
+    ));
+    out
+}
+
+/// An authoritative server's answer (the A record, then its zone's NS in the authority
+/// section and the NS's address in the additional, then the OPT), the shape NSD gives: on the
+/// UDP fast path it is judged from its bytes and sent as the upstream wrote it. The client gets
+/// what the general path (hickory's decoding and encoding; here a query over TCP) gives for the
+/// same shape, NS and glue included, fresh and from the cache; the glue's private address is no
+/// rebinding hit (the answer's records alone count), a private address in the answer is.
+#[test]
+fn an_authoritative_answer_reaches_the_client_alike_on_both_paths() {
+    let up = TestUpstream::start();
+    let auth = |v4: [u8; 4]| Reply::Authoritative {
+        v4: Ipv4Addr::from(v4),
+        glue: Ipv4Addr::new(10, 0, 0, 53),
+    };
+    up.set("udp.zone.example", auth([192, 0, 2, 7]));
+    up.set("tcp.zone.example", auth([192, 0, 2, 7]));
+    up.set("inside.zone.example", auth([10, 1, 2, 3]));
+    let ts = Telesink::new().upstream(&up).start();
+    let udp_opts = QueryOpts::udp().edns(1232);
+    let fast = ts.query_with(client(70), "udp.zone.example", RecordType::A, &udp_opts);
+    let general = ts.query_with(
+        client(70),
+        "tcp.zone.example",
+        RecordType::A,
+        &QueryOpts::tcp().edns(1232),
+    );
+    assert_eq!(fast.rcode(), ResponseCode::NoError);
+    assert_eq!(
+        shape(&fast, "udp.zone.example."),
+        shape(&general, "tcp.zone.example."),
+        "fast path against general path"
+    );
+    assert_eq!(fast.msg.authorities.len(), 1, "the zone's NS kept");
+    assert_eq!(fast.msg.additionals.len(), 1, "its address kept");
+    // From the cache (the stored bytes): the same, and the upstream asked once.
+    let hit = ts.query_with(client(71), "udp.zone.example", RecordType::A, &udp_opts);
+    assert_eq!(
+        shape(&hit, "udp.zone.example."),
+        shape(&fast, "udp.zone.example.")
+    );
+    assert_eq!(up.count("udp.zone.example"), 1);
+    // A private address in the answer itself: rebinding protection blocks it.
+    let inside = ts.query_with(client(70), "inside.zone.example", RecordType::A, &udp_opts);
+    assert_eq!(inside.rcode(), ResponseCode::NoError);
+    let addrs: Vec<_> = inside
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        addrs,
+        vec![Ipv4Addr::UNSPECIFIED],
+        "blocked with the null answer"
+    );
 }

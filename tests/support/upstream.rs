@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, SOA, SVCB, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HTTPS, NS, SOA, SVCB, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::norm;
@@ -53,6 +53,10 @@ pub enum Reply {
     Svcb { target: String },
     /// TXT strings for TXT queries; NODATA for the rest.
     Txt(Vec<String>),
+    /// As an authoritative server answers: `qname A v4` (TTL 300), the zone's NS (the qname's
+    /// parent, TTL 3600) in the authority section and the NS's address, `glue`, in the
+    /// additional (TTL 3600), for A queries; NODATA for the rest.
+    Authoritative { v4: Ipv4Addr, glue: Ipv4Addr },
     /// NXDOMAIN with an SOA.
     NxDomain,
     /// SERVFAIL.
@@ -463,6 +467,18 @@ async fn upstream_answer(
         Reply::Txt(parts) => {
             if matches!(qtype, RecordType::TXT | RecordType::ANY) {
                 resp.add_answer(rec(&owner, 300, RData::TXT(TXT::new(parts))));
+            }
+        }
+        Reply::Authoritative { v4, glue } => {
+            if qtype == RecordType::A {
+                let zone = owner.base_name();
+                let ns = Name::from_ascii("ns")
+                    .unwrap()
+                    .append_domain(&zone)
+                    .unwrap();
+                resp.add_answer(rec(&owner, 300, RData::A(A(v4))));
+                resp.add_authority(rec(&zone, 3600, RData::NS(NS(ns.clone()))));
+                resp.add_additional(rec(&ns, 3600, RData::A(A(glue))));
             }
         }
         Reply::NxDomain => resp.metadata.response_code = ResponseCode::NXDomain,

@@ -1,8 +1,10 @@
 //! The UDP fast path's handler side (issue 17): a query the direct path decided to forward is
 //! sent to its first upstream by the listener thread itself ([`ForwardUdp`]), and the answer,
-//! read on that thread, is judged exactly as the general path judges one (cache, cloaking,
-//! rebinding, the addresses learner, metrics and query log: [`Handler::judge`]) and written by
-//! the direct encoder, as a cache hit would be.
+//! read on that thread, is judged as the general path judges one (cache, cloaking, rebinding,
+//! the addresses learner, metrics and query log: [`Handler::judge`]) and written by the direct
+//! encoder, as a cache hit would be. An address answer (A/AAAA records of the question name)
+//! is judged from its bytes and cached as they came (`CachedWire::address_answer`); any other
+//! is decoded by hickory first, as the general path's are.
 //!
 //! Whatever this path does not do goes on along the general path, with what is known so far
 //! ([`Fast::General`]): a truncated answer (hickory asks again and retries over TCP), an error
