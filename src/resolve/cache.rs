@@ -257,12 +257,7 @@ impl AnswerCache {
         let Some(ttl) = cache_ttl(&answer).filter(|&t| t > 0) else {
             return Err(answer);
         };
-        let mut buf = [0u8; MAX_NAME];
-        let key = Key {
-            name: name.wire(&mut buf).into(),
-            qtype: u16::from(qtype),
-        };
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             // A secure answer's AD bit depends on the query's DO/AD: the general path
             // sets it (the direct path's header has no AD).
             wire: if answer.validation.is_secure() {
@@ -275,9 +270,8 @@ impl AnswerCache {
             answer: OnceLock::from(answer),
             stored: Instant::now(),
             ttl,
-        });
-        cache.insert(key, entry.clone());
-        Ok(entry)
+        };
+        Ok(put(cache, name, qtype, entry))
     }
 
     /// Stores an address answer the UDP fast path took as bytes (`wire`, whose `facts` it read
@@ -298,12 +292,7 @@ impl AnswerCache {
         if ttl == 0 {
             return Err(wire);
         }
-        let mut buf = [0u8; MAX_NAME];
-        let key = Key {
-            name: name.wire(&mut buf).into(),
-            qtype: u16::from(qtype),
-        };
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             answer: OnceLock::new(),
             wire: Some(wire),
             // A and AAAA records have no targets.
@@ -311,9 +300,8 @@ impl AnswerCache {
             private: facts.private,
             stored: now,
             ttl,
-        });
-        cache.insert(key, entry.clone());
-        Ok(entry)
+        };
+        Ok(put(cache, name, qtype, entry))
     }
 
     pub fn clear(&self) {
@@ -321,6 +309,23 @@ impl AnswerCache {
             c.clear();
         }
     }
+}
+
+/// Stores `entry` under `name`/`qtype` and returns it, shared.
+fn put(
+    cache: &Cache<Key, Arc<Entry>>,
+    name: &QName<'_>,
+    qtype: RecordType,
+    entry: Entry,
+) -> Arc<Entry> {
+    let mut buf = [0u8; MAX_NAME];
+    let key = Key {
+        name: name.wire(&mut buf).into(),
+        qtype: u16::from(qtype),
+    };
+    let entry = Arc::new(entry);
+    cache.insert(key, entry.clone());
+    entry
 }
 
 /// The codec's view of an upstream answer.

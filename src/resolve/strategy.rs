@@ -148,22 +148,15 @@ impl Scheduler {
         let at = self.nanos(now);
         let down_until = |i: usize| self.health[i].down_until.load(Ordering::Relaxed);
         let latency = |i: usize| self.health[i].latency_us.load(Ordering::Relaxed);
-        let mut up = (0..self.health.len()).filter(|&i| down_until(i) <= at);
+        let up = || (0..self.health.len()).filter(|&i| down_until(i) <= at);
         let first_up = match strategy {
-            Strategy::Ordered => up.next(),
-            Strategy::Fastest
-                if self
-                    .health
-                    .iter()
-                    .filter(|h| h.down_until.load(Ordering::Relaxed) <= at)
-                    .count()
-                    > 1 =>
-            {
+            Strategy::Ordered => up().next(),
+            Strategy::Fastest if up().nth(1).is_some() => {
                 let plan = self.plan(strategy, now);
                 return plan.order.first().map(|&f| (f, plan.probe));
             }
             // Stable: ties keep the configured order, as the plan's sort does.
-            Strategy::Fastest | Strategy::Parallel => up.min_by_key(|&i| latency(i)),
+            Strategy::Fastest | Strategy::Parallel => up().min_by_key(|&i| latency(i)),
         };
         first_up
             .or_else(|| (0..self.health.len()).min_by_key(|&i| down_until(i)))

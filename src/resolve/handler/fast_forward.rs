@@ -137,10 +137,7 @@ impl Handler {
         // common shape) is judged from its bytes, so hickory's decoding is skipped; any other
         // is judged from hickory's decoding, as the general path judges it.
         let mut wire = CachedWire::from_upstream(bytes);
-        let facts = wire
-            .as_ref()
-            .and_then(CachedWire::address_answer)
-            .filter(|f| f.ttl > 0);
+        let facts = wire.as_ref().and_then(CachedWire::address_answer);
         // One clock reading for the round trip, the upstream time and the entry's age.
         let now = Instant::now();
         let upstream_time = now.saturating_duration_since(asked);
@@ -155,7 +152,7 @@ impl Handler {
                     upstreams.answered_plain(upstream, asked, upstream_time);
                     fresh = Some(Fresh::Cached(entry));
                 }
-                // Caching off: decoded below, for the encoders.
+                // Caching off, or TTL 0: decoded below, for the encoders.
                 Err(w) => wire = Some(w),
             }
         }
