@@ -45,6 +45,7 @@ pub mod logging;
 pub mod observe;
 pub mod policy;
 pub mod querylog;
+pub mod recv_batch;
 pub mod resolve;
 pub mod sched;
 pub mod server;

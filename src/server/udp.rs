@@ -343,75 +343,29 @@ mod mmsg {
     use std::net::SocketAddr;
     use std::os::fd::RawFd;
 
-    use socket2::{SockAddr, SockAddrStorage};
+    use socket2::SockAddr;
 
-    pub const BATCH: usize = 32;
+    pub use crate::recv_batch::BATCH;
     const SIZE: usize = super::RECV_BUFFER;
 
-    pub struct RecvBatch {
-        bufs: Vec<u8>,
-        names: Vec<SockAddrStorage>,
-        iovs: Vec<libc::iovec>,
-        hdrs: Vec<libc::mmsghdr>,
-    }
-
-    // The raw pointers only point into the batch's own heap buffers.
-    unsafe impl Send for RecvBatch {}
+    /// The listener's receive buffers: sources kept (answers go back to them).
+    pub struct RecvBatch(crate::recv_batch::RecvBatch);
 
     impl RecvBatch {
         pub fn new() -> RecvBatch {
-            let mut b = RecvBatch {
-                bufs: vec![0u8; BATCH * SIZE],
-                // SAFETY: all-zero is a valid sockaddr_storage, iovec and mmsghdr.
-                names: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
-                iovs: vec![unsafe { std::mem::zeroed() }; BATCH],
-                hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
-            };
-            for i in 0..BATCH {
-                b.iovs[i].iov_base = b.bufs[i * SIZE..].as_mut_ptr().cast();
-                b.iovs[i].iov_len = SIZE;
-                let h = &mut b.hdrs[i].msg_hdr;
-                h.msg_iov = &mut b.iovs[i];
-                h.msg_iovlen = 1;
-                h.msg_name = (&mut b.names[i] as *mut SockAddrStorage).cast();
-            }
-            b
+            RecvBatch(crate::recv_batch::RecvBatch::new(SIZE, true))
         }
 
         /// Waits (up to the socket's read timeout; not at all with `dont_wait`) for at least
         /// one datagram, then takes whatever else is already queued, up to [`BATCH`].
         pub fn recv(&mut self, fd: RawFd, dont_wait: bool) -> std::io::Result<usize> {
-            for h in &mut self.hdrs {
-                h.msg_hdr.msg_namelen = std::mem::size_of::<SockAddrStorage>() as libc::socklen_t;
-                h.msg_len = 0;
-            }
-            // SAFETY: every header points at live buffers of the sizes given.
-            let n = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    self.hdrs.as_mut_ptr(),
-                    BATCH as libc::c_uint,
-                    libc::MSG_WAITFORONE | if dont_wait { libc::MSG_DONTWAIT } else { 0 },
-                    std::ptr::null_mut(),
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            let flags = libc::MSG_WAITFORONE | if dont_wait { libc::MSG_DONTWAIT } else { 0 };
+            self.0.recv(fd, flags)
         }
 
         /// Datagram `i` of the last `recv` and its source.
         pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-            let h = &self.hdrs[i];
-            let len = (h.msg_len as usize).min(SIZE);
-            // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes into `names[i]`, plain data
-            // that may be copied bit for bit.
-            let addr =
-                unsafe { SockAddr::new(std::ptr::read(&self.names[i]), h.msg_hdr.msg_namelen) };
-            let src = addr.as_socket()?;
-            Some((&self.bufs[i * SIZE..i * SIZE + len], src))
+            self.0.get(i)
         }
     }
 

@@ -5,68 +5,32 @@
 
 use std::os::fd::RawFd;
 
-/// Datagrams per call.
-pub const BATCH: usize = 32;
+use crate::recv_batch::RecvBatch;
+pub use crate::recv_batch::BATCH;
+
 /// Largest upstream datagram read.
 const SIZE: usize = 4096;
 
-/// The buffers one `recvmmsg` reads into, kept from call to call.
-pub struct RecvMany {
-    bufs: Box<[u8]>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-// The raw pointers only point into the struct's own heap buffers, which move with it.
-unsafe impl Send for RecvMany {}
+/// The buffers one `recvmmsg` reads into, kept from call to call (no sources: the sockets are
+/// connected).
+pub struct RecvMany(RecvBatch);
 
 impl Default for RecvMany {
     fn default() -> Self {
-        let mut r = RecvMany {
-            bufs: vec![0u8; BATCH * SIZE].into_boxed_slice(),
-            // SAFETY: all-zero is a valid iovec and mmsghdr.
-            iovs: vec![unsafe { std::mem::zeroed() }; BATCH],
-            hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
-        };
-        for i in 0..BATCH {
-            r.iovs[i].iov_base = r.bufs[i * SIZE..].as_mut_ptr().cast();
-            r.iovs[i].iov_len = SIZE;
-            let h = &mut r.hdrs[i].msg_hdr;
-            h.msg_iov = &mut r.iovs[i];
-            h.msg_iovlen = 1;
-        }
-        r
+        RecvMany(RecvBatch::new(SIZE, false))
     }
 }
 
 impl RecvMany {
     /// Takes what is queued on `fd` now, up to [`BATCH`] datagrams, without waiting.
     pub fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        for h in &mut self.hdrs {
-            h.msg_len = 0;
-        }
-        // SAFETY: every header points at live buffers of the sizes given.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        self.0.recv(fd, libc::MSG_DONTWAIT)
     }
 
     /// Datagram `i` of the last [`recv`](Self::recv) (cut at the buffer's size, as `recv`
     /// would cut it).
     pub fn get(&self, i: usize) -> &[u8] {
-        let len = (self.hdrs[i].msg_len as usize).min(SIZE);
-        &self.bufs[i * SIZE..i * SIZE + len]
+        self.0.data(i)
     }
 }
 
