@@ -182,7 +182,19 @@ impl ListMirror {
     }
 
     pub fn up(&mut self) {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).unwrap();
+        // Back on its old port: another test's socket may hold it for a moment (CI once got
+        // "address in use" here), so try for a while before failing.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("list mirror on port {}: {e}", self.port),
+            }
+        };
         self.port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
