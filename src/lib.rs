@@ -23,7 +23,7 @@
 //! | [`cli`] | `check`, `explain`, `devices`, `lists` (subscriptions), `suggest`, `addresses` |
 //! | [`addresses`] | telemetry addresses: learnt from answers, served to routers, nftables sets and packet counters |
 //!
-//! Small shared modules: [`duration`], [`timespec`], [`sched`], [`alloc`], [`logging`].
+//! Small shared modules: [`dont_fragment`], [`duration`], [`timespec`], [`sched`], [`alloc`], [`logging`].
 //!
 //! Dependency rules (kept by review; a new import that breaks one is a design question):
 //! - `lists`, `policy` and the codec (`resolve::wire`, `resolve::encode_wire`,
@@ -39,6 +39,7 @@ pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod dont_fragment;
 pub mod duration;
 pub mod lists;
 pub mod logging;

@@ -500,6 +500,7 @@ fn connect(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
     )?;
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;
+    crate::dont_fragment::set(&socket, upstream.is_ipv4());
     socket.connect(&upstream.into())?;
     Ok(socket.into())
 }

@@ -207,7 +207,7 @@ impl Handler {
         qtype: RecordType,
         report: &Report,
         rcode: ResponseCode,
-        started: Instant,
+        elapsed: Duration,
         transport: Transport,
     ) {
         if let Some(step) = report.cache {
@@ -233,7 +233,7 @@ impl Handler {
             },
             rcode,
             upstream_time: report.upstream_time,
-            elapsed: started.elapsed(),
+            elapsed,
         };
         for sink in &self.inner.sinks {
             sink.record(&event);
@@ -265,7 +265,7 @@ impl Handler {
         origin: &Origin,
     ) -> Result<Vec<u8>, Option<Box<Pending>>> {
         let mut out = Vec::new();
-        match self.answer_direct_from(bytes, src, origin, &mut out) {
+        match self.answer_direct_from(bytes, src, origin, Instant::now(), &mut out) {
             Direct::Answered => Ok(out),
             Direct::Pass(pending) => Err(pending),
         }
@@ -277,14 +277,17 @@ impl Handler {
     /// The answer is written before the rate limit is applied, so that a query whose answer
     /// turns out not to fit has taken no token when it moves to the general path; a REFUSED
     /// from the rate limit then replaces the bytes written.
+    ///
+    /// `received`: when the datagram came (the listener reads the clock once per batch).
     pub fn answer_direct_into(
         &self,
         bytes: &[u8],
         src: SocketAddr,
         protocol: Protocol,
+        received: Instant,
         out: &mut Vec<u8>,
     ) -> Direct {
-        self.answer_direct_from(bytes, src, &Origin::plain(protocol), out)
+        self.answer_direct_from(bytes, src, &Origin::plain(protocol), received, out)
     }
 
     #[inline(always)]
@@ -293,10 +296,10 @@ impl Handler {
         bytes: &[u8],
         src: SocketAddr,
         origin: &Origin,
+        started: Instant,
         out: &mut Vec<u8>,
     ) -> Direct {
         let protocol = origin.protocol();
-        let started = Instant::now();
         let start = out.len();
         let Some(q) = WireQuery::parse(bytes) else {
             return Direct::Pass(None);
@@ -335,7 +338,7 @@ impl Handler {
             q.qtype,
             &decision.report,
             rcode,
-            started,
+            started.elapsed(),
             origin.transport,
         );
         Direct::Answered
@@ -587,7 +590,7 @@ impl Handler {
             qtype,
             &report,
             reply.rcode,
-            started,
+            started.elapsed(),
             origin.transport,
         );
         info

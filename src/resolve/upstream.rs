@@ -309,6 +309,7 @@ impl Upstreams {
         &self,
         strategy: Strategy,
         query: impl FnOnce() -> Query,
+        started: Instant,
     ) -> Option<FirstAttempt> {
         let shared = &self.shared;
         if shared.servers.is_empty()
@@ -317,7 +318,6 @@ impl Upstreams {
         {
             return None;
         }
-        let started = Instant::now();
         let (upstream, probe) = shared.scheduler.first(strategy, started)?;
         let addr = shared.servers[upstream].plain?;
         if let Some(p) = probe {

@@ -143,8 +143,11 @@ impl<'a> WireQuery<'a> {
 
     /// The name in lower case, dotted, without the trailing dot.
     pub fn text(&self) -> &str {
-        // Only printable ASCII was copied in.
-        std::str::from_utf8(&self.text[..self.text_len]).unwrap_or("")
+        let text = &self.text[..self.text_len];
+        debug_assert!(text.is_ascii());
+        // SAFETY: `parse` copies in printable ASCII only (0x21..=0x7e, and dots), which is
+        // UTF-8. Not checked again: it is read several times per query (~350 instructions).
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 
     /// The labels, left to right, lower case.

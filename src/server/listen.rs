@@ -43,6 +43,7 @@ pub fn bind_udp_std(addr: SocketAddr, reuse_port: bool) -> Result<std::net::UdpS
     s.set_nonblocking(false)?;
     // A larger receive buffer rides out bursts without drops.
     let _ = s.set_recv_buffer_size(4 << 20);
+    crate::dont_fragment::set(&s, addr.is_ipv4());
     s.bind(&addr.into())
         .map_err(|e| explain_bind(addr, "UDP", e))?;
     Ok(s.into())

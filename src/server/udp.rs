@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
@@ -147,8 +147,15 @@ impl Outbox {
     }
 
     /// The direct path's answer for `bytes`, if it has one, appended.
-    fn push_direct(&mut self, handler: &Handler, bytes: &[u8], src: SocketAddr) -> Direct {
-        let direct = handler.answer_direct_into(bytes, src, Protocol::Udp, &mut self.bytes);
+    fn push_direct(
+        &mut self,
+        handler: &Handler,
+        bytes: &[u8],
+        src: SocketAddr,
+        received: Instant,
+    ) -> Direct {
+        let direct =
+            handler.answer_direct_into(bytes, src, Protocol::Udp, received, &mut self.bytes);
         if let Direct::Answered = direct {
             self.answers.push((self.bytes.len(), src));
         }
@@ -161,9 +168,10 @@ impl Outbox {
         handler: &Handler,
         flight: Flight,
         answer: Result<&[u8], std::io::Error>,
+        received: Instant,
     ) -> Option<Fast> {
         let fast = match answer {
-            Ok(answer) => handler.fast_answered(flight, answer, &mut self.bytes),
+            Ok(answer) => handler.fast_answered(flight, answer, received, &mut self.bytes),
             Err(e) => handler.fast_failed(flight, e),
         };
         match fast {
@@ -215,15 +223,17 @@ fn serve(
         let polled = fwd.in_flight() > 0;
         let client_ready = if polled {
             let ready = fwd.wait((!stopping).then_some(fd), Duration::from_millis(200));
+            // One clock reading for every answer of this round (and the timeouts).
+            let now = Instant::now();
             fwd.receive(|flight, answer| {
                 let fast = OUTBOX.with(|o| {
                     o.borrow_mut()
                         .as_mut()
-                        .and_then(|outbox| outbox.push_fast(&handler, flight, answer))
+                        .and_then(|outbox| outbox.push_fast(&handler, flight, answer, now))
                 });
                 general.extend(fast);
             });
-            fwd.expire(std::time::Instant::now(), |flight| {
+            fwd.expire(now, |flight| {
                 general.push(handler.fast_timed_out(flight));
             });
             ready.client
@@ -253,6 +263,9 @@ fn serve(
         } else {
             0
         };
+        // One clock reading for the batch: each query's start (its response time counts the
+        // batch's earlier queries, as a client waits for them).
+        let received = Instant::now();
         for i in 0..n {
             let Some((bytes, src)) = batch.get(i) else {
                 continue;
@@ -264,7 +277,7 @@ fn serve(
             let direct = OUTBOX.with(|o| {
                 o.borrow_mut()
                     .as_mut()
-                    .map(|outbox| outbox.push_direct(&handler, bytes, src))
+                    .map(|outbox| outbox.push_direct(&handler, bytes, src, received))
             });
             let pending = match direct {
                 Some(Direct::Answered) => continue,

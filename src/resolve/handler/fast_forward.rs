@@ -79,7 +79,14 @@ impl Handler {
             let name = Name::from_labels(q.labels()).unwrap_or_default();
             Query::query(name, q.qtype)
         };
-        let Some(first) = self.inner.upstreams.first_plain(strategy, probe_query) else {
+        // The attempt's clock starts when the query came (the listener's batch time): its
+        // round trip then counts the batch's work before the send too, a few microseconds.
+        let started = pending.started;
+        let Some(first) = self
+            .inner
+            .upstreams
+            .first_plain(strategy, probe_query, started)
+        else {
             return Err(pending);
         };
         let flight = Flight {
@@ -100,9 +107,15 @@ impl Handler {
         }
     }
 
-    /// The upstream's answer (`bytes`, matched to the query already) for `flight`: judged,
-    /// recorded and appended to `out`, or handed to the general path.
-    pub fn fast_answered(&self, flight: Flight, bytes: &[u8], out: &mut Vec<u8>) -> Fast {
+    /// The upstream's answer (`bytes`, matched to the query already, read at `now`) for
+    /// `flight`: judged, recorded and appended to `out`, or handed to the general path.
+    pub fn fast_answered(
+        &self,
+        flight: Flight,
+        bytes: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Fast {
         self.inner.in_flight.fetch_sub(1, Ordering::Release);
         let Flight {
             mut pending,
@@ -138,8 +151,8 @@ impl Handler {
         // is judged from hickory's decoding, as the general path judges it.
         let mut wire = CachedWire::from_upstream(bytes);
         let facts = wire.as_ref().and_then(CachedWire::address_answer);
-        // One clock reading for the round trip, the upstream time and the entry's age.
-        let now = Instant::now();
+        // One clock reading (the receive batch's) for the round trip, the upstream time, the
+        // entry's age and the response time.
         let upstream_time = now.saturating_duration_since(asked);
         let mut fresh = None;
         if let (Some(facts), Some(w)) = (facts, wire.take()) {
@@ -221,7 +234,7 @@ impl Handler {
                 q.qtype,
                 &report,
                 rcode,
-                started,
+                now.saturating_duration_since(started),
                 transport,
             );
             return Fast::Answered(src);
