@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use smallvec::SmallVec;
 
 use super::answer::{self, ede, Sinkhole};
 use super::wire::{write_name, WireQuery, CLASS_IN, HEADER, MAX_NAME, QR, TYPE_OPT};
@@ -212,10 +213,12 @@ pub struct CachedWire {
     bytes: Box<[u8]>,
     /// Where the question section ends.
     question_end: u16,
-    /// Where each record's TTL is (a `Vec`, not a box: shrinking it after the OPT is cut would
-    /// cost a reallocation per forwarded answer).
-    ttl_offsets: Vec<u16>,
+    /// Where each record's TTL is.
+    ttl_offsets: TtlOffsets,
 }
+
+/// TTL offsets, inline up to 8 records (most answers): no allocation of their own.
+type TtlOffsets = SmallVec<[u16; 8]>;
 
 /// An address answer's facts, read from its bytes ([`CachedWire::address_answer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +414,7 @@ struct Walked {
     /// Where the question section ends.
     question_end: usize,
     /// Where each record's TTL is.
-    ttl_offsets: Vec<u16>,
+    ttl_offsets: TtlOffsets,
     /// Where the last record starts (an OPT to cut off, if it is one).
     last_start: u16,
 }
@@ -423,7 +426,7 @@ fn ttl_offsets(m: &[u8]) -> Option<Walked> {
     let records = count(6) + count(8) + count(10);
     let mut i = skip_name(m, HEADER)? + 4;
     let question_end = i;
-    let mut ttl_offsets = Vec::with_capacity(records);
+    let mut ttl_offsets = TtlOffsets::with_capacity(records);
     let mut last_start = 0;
     for _ in 0..records {
         last_start = u16::try_from(i).ok()?;

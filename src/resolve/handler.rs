@@ -271,8 +271,10 @@ impl Handler {
         }
     }
 
-    /// The direct path, appending the answer to `out` (the UDP listener writes a whole batch of
-    /// answers into one buffer). On [`Direct::Pass`] nothing is appended and nothing recorded.
+    /// The direct path for a query the caller parsed (`q`), appending the answer to `out` (the
+    /// UDP listener writes a whole batch of answers into one buffer, and hands `q` on to the
+    /// fast path if the query is forwarded). On [`Direct::Pass`] nothing is appended and
+    /// nothing recorded.
     ///
     /// The answer is written before the rate limit is applied, so that a query whose answer
     /// turns out not to fit has taken no token when it moves to the general path; a REFUSED
@@ -281,15 +283,17 @@ impl Handler {
     /// `received`: when the datagram came (the listener reads the clock once per batch).
     pub fn answer_direct_into(
         &self,
-        bytes: &[u8],
+        q: &WireQuery<'_>,
         src: SocketAddr,
         protocol: Protocol,
         received: Instant,
         out: &mut Vec<u8>,
     ) -> Direct {
-        self.answer_direct_from(bytes, src, &Origin::plain(protocol), received, out)
+        self.answer_parsed(q, src, &Origin::plain(protocol), received, out)
     }
 
+    /// [`answer_parsed`](Self::answer_parsed) for a datagram not parsed yet: one of another
+    /// shape goes to the general path.
     #[inline(always)]
     fn answer_direct_from(
         &self,
@@ -299,15 +303,27 @@ impl Handler {
         started: Instant,
         out: &mut Vec<u8>,
     ) -> Direct {
+        match WireQuery::parse(bytes) {
+            Some(q) => self.answer_parsed(&q, src, origin, started, out),
+            None => Direct::Pass(None),
+        }
+    }
+
+    #[inline(always)]
+    fn answer_parsed(
+        &self,
+        q: &WireQuery<'_>,
+        src: SocketAddr,
+        origin: &Origin,
+        started: Instant,
+        out: &mut Vec<u8>,
+    ) -> Direct {
         let protocol = origin.protocol();
         let start = out.len();
-        let Some(q) = WireQuery::parse(bytes) else {
-            return Direct::Pass(None);
-        };
         let live = self.inner.live.load();
         let client = identify_as(&live, &self.inner.devices, src.ip(), origin.device.as_ref());
         let hashes = NameHashes::new(q.labels());
-        let question = Question::from_wire(&q, &hashes);
+        let question = Question::from_wire(q, &hashes);
         let mut decision = decide(&live, &self.inner.cache, &client, &question, started);
         let limit = q.limit(protocol == Protocol::Udp, MAX_UDP_PAYLOAD);
         let pass = |live: Guard<Arc<Live>>, client, decision, admitted| {
@@ -321,12 +337,12 @@ impl Handler {
                 settled: None,
             })))
         };
-        if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
+        if write_direct(&live.policy, q, &decision, started, limit, out).is_none() {
             return pass(live, client, decision, false);
         }
         if !self.admit(&live, &client, &mut decision) {
             out.truncate(start);
-            if write_direct(&live.policy, &q, &decision, started, limit, out).is_none() {
+            if write_direct(&live.policy, q, &decision, started, limit, out).is_none() {
                 return pass(live, client, decision, true);
             }
         }

@@ -138,7 +138,24 @@ impl<'a> WireQuery<'a> {
     /// The name in lower case, wire format (the cache key), written into `buf`: made only
     /// when the cache is asked, not for blocked names.
     pub fn lower_name<'b>(&self, buf: &'b mut [u8; MAX_NAME]) -> &'b [u8] {
-        write_name(self.labels(), buf)
+        // The dotted text one byte on, each dot replaced by the length of the label after it
+        // and the first byte by the first label's: one copy and one pass, no label splitting.
+        // `parse` keeps the wire form (text + 2 bytes) within MAX_NAME.
+        let n = self.text_len;
+        let text = &self.text[..n];
+        buf[1..=n].copy_from_slice(text);
+        let mut len = 0u8;
+        for i in (0..n).rev() {
+            if text[i] == b'.' {
+                buf[i + 1] = len;
+                len = 0;
+            } else {
+                len += 1;
+            }
+        }
+        buf[0] = len;
+        buf[n + 1] = 0;
+        &buf[..n + 2]
     }
 
     /// The name in lower case, dotted, without the trailing dot.
@@ -173,6 +190,55 @@ impl<'a> WireQuery<'a> {
     /// The header as received (ID and flags are echoed).
     pub fn header(&self) -> &'a [u8] {
         &self.message[..HEADER]
+    }
+
+    /// The whole datagram.
+    pub fn message(&self) -> &'a [u8] {
+        self.message
+    }
+}
+
+/// A parsed query that owns its datagram: kept while the query waits for its upstream (the
+/// UDP fast path), and read back ([`get`](Self::get)) without parsing it again.
+pub struct OwnedQuery {
+    message: Vec<u8>,
+    question_end: usize,
+    text: [u8; MAX_NAME],
+    text_len: usize,
+    qtype: RecordType,
+    edns_payload: Option<u16>,
+    dnssec_ok: bool,
+}
+
+impl OwnedQuery {
+    pub fn new(q: &WireQuery<'_>) -> OwnedQuery {
+        OwnedQuery {
+            message: q.message.to_vec(),
+            question_end: q.question_end,
+            text: q.text,
+            text_len: q.text_len,
+            qtype: q.qtype,
+            edns_payload: q.edns_payload,
+            dnssec_ok: q.dnssec_ok,
+        }
+    }
+
+    /// The query as [`WireQuery::parse`] read it.
+    pub fn get(&self) -> WireQuery<'_> {
+        WireQuery {
+            message: &self.message,
+            question_end: self.question_end,
+            text: self.text,
+            text_len: self.text_len,
+            qtype: self.qtype,
+            edns_payload: self.edns_payload,
+            dnssec_ok: self.dnssec_ok,
+        }
+    }
+
+    /// The datagram, for the general path (which parses it its own way).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.message
     }
 }
 
@@ -228,6 +294,59 @@ pub(crate) mod tests {
             m.set_edns(e);
         }
         m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn lower_name_is_the_labels_in_wire_form() {
+        let longest = format!(
+            "{}.",
+            [
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61)
+            ]
+            .join(".")
+        );
+        for name in [
+            "A.",
+            "Tracking.MIUI.com.",
+            "x.y.z.w.v.u.",
+            "_dns.Resolver.ARPA.",
+            &longest,
+        ] {
+            let bytes = query(name, RecordType::A, None);
+            let q = WireQuery::parse(&bytes).unwrap();
+            let mut a = [0; MAX_NAME];
+            let mut b = [0; MAX_NAME];
+            assert_eq!(
+                q.lower_name(&mut a),
+                write_name(q.labels(), &mut b),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owned_query_reads_back_as_parsed() {
+        for (name, qtype, edns) in [
+            ("Tracking.MIUI.com.", RecordType::AAAA, Some(4096)),
+            ("a.example.", RecordType::A, None),
+        ] {
+            let bytes = query(name, qtype, edns);
+            let q = WireQuery::parse(&bytes).unwrap();
+            let owned = OwnedQuery::new(&q);
+            let back = owned.get();
+            assert_eq!(back.message(), &bytes[..]);
+            assert_eq!(back.text(), q.text());
+            assert_eq!(back.question(), q.question());
+            assert_eq!(back.header(), q.header());
+            assert_eq!((back.qtype, back.edns_payload), (q.qtype, q.edns_payload));
+            assert_eq!(back.dnssec_ok, q.dnssec_ok);
+            assert_eq!(back.limit(true, 1232), q.limit(true, 1232));
+            assert!(back.labels().eq(q.labels()));
+            assert_eq!(owned.into_bytes(), bytes);
+        }
     }
 
     #[test]

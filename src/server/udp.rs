@@ -39,6 +39,7 @@ use hickory_server::zone_handler::MessageResponse;
 
 use crate::resolve::forward_udp::ForwardUdp;
 use crate::resolve::handler::{Direct, Fast, Flight, Pending};
+use crate::resolve::wire::WireQuery;
 use crate::resolve::Handler;
 
 /// Largest datagram read; EDNS clients rarely send more than a few hundred bytes.
@@ -150,12 +151,11 @@ impl Outbox {
     fn push_direct(
         &mut self,
         handler: &Handler,
-        bytes: &[u8],
+        q: &WireQuery<'_>,
         src: SocketAddr,
         received: Instant,
     ) -> Direct {
-        let direct =
-            handler.answer_direct_into(bytes, src, Protocol::Udp, received, &mut self.bytes);
+        let direct = handler.answer_direct_into(q, src, Protocol::Udp, received, &mut self.bytes);
         if let Direct::Answered = direct {
             self.answers.push((self.bytes.len(), src));
         }
@@ -273,22 +273,28 @@ fn serve(
             if !respondable(src) {
                 continue;
             }
-            // Blocked, cached and refused answers: written straight from the datagram.
-            let direct = OUTBOX.with(|o| {
-                o.borrow_mut()
-                    .as_mut()
-                    .map(|outbox| outbox.push_direct(&handler, bytes, src, received))
-            });
-            let pending = match direct {
-                Some(Direct::Answered) => continue,
-                Some(Direct::Pass(Some(pending))) => {
-                    // Forwarded: the fast path, if it takes it.
-                    match handler.forward_fast(pending, bytes, src, &mut fwd) {
-                        Ok(()) => continue,
-                        Err(pending) => Some(pending),
+            // Blocked, cached and refused answers: written straight from the datagram, parsed
+            // once here for the direct path and the fast path. Another shape: the general path.
+            let pending = match WireQuery::parse(bytes) {
+                None => None,
+                Some(q) => {
+                    let direct = OUTBOX.with(|o| {
+                        o.borrow_mut()
+                            .as_mut()
+                            .map(|outbox| outbox.push_direct(&handler, &q, src, received))
+                    });
+                    match direct {
+                        Some(Direct::Answered) => continue,
+                        Some(Direct::Pass(Some(pending))) => {
+                            // Forwarded: the fast path, if it takes it.
+                            match handler.forward_fast(pending, &q, src, &mut fwd) {
+                                Ok(()) => continue,
+                                Err(pending) => Some(pending),
+                            }
+                        }
+                        Some(Direct::Pass(None)) | None => None,
                     }
                 }
-                Some(Direct::Pass(None)) | None => None,
             };
             let responder = UdpResponder {
                 socket: socket.clone(),

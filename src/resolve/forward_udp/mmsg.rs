@@ -48,21 +48,26 @@ unsafe impl Send for SendMany {}
 impl SendMany {
     /// Sends every datagram of `datagrams` on the connected socket `fd`, in as few `sendmmsg`
     /// calls as the kernel allows. Each one the kernel refused goes to `refused` by its index,
-    /// with the error.
-    pub fn send_all(
+    /// with the error. An iterator, not a slice: the caller has no list of its own to build.
+    pub fn send_all<'a>(
         &mut self,
         fd: RawFd,
-        datagrams: &[&[u8]],
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
         mut refused: impl FnMut(usize, std::io::Error),
     ) {
-        for (c, chunk) in datagrams.chunks(BATCH).enumerate() {
+        let mut datagrams = datagrams.into_iter();
+        let mut base = 0;
+        loop {
             self.iovs.clear();
             self.hdrs.clear();
-            for d in chunk {
+            for d in datagrams.by_ref().take(BATCH) {
                 self.iovs.push(libc::iovec {
                     iov_base: d.as_ptr() as *mut libc::c_void,
                     iov_len: d.len(),
                 });
+            }
+            if self.iovs.is_empty() {
+                return;
             }
             for iov in &mut self.iovs {
                 // SAFETY: all-zero is a valid mmsghdr (no address: the socket is connected);
@@ -91,12 +96,13 @@ impl SendMany {
                     }
                     // The first datagram left failed (a full socket buffer, an ICMP error
                     // reported now): that one is refused, the rest are tried.
-                    refused(c * BATCH + sent, e);
+                    refused(base + sent, e);
                     sent += 1;
                 } else {
                     sent += n as usize;
                 }
             }
+            base += self.hdrs.len();
         }
     }
 }

@@ -15,14 +15,14 @@
 use super::*;
 use crate::resolve::cache::{sections, QName};
 use crate::resolve::forward_udp::ForwardUdp;
-use crate::resolve::wire::MAX_NAME;
+use crate::resolve::wire::{OwnedQuery, WireQuery, MAX_NAME};
 use hickory_proto::rr::Name;
 
 /// A query waiting for its first upstream's answer on the fast path.
 pub struct Flight {
     pending: Box<Pending>,
-    /// The client's datagram.
-    query: Vec<u8>,
+    /// The client's datagram, as parsed.
+    query: OwnedQuery,
     src: SocketAddr,
     upstream: usize,
     asked: Instant,
@@ -42,14 +42,14 @@ pub enum Fast {
 }
 
 impl Handler {
-    /// Queues a query the direct path passed on (`pending`, decided for `bytes` from `src`) for
+    /// Queues a query the direct path passed on (`pending`, decided for `q` from `src`) for
     /// its first upstream on `fwd` (it leaves at the batch's flush), when the fast path can take it: a forward to
     /// `[upstream] servers` whose plan starts with a plain DNS upstream. Otherwise `pending`
     /// comes back for the general path (rate-limited already, if it was).
     pub fn forward_fast(
         &self,
         mut pending: Box<Pending>,
-        bytes: &[u8],
+        q: &WireQuery<'_>,
         src: SocketAddr,
         fwd: &mut ForwardUdp<Flight>,
     ) -> Result<(), Box<Pending>> {
@@ -62,9 +62,6 @@ impl Handler {
         ) {
             return Err(pending);
         }
-        let Some(q) = WireQuery::parse(bytes) else {
-            return Err(pending);
-        };
         if !pending.admitted {
             // The query is committed to being forwarded: its token is taken now, once.
             let p = &mut *pending;
@@ -91,7 +88,7 @@ impl Handler {
         };
         let flight = Flight {
             pending,
-            query: bytes.to_vec(),
+            query: OwnedQuery::new(q),
             src,
             upstream: first.upstream,
             asked: first.started,
@@ -128,20 +125,13 @@ impl Handler {
         // Truncated (TC): hickory's pool asks again and retries over TCP.
         if bytes.get(2).is_some_and(|b| b & 0x02 != 0) {
             return Fast::General {
-                query,
+                query: query.into_bytes(),
                 src,
                 pending,
             };
         }
-        // The datagram parsed when it came (the direct path passed it on); parsed again here
-        // rather than kept, since it borrows the bytes.
-        let Some(q) = WireQuery::parse(&query) else {
-            return Fast::General {
-                query,
-                src,
-                pending,
-            };
-        };
+        // The datagram as parsed when it came.
+        let q = query.get();
         // The cache key as the datagram has it; hickory's name only if an encoder needs it.
         let mut buf = [0u8; MAX_NAME];
         let name = QName::from_wire(q.lower_name(&mut buf));
@@ -177,7 +167,7 @@ impl Handler {
                     // An error code or an undecodable answer (counted as such): the others.
                     pending.tried = Some(Tried { upstream, deadline });
                     return Fast::General {
-                        query,
+                        query: query.into_bytes(),
                         src,
                         pending,
                     };
@@ -264,7 +254,7 @@ impl Handler {
             settled: Some(Box::new((reply, report))),
         });
         Fast::General {
-            query,
+            query: query.into_bytes(),
             src,
             pending,
         }
@@ -275,7 +265,7 @@ impl Handler {
     pub fn fast_unsent(&self, flight: Flight) -> Fast {
         self.inner.in_flight.fetch_sub(1, Ordering::Release);
         Fast::General {
-            query: flight.query,
+            query: flight.query.into_bytes(),
             src: flight.src,
             pending: flight.pending,
         }
@@ -296,7 +286,7 @@ impl Handler {
         self.inner.upstreams.failed(upstream, error, asked);
         pending.tried = Some(Tried { upstream, deadline });
         Fast::General {
-            query,
+            query: query.into_bytes(),
             src,
             pending,
         }
@@ -317,7 +307,7 @@ impl Handler {
         self.inner.upstreams.timed_out(upstream, asked);
         pending.tried = Some(Tried { upstream, deadline });
         Fast::General {
-            query,
+            query: query.into_bytes(),
             src,
             pending,
         }
