@@ -147,7 +147,7 @@ impl Outbox {
         self.answers.push((self.bytes.len(), dst));
     }
 
-    /// The direct path's answer for `bytes`, if it has one, appended.
+    /// The direct path's answer for `q`, if it has one, appended.
     fn push_direct(
         &mut self,
         handler: &Handler,
