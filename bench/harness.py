@@ -1193,13 +1193,14 @@ def report_forwarded(res, a):
              f"{a.runs} runs. *p50/p99* from runs at a fixed {a.fwd_lat_qps} qps ({a.lat_duration} s, fresh names, median "
              f"of {a.runs}); *p99 added* = that p99 minus NSD's own p99 at the same rate (dnsperf straight at NSD: "
              f"p50 {fmt(nsd.get('p50') and 1e3 * nsd['p50'], '{:.3f}')} ms, p99 {fmt(nsd.get('p99') and 1e3 * nsd['p99'], '{:.3f}')} ms). "
-             "Ratios are telesink / that row (qps: >1 means telesink serves more; µs/q: <1 means telesink spends less).\n")
-    L.append("| server | qps | µs/q | user µs/q | system µs/q | lost | p50 ms | p99 ms | p99 added ms | lost at fixed rate | core0 other | qps telesink/x | µs/q telesink/x |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "Ratios are telesink / that row (qps: >1 means telesink serves more; µs/q: <1 means telesink spends less; "
+             "*user telesink/x*: user time alone, the part a server's own code decides).\n")
+    L.append("| server | qps | µs/q | user µs/q | system µs/q | lost | p50 ms | p99 ms | p99 added ms | lost at fixed rate | core0 other | qps telesink/x | µs/q telesink/x | user telesink/x |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     t = next((e for e in fw["servers"] if e["server"] == "telesink" and not e.get("error")), None)
     for e in fw["servers"]:
         if e.get("error"):
-            L.append(f"| {e['server']} | {e['error']} ||||||||||||")
+            L.append(f"| {e['server']} | {e['error']} |||||||||||||")
             continue
         ms = lambda v: fmt(v and 1e3 * v, "{:.3f}")
         L.append("| " + " | ".join([
@@ -1208,6 +1209,7 @@ def report_forwarded(res, a):
             ms(e.get("p99")), ms(e.get("p99_added")), fmt(e.get("lat_lost")), fmt(e["core0_other_pct"], "{:.0f}%"),
             "" if e["server"] == "telesink" else ratio(t and t["qps"], e["qps"]),
             "" if e["server"] == "telesink" else ratio(t and t["cpu_us_per_q"], e["cpu_us_per_q"]),
+            "" if e["server"] == "telesink" else ratio(t and t.get("user_us_per_q"), e.get("user_us_per_q")),
         ]) + " |")
     L.append("\nResponse codes of the saturating runs: " + "; ".join(
         f"{e['server']}: {' / '.join(e.get('rcodes', []))}" for e in fw["servers"]) + ".\n")
