@@ -339,18 +339,11 @@ pub fn sections(a: &UpstreamAnswer) -> Sections<'_> {
 }
 
 /// A stored response ([`CachedWire::bytes`]) as hickory's records, as the upstream module
-/// makes them from a response (the OPT left out; it was cut off before storing).
+/// makes them from a response.
 fn decode(bytes: &[u8]) -> Option<UpstreamAnswer> {
     use hickory_proto::serialize::binary::BinDecodable;
     let msg = hickory_proto::op::Message::from_bytes(bytes).ok()?;
-    Some(UpstreamAnswer {
-        rcode: msg.metadata.response_code,
-        answers: msg.answers,
-        authorities: msg.authorities,
-        additionals: msg.additionals,
-        negative_ttl: None,
-        validation: Validation::Off,
-    })
+    Some(UpstreamAnswer::from_message(msg, None, Validation::Off))
 }
 
 /// How long an answer may be cached; `None` when it must not be (errors, truncation).

@@ -15,8 +15,8 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::FirstAnswer;
 use hickory_resolver::net::{DnsError, NetError, NoRecords};
-use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Query, ResponseCode};
-use hickory_resolver::proto::rr::Record;
+use hickory_resolver::proto::op::{DnsRequestOptions, DnsResponse, Message, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Record, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
 pub use super::strategy::Strategy;
@@ -92,6 +92,26 @@ pub struct UpstreamAnswer {
     pub negative_ttl: Option<u32>,
     /// DNSSEC: secure answers get the AD bit (see [`super::dnssec`]).
     pub validation: Validation,
+}
+
+impl UpstreamAnswer {
+    /// A response as hickory's records, its OPT left out (each answer to a client gets the
+    /// client's own): what hickory's pools return, and what the cache decodes a response it
+    /// stored as bytes into.
+    pub fn from_message(msg: Message, negative_ttl: Option<u32>, validation: Validation) -> Self {
+        UpstreamAnswer {
+            rcode: msg.metadata.response_code,
+            answers: msg.answers,
+            authorities: msg.authorities,
+            additionals: msg
+                .additionals
+                .into_iter()
+                .filter(|r| r.record_type() != RecordType::OPT)
+                .collect(),
+            negative_ttl,
+            validation,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -418,20 +438,7 @@ impl Shared {
                 };
                 (
                     UpstreamOutcome::Ok,
-                    Ok(UpstreamAnswer {
-                        rcode: msg.metadata.response_code,
-                        answers: msg.answers,
-                        authorities: msg.authorities,
-                        additionals: msg
-                            .additionals
-                            .into_iter()
-                            .filter(|r| {
-                                r.record_type() != hickory_resolver::proto::rr::RecordType::OPT
-                            })
-                            .collect(),
-                        negative_ttl,
-                        validation,
-                    }),
+                    Ok(UpstreamAnswer::from_message(msg, negative_ttl, validation)),
                 )
             }
             Some(Err(e)) => match dnssec::bogus_reason(&e) {
