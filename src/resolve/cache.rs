@@ -276,7 +276,8 @@ impl AnswerCache {
 
     /// Stores an address answer the UDP fast path took as bytes (`wire`, whose `facts` it read
     /// with [`CachedWire::address_answer`]) at `now`, without hickory's records: they are
-    /// decoded if ever needed. The wire comes back as `Err` when it is not stored (caching off, TTL 0).
+    /// decoded if ever needed. The wire comes back as `Err` when it is not stored (caching
+    /// off, TTL 0).
     pub fn insert_address(
         &self,
         name: &QName<'_>,
@@ -430,23 +431,9 @@ mod tests {
         ];
         let bytes = response("Host.Example.", records.clone(), vec![]);
         let wire = CachedWire::from_upstream(&bytes).expect("plain shape");
-        let facts = wire.address_answer().expect("an address answer");
-        assert_eq!(
-            facts,
-            AddressAnswer {
-                ttl: 60,
-                private: true
-            }
-        );
+        assert_eq!(wire.address_answer(), Some(facts(60, true)));
         let public = response("h.example.", vec![a("h.example.", 5, "192.0.2.9")], vec![]);
-        let facts = CachedWire::from_upstream(&public).unwrap().address_answer();
-        assert_eq!(
-            facts,
-            Some(AddressAnswer {
-                ttl: 5,
-                private: false
-            })
-        );
+        assert_eq!(facts_of(&public), facts(5, false));
 
         // Stored as bytes, decoded on first use into what the upstream module makes.
         let c = AnswerCache::new(10, Duration::ZERO);
@@ -507,18 +494,17 @@ mod tests {
         let bytes = m.to_bytes().unwrap();
         let wire = CachedWire::from_upstream(&bytes).expect("NS and glue kept, OPT cut");
         // The glue's loopback address is not the answer's: no rebinding block for it.
-        let facts = wire.address_answer().expect("an address answer");
-        assert_eq!(
-            facts,
-            AddressAnswer {
-                ttl: 300,
-                private: false
-            }
-        );
+        assert_eq!(wire.address_answer(), Some(facts(300, false)));
         let c = AnswerCache::new(10, Duration::ZERO);
         let n = LowerName::from_str("q1.zone.example.").unwrap();
         let entry = c
-            .insert_address(&QName::Name(&n), RecordType::A, wire, facts, Instant::now())
+            .insert_address(
+                &QName::Name(&n),
+                RecordType::A,
+                wire,
+                facts(300, false),
+                Instant::now(),
+            )
             .unwrap();
         let decoded = entry.answer();
         assert_eq!(decoded.answers, vec![answer]);
@@ -528,6 +514,10 @@ mod tests {
             vec![glue],
             "the OPT cut off, the glue kept"
         );
+    }
+
+    fn facts(ttl: u32, private: bool) -> AddressAnswer {
+        AddressAnswer { ttl, private }
     }
 
     fn facts_of(bytes: &[u8]) -> AddressAnswer {

@@ -7,8 +7,9 @@
 //! connection that has been idle longest (RFC 7766 §6.2.3: servers manage their connections,
 //! and clients must expect an idle one to be closed) and serves the new one. A connection is
 //! never closed while one of its queries is being answered, nor within [`EVICT_GRACE`] of its
-//! opening or its last query or answer (time to ask, and to read the answer); when no connection may be closed, the new
-//! one waits up to [`HOLD`] for a free slot, and is closed unanswered only after that.
+//! opening or its last query or answer (time to ask, and to read the answer); when no
+//! connection may be closed, the new one waits up to [`HOLD`] for a free slot, and is closed
+//! unanswered only after that.
 //!
 //! DNS over TLS (RFC 7858) is this same listener with a TLS handshake first ([`serve_tls`]):
 //! the same framing, cap, idle timeout and pipelining; the server name the client asked for

@@ -43,9 +43,9 @@ pub enum Fast {
 
 impl Handler {
     /// Queues a query the direct path passed on (`pending`, decided for `q` from `src`) for
-    /// its first upstream on `fwd` (it leaves at the batch's flush), when the fast path can take it: a forward to
-    /// `[upstream] servers` whose plan starts with a plain DNS upstream. Otherwise `pending`
-    /// comes back for the general path (rate-limited already, if it was).
+    /// its first upstream on `fwd` (it leaves at the batch's flush), when the fast path can
+    /// take it: a forward to `[upstream] servers` whose plan starts with a plain DNS upstream.
+    /// Otherwise `pending` comes back for the general path (rate-limited already, if it was).
     pub fn forward_fast(
         &self,
         mut pending: Box<Pending>,
